@@ -1,0 +1,1 @@
+"""Vigil services, one package each, started as `python -m services.<name>`."""

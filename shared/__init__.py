@@ -1,0 +1,1 @@
+"""Code every Vigil service shares: configuration, message contracts, messaging and database plumbing."""

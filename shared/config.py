@@ -1,0 +1,109 @@
+"""Configuration from VIGIL_* environment variables.
+
+One settings class for every service keeps the list of variables in one place (the README documents
+exactly these fields). A wrong value stops the process at start with the variable's name in the message.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+ENV_PREFIX = "VIGIL_"
+
+
+class ConfigError(SystemExit):
+    """Raised for an unusable configuration; exits the process with a readable message."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    state_dir: Path = Field(Path(".run"), description="Where `make run` keeps data, logs and pids.")
+    host: str = Field("127.0.0.1", description="Address every service binds to.")
+    ingest_port: int = Field(8081, ge=1, le=65535)
+    web_port: int = Field(8080, ge=1, le=65535)
+    correlator_port: int = Field(8082, ge=1, le=65535, description="Health and metrics of the correlator.")
+    enricher_port: int = Field(8083, ge=1, le=65535, description="Health and metrics of the enricher.")
+    reporter_port: int = Field(8084, ge=1, le=65535, description="Health and metrics of the reporter.")
+
+    database_url: str = Field("postgresql://vigil@127.0.0.1:55432/vigil", description="PostgreSQL DSN.")
+    database_pool_size: int = Field(10, ge=1, le=200)
+    amqp_url: str = Field("amqp://vigil:vigil@127.0.0.1:55672/", description="RabbitMQ URL.")
+    prefetch: int = Field(200, ge=1, le=10_000, description="Unacknowledged messages per consumer.")
+    retry_delays_ms: Annotated[tuple[int, ...], NoDecode] = Field(
+        (1_000, 10_000, 60_000), description="Delays between redeliveries of a failed message."
+    )
+    max_attempts: int = Field(5, ge=1, le=100, description="Failed handlings before a message is parked.")
+    publish_timeout_s: float = Field(5.0, gt=0, description="How long to wait for a broker confirm.")
+
+    ingest_token: SecretStr | None = Field(None, description="Bearer token of the default sender.")
+    ingest_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict, description="More senders, one token each: `grafana=token1,cron=token2`."
+    )
+    ingest_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    api_token: SecretStr | None = Field(None, description="Responder token for the web JSON API.")
+
+    prometheus_url: str = Field("http://127.0.0.1:59090")
+    loki_url: str = Field("http://127.0.0.1:53100")
+    correlation_rules: Path = Field(Path("deploy/correlation.yml"))
+    log_level: str = Field("INFO")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @field_validator("retry_delays_ms", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return tuple(int(part) for part in value.split(",") if part.strip())
+            except ValueError:
+                raise ValueError("expected comma-separated milliseconds, e.g. 1000,10000") from None
+        return value
+
+    @field_validator("ingest_tokens", mode="before")
+    @classmethod
+    def _sender_tokens(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        tokens: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, token = item.partition("=")
+            if not sep or not name.strip() or not token.strip():
+                raise ValueError("expected sender=token pairs separated by commas")
+            tokens[name.strip()] = token.strip()
+        return tokens
+
+    @field_validator("retry_delays_ms")
+    @classmethod
+    def _positive_delays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(d <= 0 for d in value):
+            raise ValueError("needs at least one delay, each above 0 ms")
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; on error, exit naming each wrong VIGIL_* variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        print(f"vigil: invalid configuration\n  {exc}", file=sys.stderr)
+        raise ConfigError(2) from None
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            lines.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+        print("vigil: invalid configuration\n  " + "\n  ".join(lines), file=sys.stderr)
+        raise ConfigError(2) from None

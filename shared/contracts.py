@@ -1,0 +1,255 @@
+"""Message contracts: the envelope and every payload that crosses RabbitMQ.
+
+These models are the public interface for outside subscribers (see `shared/asyncapi.py`). Versioning
+rule: adding an optional field keeps `version`; renaming, removing or changing the meaning of a field
+bumps it, and producers publish both versions for a deprecation period.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+T = TypeVar("T", bound=BaseModel)
+
+# Exchanges (topic) and what is published on them.
+ALERTS_EXCHANGE = "vigil.alerts"  # alert.<status>.<severity>.<alertname>
+INCIDENTS_EXCHANGE = "vigil.incidents"  # incident.<event>.<severity>, report.ready.<severity>
+COMMANDS_EXCHANGE = "vigil.commands"  # command.<action>
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel, Generic[T]):
+    """What every message is: an id for idempotence, a type to dispatch on, and the payload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str
+    version: int = 1
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    producer: str
+    data: T
+
+
+class RawEnvelope(BaseModel):
+    """An envelope whose payload is not decoded yet: consumers dispatch on `type` first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    type: str
+    version: int = 1
+    occurred_at: AwareDatetime
+    producer: str
+    data: dict[str, Any]
+
+
+# --- Alertmanager webhook, version 4 -------------------------------------------------------------
+
+
+class AlertStatus(StrEnum):
+    firing = "firing"
+    resolved = "resolved"
+
+
+class WebhookAlert(BaseModel):
+    """One alert as Alertmanager's webhook sends it; Grafana adds fields, which are kept."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    status: AlertStatus
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: AwareDatetime = Field(alias="startsAt")
+    # Alertmanager sends "0001-01-01T00:00:00Z" for alerts without an end.
+    ends_at: AwareDatetime | None = Field(None, alias="endsAt")
+    generator_url: str = Field("", alias="generatorURL")
+    fingerprint: str = ""
+
+    @field_validator("ends_at", mode="after")
+    @classmethod
+    def _zero_time_is_none(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.year <= 1:
+            return None
+        return value
+
+
+class AlertmanagerWebhook(BaseModel):
+    """The body of Alertmanager's `webhook_config` notification (payload version 4)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    version: str = "4"
+    group_key: str = Field(alias="groupKey")
+    truncated_alerts: int = Field(0, alias="truncatedAlerts", ge=0)
+    status: AlertStatus
+    receiver: str
+    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: str = Field("", alias="externalURL")
+    alerts: list[WebhookAlert]
+
+
+# --- Generic events (Fail2Ban, Xray, scripts) ----------------------------------------------------
+
+
+class Severity(StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    none = "none"
+
+
+SEVERITY_RANK: dict[str, int] = {"critical": 4, "error": 3, "warning": 2, "info": 1, "none": 0}
+
+
+def severity_rank(value: str | None) -> int:
+    """Unknown severities rank like `warning`: an alert with an odd label must not vanish below info."""
+    if not value:
+        return SEVERITY_RANK["none"]
+    return SEVERITY_RANK.get(value.lower(), SEVERITY_RANK["warning"])
+
+
+class GenericEvent(BaseModel):
+    """An event from a system that is not Alertmanager: a ban, a log watcher, a cron script."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=200, description="What sent it, e.g. fail2ban.")
+    host: str = Field(min_length=1, max_length=255, description="The host the event is about.")
+    kind: str = Field(min_length=1, max_length=200, description="What happened, e.g. ban; becomes alertname.")
+    severity: Severity = Severity.warning
+    status: AlertStatus = AlertStatus.firing
+    labels: dict[str, str] = Field(default_factory=dict)
+    message: str = Field("", max_length=65_536)
+    time: AwareDatetime = Field(default_factory=utcnow)
+    ends_at: AwareDatetime | None = None
+
+
+# --- What ingest publishes on vigil.alerts -------------------------------------------------------
+
+
+class AlertSource(StrEnum):
+    alertmanager = "alertmanager"
+    event = "event"
+
+
+class AlertReceived(BaseModel):
+    """One alert of a notification (or one generic event as an alert), as the correlator consumes it.
+
+    type `alert.received`, routing key `alert.<status>.<severity>.<alertname>`.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    alert: WebhookAlert
+    source: AlertSource
+    sender: str
+    receiver: str = ""
+    group_key: str = ""
+    group_labels: dict[str, str] = Field(default_factory=dict)
+    external_url: str = ""
+    received_at: AwareDatetime
+
+
+# --- Incident events on vigil.incidents ---------------------------------------------------------
+
+
+class IncidentState(StrEnum):
+    open = "open"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+
+
+class IncidentEventType(StrEnum):
+    opened = "incident.opened"
+    updated = "incident.updated"
+    acknowledged = "incident.acknowledged"
+    resolved = "incident.resolved"
+    reopened = "incident.reopened"
+    enriched = "incident.enriched"
+
+
+class IncidentSnapshot(BaseModel):
+    """The incident as it is after the change the event announces."""
+
+    key: str = Field(description="Human key, e.g. INC-000123.")
+    title: str
+    state: IncidentState
+    severity: str
+    rule: str = Field(description="Name of the correlation rule that grouped it.")
+    group_labels: dict[str, str]
+    hosts: list[str]
+    alert_count: int
+    firing_count: int
+    flapping: bool = False
+    revision: int = Field(description="Increases with every change; consumers keep the highest seen.")
+    opened_at: AwareDatetime
+    first_alert_at: AwareDatetime
+    last_alert_at: AwareDatetime
+    acknowledged_at: AwareDatetime | None = None
+    resolved_at: AwareDatetime | None = None
+
+
+class IncidentEvent(BaseModel):
+    """Data of every `incident.*` event; `change` says what happened, e.g. `alerts_added`."""
+
+    incident: IncidentSnapshot
+    change: str
+    actor: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReportReady(BaseModel):
+    """`report.ready`: a new version of an incident's reports is stored."""
+
+    key: str
+    report_version: int
+    formats: list[Literal["md", "xlsx", "json"]]
+
+
+# --- Commands from the web to the correlator ----------------------------------------------------
+
+
+class CommandAction(StrEnum):
+    acknowledge = "acknowledge"
+    resolve = "resolve"
+    reopen = "reopen"
+    comment = "comment"
+
+
+class IncidentCommand(BaseModel):
+    """`command.<action>`: a person asks the correlator, the only writer of incidents, to change one."""
+
+    key: str = Field(pattern=r"^INC-\d{6,}$")
+    action: CommandAction
+    actor: str = Field(min_length=1, max_length=200)
+    comment: str = Field("", max_length=65_536)
+    requested_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+def alert_routing_key(status: str, severity: str | None, alertname: str | None) -> str:
+    """`alert.<status>.<severity>.<alertname>` with each part safe as one topic word."""
+    parts = (status, severity or "none", alertname or "")
+    return "alert." + ".".join(topic_word(part) for part in parts)
+
+
+def incident_routing_key(event: IncidentEventType | str, severity: str) -> str:
+    """`incident.<event>.<severity>`, e.g. `incident.opened.critical`."""
+    return f"{event}.{topic_word(severity)}"
+
+
+def topic_word(value: str) -> str:
+    """A value as one word of a topic routing key: dots and wildcards would change its meaning."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_:" else "_" for ch in value)[:100]
+    return cleaned or "_"

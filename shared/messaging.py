@@ -1,0 +1,446 @@
+"""RabbitMQ plumbing on aio-pika: topology, confirmed publishing, and consumers with delayed retries.
+
+Topology (declared idempotently by every service at start, so a message published before its consumer
+ever ran still waits in its queue):
+
+- topic exchanges `vigil.alerts`, `vigil.incidents`, `vigil.commands`;
+- one durable quorum queue per consuming service (`vigil.correlator`, `vigil.enricher`, `vigil.reporter`);
+- for each such queue, delay queues `<queue>.retry.<ms>` on the direct exchange `vigil.retry`: a failed
+  message waits there (queue TTL) and is dead-lettered back to its queue;
+- a parking queue `<queue>.parking` on the direct exchange `vigil.parking` for poison messages: after
+  `max_attempts` failures, an undecodable body, or (broker-side backstop) a message whose delivery
+  killed its consumer too often (`x-delivery-limit`). Parked messages wait for a person; none is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ValidationError
+
+from shared.contracts import ALERTS_EXCHANGE, COMMANDS_EXCHANGE, INCIDENTS_EXCHANGE, Envelope, RawEnvelope
+
+log = logging.getLogger(__name__)
+
+TOPIC_EXCHANGES = (ALERTS_EXCHANGE, INCIDENTS_EXCHANGE, COMMANDS_EXCHANGE)
+RETRY_EXCHANGE = "vigil.retry"
+PARKING_EXCHANGE = "vigil.parking"
+ATTEMPTS_HEADER = "x-vigil-attempts"
+ERROR_HEADER = "x-vigil-error"
+# Broker-side backstop for a message that crashes its consumer before it can be retried or parked.
+DELIVERY_LIMIT = 20
+
+CONSUMED = Counter(
+    "vigil_messages_consumed_total", "Messages handled, by queue and outcome", ["queue", "outcome"]
+)
+HANDLE_SECONDS = Histogram("vigil_message_handle_seconds", "Time to handle a batch of messages", ["queue"])
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    bindings: tuple[tuple[str, str], ...]
+
+
+CORRELATOR_QUEUE = QueueSpec(
+    "vigil.correlator", ((ALERTS_EXCHANGE, "alert.#"), (COMMANDS_EXCHANGE, "command.#"))
+)
+ENRICHER_QUEUE = QueueSpec(
+    "vigil.enricher",
+    (
+        (INCIDENTS_EXCHANGE, "incident.opened.#"),
+        (INCIDENTS_EXCHANGE, "incident.updated.#"),
+        (INCIDENTS_EXCHANGE, "incident.reopened.#"),
+        (INCIDENTS_EXCHANGE, "incident.resolved.#"),
+    ),
+)
+REPORTER_QUEUE = QueueSpec(
+    "vigil.reporter",
+    ((INCIDENTS_EXCHANGE, "incident.enriched.#"), (INCIDENTS_EXCHANGE, "incident.resolved.#")),
+)
+SERVICE_QUEUES = (CORRELATOR_QUEUE, ENRICHER_QUEUE, REPORTER_QUEUE)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not take a message: unreachable, refused it, or did not confirm in time."""
+
+
+class PermanentError(Exception):
+    """Raised by a handler for a message that can never succeed: it is parked at once, not retried."""
+
+
+@dataclass
+class Delivery:
+    """One decoded message handed to a handler."""
+
+    envelope: RawEnvelope
+    message: AbstractIncomingMessage
+    attempts: int
+
+
+BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
+
+
+def encode(envelope: Envelope[BaseModel]) -> aio_pika.Message:
+    return aio_pika.Message(
+        envelope.model_dump_json(by_alias=True).encode(),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(envelope.id),
+        type=envelope.type,
+        timestamp=envelope.occurred_at,
+        app_id=envelope.producer,
+    )
+
+
+def decode(body: bytes) -> RawEnvelope:
+    return RawEnvelope.model_validate_json(body)
+
+
+async def declare_topology(channel: AbstractChannel, retry_delays_ms: Sequence[int]) -> None:
+    exchanges: dict[str, AbstractExchange] = {}
+    for name in TOPIC_EXCHANGES:
+        exchanges[name] = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+    retry = await channel.declare_exchange(RETRY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+    parking = await channel.declare_exchange(PARKING_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+    for spec in SERVICE_QUEUES:
+        queue = await channel.declare_queue(
+            spec.name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": DELIVERY_LIMIT,
+                "x-dead-letter-exchange": PARKING_EXCHANGE,
+                "x-dead-letter-routing-key": spec.name,
+            },
+        )
+        for exchange, pattern in spec.bindings:
+            await queue.bind(exchanges[exchange], pattern)
+        parked = await channel.declare_queue(
+            f"{spec.name}.parking", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await parked.bind(parking, spec.name)
+        for delay in retry_delays_ms:
+            waiting = await channel.declare_queue(
+                retry_queue_name(spec.name, delay),
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-message-ttl": delay,
+                    # The default exchange routes by queue name: back to where the message failed.
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": spec.name,
+                },
+            )
+            await waiting.bind(retry, retry_queue_name(spec.name, delay))
+
+
+def retry_queue_name(queue: str, delay_ms: int) -> str:
+    return f"{queue}.retry.{delay_ms}"
+
+
+@dataclass
+class Broker:
+    """One robust connection: a confirmed publishing channel and one channel per consumer."""
+
+    url: str
+    producer: str
+    retry_delays_ms: Sequence[int] = (1_000, 10_000, 60_000)
+    max_attempts: int = 5
+    prefetch: int = 200
+    publish_timeout_s: float = 5.0
+    _connection: AbstractRobustConnection | None = None
+    _channel: AbstractChannel | None = None
+    _exchanges: dict[str, AbstractExchange] = field(default_factory=dict)
+    _consumers: list[_Consumer] = field(default_factory=list)
+    _connected: asyncio.Event = field(default_factory=asyncio.Event)
+    _connector: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect in the background, retrying until the broker answers; `ready` says when."""
+        self._connector = asyncio.create_task(self._connect_forever(), name="broker-connect")
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def _connect_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._connect()
+                return
+            except (TimeoutError, OSError, AMQPError, aiormq.exceptions.AMQPError) as exc:
+                log.warning("broker not reachable, retrying", extra={"error": str(exc), "in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _connect(self) -> None:
+        connection = await aio_pika.connect_robust(
+            self.url, timeout=10, client_properties={"connection_name": self.producer}
+        )
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await declare_topology(channel, self.retry_delays_ms)
+            for name in (*TOPIC_EXCHANGES, RETRY_EXCHANGE, PARKING_EXCHANGE):
+                self._exchanges[name] = await channel.get_exchange(name, ensure=False)
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection, self._channel = connection, channel
+        self._connected.set()
+        log.info("broker connected")
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise BrokerUnavailable("not connected to the broker yet")
+        return self._connection
+
+    async def publish(
+        self, exchange: str, routing_key: str, envelope: Envelope[BaseModel], *, mandatory: bool = True
+    ) -> None:
+        """Publish and wait for the broker's confirm; `mandatory` makes an unroutable message an error."""
+        await self.publish_message(exchange, routing_key, encode(envelope), mandatory=mandatory)
+
+    async def publish_message(
+        self, exchange: str, routing_key: str, message: aio_pika.Message, *, mandatory: bool = True
+    ) -> None:
+        if not self.ready:
+            raise BrokerUnavailable("not connected to the broker")
+        try:
+            await self._exchanges[exchange].publish(
+                message, routing_key, mandatory=mandatory, timeout=self.publish_timeout_s
+            )
+        except (DeliveryError, PublishError) as exc:
+            raise BrokerUnavailable(f"broker refused the message: {exc}") from exc
+        except (TimeoutError, AMQPError, aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"no confirm from the broker: {exc!r}") from exc
+
+    async def publish_many(
+        self, items: Sequence[tuple[str, str, Envelope[BaseModel]]], *, mandatory: bool = True
+    ) -> None:
+        """Publish concurrently (the broker confirms in batches); raises if any one is not confirmed."""
+        results = await asyncio.gather(
+            *(self.publish(ex, key, env, mandatory=mandatory) for ex, key, env in items),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def consume(
+        self,
+        spec: QueueSpec,
+        handler: BatchHandler,
+        *,
+        batch_size: int = 1,
+        batch_wait_s: float = 0.0,
+        concurrency: int = 1,
+    ) -> None:
+        """Start consuming `spec`'s queue; returns once the consumer is registered with the broker."""
+        await self.wait_connected()
+        consumer = _Consumer(self, spec, handler, batch_size, batch_wait_s, concurrency)
+        await consumer.start()
+        self._consumers.append(consumer)
+
+    async def retry_or_park(self, delivery: Delivery, queue: str, error: BaseException) -> str:
+        """Send a failed message on to its next delay queue, or park it; returns the outcome."""
+        attempts = delivery.attempts + 1
+        permanent = isinstance(error, PermanentError)
+        headers = dict(delivery.message.headers or {})
+        headers[ATTEMPTS_HEADER] = attempts
+        headers[ERROR_HEADER] = f"{type(error).__name__}: {error}"[:1000]
+        copy = aio_pika.Message(
+            delivery.message.body,
+            headers=headers,
+            content_type=delivery.message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=delivery.message.message_id,
+            type=delivery.message.type,
+            app_id=delivery.message.app_id,
+        )
+        if permanent or attempts >= self.max_attempts:
+            await self.publish_message(PARKING_EXCHANGE, queue, copy)
+            return "parked"
+        delay = self.retry_delays_ms[min(attempts - 1, len(self.retry_delays_ms) - 1)]
+        await self.publish_message(RETRY_EXCHANGE, retry_queue_name(queue, delay), copy)
+        return "retried"
+
+    async def close(self) -> None:
+        for consumer in self._consumers:
+            await consumer.stop()
+        self._consumers.clear()
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        if self._connection is not None:
+            await self._connection.close()
+        self._connected.clear()
+
+
+class _Consumer:
+    """Pulls deliveries into batches; a failed batch is retried message by message to isolate the bad one."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        spec: QueueSpec,
+        handler: BatchHandler,
+        batch_size: int,
+        batch_wait_s: float,
+        concurrency: int,
+    ) -> None:
+        self.broker, self.spec, self.handler = broker, spec, handler
+        self.batch_size, self.batch_wait_s, self.concurrency = batch_size, batch_wait_s, concurrency
+        self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self.workers: list[asyncio.Task[None]] = []
+        self.busy = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.channel: AbstractChannel | None = None
+        self.tag: str | None = None
+
+    async def start(self) -> None:
+        self.channel = await self.broker.connection.channel(publisher_confirms=False)
+        await self.channel.set_qos(prefetch_count=self.broker.prefetch)
+        queue = await self.channel.get_queue(self.spec.name, ensure=False)
+        self.tag = await queue.consume(self.inbox.put, no_ack=False)
+        self.workers = [
+            asyncio.create_task(self._work(), name=f"consume-{self.spec.name}-{i}")
+            for i in range(self.concurrency)
+        ]
+
+    async def stop(self) -> None:
+        if self.channel is not None and not self.channel.is_closed and self.tag is not None:
+            with contextlib.suppress(AMQPError, aiormq.exceptions.AMQPError, RuntimeError, OSError):
+                queue = await self.channel.get_queue(self.spec.name, ensure=False)
+                await queue.cancel(self.tag)
+        # Let the batches in hand finish, so their work commits and their acks go out before the channel
+        # closes; deliveries not started yet go back to the queue when it does.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), 30)
+        for worker in self.workers:
+            worker.cancel()
+        for worker in self.workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        if self.channel is not None and not self.channel.is_closed:
+            with contextlib.suppress(AMQPError, aiormq.exceptions.AMQPError, RuntimeError, OSError):
+                await self.channel.close()
+
+    async def _next_batch(self) -> list[AbstractIncomingMessage]:
+        batch = [await self.inbox.get()]
+        deadline = time.monotonic() + self.batch_wait_s
+        while len(batch) < self.batch_size:
+            if not self.inbox.empty():
+                batch.append(self.inbox.get_nowait())
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.inbox.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _work(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            self.busy += 1
+            self.idle.clear()
+            try:
+                await self._handle_raw(batch)
+            finally:
+                self.busy -= 1
+                if self.busy == 0:
+                    self.idle.set()
+
+    async def _handle_raw(self, batch: list[AbstractIncomingMessage]) -> None:
+        deliveries: list[Delivery] = []
+        for message in batch:
+            try:
+                envelope = decode(message.body)
+            except ValidationError as exc:
+                bad = Delivery(envelope=None, message=message, attempts=0)  # type: ignore[arg-type]
+                await self._fail(bad, PermanentError(f"not a Vigil envelope: {exc.errors()[:3]}"))
+                continue
+            attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0) or 0)
+            deliveries.append(Delivery(envelope, message, attempts))
+        if deliveries:
+            await self._handle(deliveries)
+
+    async def _handle(self, deliveries: list[Delivery]) -> None:
+        started = time.perf_counter()
+        try:
+            await self.handler(deliveries)
+        except Exception as exc:
+            if len(deliveries) == 1:
+                await self._fail(deliveries[0], exc)
+                return
+            log.warning(
+                "batch failed, handling its messages one by one",
+                extra={"queue": self.spec.name, "size": len(deliveries), "error": repr(exc)},
+            )
+            for delivery in deliveries:
+                await self._handle([delivery])
+            return
+        HANDLE_SECONDS.labels(self.spec.name).observe(time.perf_counter() - started)
+        for delivery in deliveries:
+            await self._settle(delivery.message.ack())
+        CONSUMED.labels(self.spec.name, "ok").inc(len(deliveries))
+
+    async def _fail(self, delivery: Delivery, error: BaseException) -> None:
+        try:
+            outcome = await self.broker.retry_or_park(delivery, self.spec.name, error)
+        except BrokerUnavailable as exc:
+            # Not retried or parked: leave it to the broker, which redelivers it after a pause.
+            log.error("could not reschedule a failed message", extra={"error": str(exc)})
+            await asyncio.sleep(1)
+            await self._settle(delivery.message.nack(requeue=True))
+            return
+        level = logging.ERROR if outcome == "parked" else logging.WARNING
+        log.log(
+            level,
+            f"message {outcome}",
+            extra={
+                "queue": self.spec.name,
+                "message_id": delivery.message.message_id,
+                "attempts": delivery.attempts + 1,
+                "error": f"{type(error).__name__}: {error}",
+            },
+            exc_info=error if level == logging.ERROR and not isinstance(error, PermanentError) else None,
+        )
+        await self._settle(delivery.message.ack())
+        CONSUMED.labels(self.spec.name, outcome).inc()
+
+    @staticmethod
+    async def _settle(settling: Awaitable[None]) -> None:
+        # After a connection loss the broker has already requeued the message; the ack has nowhere to go.
+        with contextlib.suppress(AMQPError, aiormq.exceptions.AMQPError, RuntimeError, OSError):
+            await settling

@@ -1,0 +1,123 @@
+"""The life of a service process: one aiohttp app with /healthz, /readyz and /metrics, plus cleanup
+contexts that open and close the database pool and the broker connection in a fixed order.
+
+Every service builds its app with `base_app`, appends what it needs to `app.cleanup_ctx`, and is run by
+`run` (SIGINT and SIGTERM stop it cleanly: consumers drain, pools close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
+from shared.config import Settings, load_settings
+from shared.db import migrate, open_pool
+from shared.jsonlog import setup_logging
+from shared.messaging import Broker
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICE = web.AppKey("service", str)
+DB = web.AppKey("db", AsyncConnectionPool)
+BROKER = web.AppKey("broker", Broker)
+READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[bool]]])
+
+STARTED = Gauge("vigil_start_time_seconds", "When this service process started", ["service"])
+
+
+def base_app(service: str, settings: Settings, *, client_max_size: int = 1024**2) -> web.Application:
+    app = web.Application(client_max_size=client_max_size)
+    app[SERVICE] = service
+    app[SETTINGS] = settings
+    app[READY_CHECKS] = {}
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    STARTED.labels(service).set(time.time())
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "service": request.app[SERVICE]})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when every dependency answers within a second, else 503 naming the ones that do not."""
+    checks = request.app[READY_CHECKS]
+
+    async def run(check: Callable[[], Awaitable[bool]]) -> bool:
+        try:
+            return await asyncio.wait_for(check(), 1.0)
+        except Exception:
+            return False
+
+    results = dict(zip(checks, await asyncio.gather(*(run(c) for c in checks.values())), strict=True))
+    ok = all(results.values())
+    return web.json_response(
+        {"status": "ready" if ok else "not ready", "checks": results}, status=200 if ok else 503
+    )
+
+
+async def metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Apply migrations (serialised across replicas), then open the pool for the app's lifetime."""
+    settings = app[SETTINGS]
+    await migrate(settings.database_url)
+    pool = await open_pool(settings.database_url, max_size=settings.database_pool_size)
+    app[DB] = pool
+
+    async def db_ready() -> bool:
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
+        return True
+
+    app[READY_CHECKS]["database"] = db_ready
+    yield
+    await pool.close()
+
+
+async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Connect to RabbitMQ in the background: the HTTP side starts, and /readyz says 503 until it is up."""
+    settings = app[SETTINGS]
+    broker = Broker(
+        settings.amqp_url,
+        producer=app[SERVICE],
+        retry_delays_ms=settings.retry_delays_ms,
+        max_attempts=settings.max_attempts,
+        prefetch=settings.prefetch,
+        publish_timeout_s=settings.publish_timeout_s,
+    )
+    await broker.start()
+    app[BROKER] = broker
+
+    async def broker_ready() -> bool:
+        return broker.ready
+
+    app[READY_CHECKS]["broker"] = broker_ready
+    yield
+    await broker.close()
+
+
+def service_port(service: str, settings: Settings) -> int:
+    return int(getattr(settings, f"{service}_port"))
+
+
+def run(service: str, build_app: Callable[[Settings], web.Application]) -> None:
+    """Entry point of `python -m services.<service>`."""
+    settings = load_settings()
+    setup_logging(service, settings.log_level)
+    app = build_app(settings)
+    port = service_port(service, settings)
+    log.info("starting", extra={"host": settings.host, "port": port})
+    web.run_app(app, host=settings.host, port=port, print=None, access_log=None, shutdown_timeout=30)
+    log.info("stopped")

@@ -1,0 +1,197 @@
+"""The shared plumbing against the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aio_pika
+import psycopg
+import pytest
+
+from shared.contracts import ALERTS_EXCHANGE, Envelope, IncidentCommand
+from shared.db import MigrationError, list_migrations, migrate
+from shared.messaging import CORRELATOR_QUEUE, Broker, Delivery, PermanentError
+
+
+def command_envelope(comment: str = "hello") -> Envelope[IncidentCommand]:
+    data = IncidentCommand(key="INC-000001", action="comment", actor="tester", comment=comment)
+    return Envelope(type="command.comment", producer="test", data=data)
+
+
+async def new_broker(url: str, **kwargs: object) -> Broker:
+    broker = Broker(url, producer="test", retry_delays_ms=(50, 100), **kwargs)  # type: ignore[arg-type]
+    await broker.start()
+    await asyncio.wait_for(broker.wait_connected(), 30)
+    return broker
+
+
+async def drain(url: str, queue: str, *, wait: float = 0.5) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Every message in `queue`, waiting until none arrives for `wait` seconds."""
+    got = []
+    async with await aio_pika.connect(url) as conn:
+        channel = await conn.channel()
+        q = await channel.get_queue(queue, ensure=True)
+        while True:
+            message = await q.get(fail=False, no_ack=True)
+            if message is None:
+                await asyncio.sleep(wait)
+                message = await q.get(fail=False, no_ack=True)
+                if message is None:
+                    return got
+            got.append(message)
+
+
+async def test_confirmed_message_arrives_exactly_once(amqp_url: str) -> None:
+    broker = await new_broker(amqp_url)
+    try:
+        envelope = command_envelope()
+        await broker.publish("vigil.commands", "command.comment", envelope)
+        received = await drain(amqp_url, CORRELATOR_QUEUE.name)
+    finally:
+        await broker.close()
+    assert len(received) == 1
+    body = json.loads(received[0].body)
+    assert body["id"] == str(envelope.id)
+    assert body["data"]["comment"] == "hello"
+    assert received[0].delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+
+
+async def test_topology_declared_twice_is_the_same_topology(amqp_url: str) -> None:
+    first = await new_broker(amqp_url)
+    second = await new_broker(amqp_url)  # would fail with PRECONDITION_FAILED on any argument mismatch
+    assert first.ready and second.ready
+    await first.close()
+    await second.close()
+
+
+async def test_unroutable_mandatory_message_is_an_error(amqp_url: str) -> None:
+    from shared.messaging import BrokerUnavailable
+
+    broker = await new_broker(amqp_url)
+    try:
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish(ALERTS_EXCHANGE, "nothing.binds.this", command_envelope())
+    finally:
+        await broker.close()
+
+
+async def test_failing_consumer_retries_with_delay_then_parks(amqp_url: str) -> None:
+    broker = await new_broker(amqp_url, max_attempts=3)
+    attempts: list[int] = []
+    done = asyncio.Event()
+
+    async def always_fails(deliveries: list[Delivery]) -> None:
+        attempts.extend(d.attempts for d in deliveries)
+        if len(attempts) >= 3:
+            done.set()
+        raise RuntimeError("database said no")
+
+    try:
+        await broker.consume(CORRELATOR_QUEUE, always_fails)
+        await broker.publish("vigil.commands", "command.comment", command_envelope("poison"))
+        await asyncio.wait_for(done.wait(), 20)
+        parked = await drain(amqp_url, f"{CORRELATOR_QUEUE.name}.parking", wait=1.0)
+        await asyncio.sleep(0.5)
+    finally:
+        await broker.close()
+    # Three handlings, each seeing the count of earlier failures, then the parking queue; no fourth try.
+    assert attempts == [0, 1, 2]
+    assert len(parked) == 1
+    assert json.loads(parked[0].body)["data"]["comment"] == "poison"
+    assert parked[0].headers["x-vigil-attempts"] == 3
+    assert "database said no" in str(parked[0].headers["x-vigil-error"])
+    assert await drain(amqp_url, CORRELATOR_QUEUE.name, wait=0.3) == []
+
+
+async def test_consumer_that_recovers_handles_the_message_once(amqp_url: str) -> None:
+    broker = await new_broker(amqp_url)
+    handled: list[str] = []
+    done = asyncio.Event()
+    failures = 0
+
+    async def flaky(deliveries: list[Delivery]) -> None:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise RuntimeError("transient")
+        handled.extend(d.envelope.data["comment"] for d in deliveries)
+        done.set()
+
+    try:
+        await broker.consume(CORRELATOR_QUEUE, flaky)
+        await broker.publish("vigil.commands", "command.comment", command_envelope("eventually"))
+        await asyncio.wait_for(done.wait(), 20)
+        await asyncio.sleep(0.5)
+    finally:
+        await broker.close()
+    assert handled == ["eventually"]
+    assert await drain(amqp_url, f"{CORRELATOR_QUEUE.name}.parking", wait=0.2) == []
+
+
+async def test_batch_failure_isolates_the_poison_message(amqp_url: str) -> None:
+    broker = await new_broker(amqp_url, max_attempts=1)
+    good: list[str] = []
+
+    async def rejects_poison(deliveries: list[Delivery]) -> None:
+        comments = [d.envelope.data["comment"] for d in deliveries]
+        if "poison" in comments:
+            raise PermanentError("cannot apply")
+        good.extend(comments)
+
+    try:
+        for text in ("a", "poison", "b"):
+            await broker.publish("vigil.commands", "command.comment", command_envelope(text))
+        await broker.consume(CORRELATOR_QUEUE, rejects_poison, batch_size=10, batch_wait_s=0.3)
+        parked = await drain(amqp_url, f"{CORRELATOR_QUEUE.name}.parking", wait=1.0)
+    finally:
+        await broker.close()
+    assert sorted(good) == ["a", "b"]
+    assert [json.loads(m.body)["data"]["comment"] for m in parked] == ["poison"]
+
+
+async def test_undecodable_message_is_parked_not_lost(amqp_url: str) -> None:
+    broker = await new_broker(amqp_url)
+    seen: list[Delivery] = []
+
+    async def handler(deliveries: list[Delivery]) -> None:
+        seen.extend(deliveries)
+
+    try:
+        await broker.consume(CORRELATOR_QUEUE, handler)
+        await broker.publish_message("vigil.commands", "command.x", aio_pika.Message(b"{not json"))
+        parked = await drain(amqp_url, f"{CORRELATOR_QUEUE.name}.parking", wait=1.0)
+    finally:
+        await broker.close()
+    assert seen == []
+    assert [m.body for m in parked] == [b"{not json"]
+
+
+async def test_migrations_applied_twice_or_concurrently_leave_one_schema(postgres, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = postgres.admin_url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE migrate_race")
+    target = postgres.admin_url("migrate_race")
+    try:
+        results = await asyncio.gather(*(migrate(target) for _ in range(4)))
+        again = await migrate(target)
+        with psycopg.connect(target) as conn:
+            versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+            tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP DATABASE migrate_race WITH (FORCE)")
+    expected = [m.version for m in list_migrations()]
+    # Exactly one of the racing starters applied everything; the others and the rerun found nothing to do.
+    assert sorted(results, key=len) == [[], [], [], expected]
+    assert again == []
+    assert versions == expected
+    assert {"incidents", "alerts", "incident_timeline", "outbox"} <= tables
+
+
+async def test_edited_migration_is_refused(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "0001_one.sql").write_text("CREATE TABLE t_one (id int);")
+    assert await migrate(db_url, tmp_path) == ["0001_one"]
+    (tmp_path / "0001_one.sql").write_text("CREATE TABLE t_one (id bigint);")
+    with pytest.raises(MigrationError, match="0001_one"):
+        await migrate(db_url, tmp_path)
