@@ -62,8 +62,18 @@ class Postgres:
         pwfile.write_text(self.password + "\n")
         self._chown(pwfile)
         cmd = [
-            pg_bin("initdb"), "-D", str(self.data_dir), "-U", self.user, "--pwfile", str(pwfile),
-            "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
+            pg_bin("initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.user,
+            "--pwfile",
+            str(pwfile),
+            "--auth-local=scram-sha-256",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
         ]
         if self._as_owner():
             cmd = ["runuser", "-u", PG_USER, "--", *cmd]
@@ -83,9 +93,19 @@ class Postgres:
         sock_dir.mkdir(exist_ok=True)
         self._chown(sock_dir)
         argv = [
-            pg_bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sock_dir}",
-            "-c", "max_connections=200", "-c", "shared_buffers=128MB",
+            pg_bin("postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={sock_dir}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
         ]
         if not fsync:
             # Throwaway test clusters: durability is not what is under test, speed is welcome.

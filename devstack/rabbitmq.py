@@ -74,7 +74,7 @@ class RabbitMQ:
             "\n".join(
                 [
                     f"listeners.tcp.1 = 127.0.0.1:{self.port}",
-                    f"management.tcp.ip = 127.0.0.1",
+                    "management.tcp.ip = 127.0.0.1",
                     f"management.tcp.port = {self.management_port}",
                     f"default_user = {self.user}",
                     f"default_pass = {self.password}",
@@ -148,6 +148,8 @@ class RabbitMQ:
             stop_pid(pid, timeout=60)
         # epmd outlives the node it served; it was started with our port, so stop exactly that one.
         subprocess.run(
-            ["epmd", "-kill"], env={**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)}, capture_output=True,
+            ["epmd", "-kill"],
+            env={**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)},
+            capture_output=True,
             check=False,
         )

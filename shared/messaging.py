@@ -45,9 +45,7 @@ ERROR_HEADER = "x-vigil-error"
 # Broker-side backstop for a message that crashes its consumer before it can be retried or parked.
 DELIVERY_LIMIT = 20
 
-CONSUMED = Counter(
-    "vigil_messages_consumed_total", "Messages handled, by queue and outcome", ["queue", "outcome"]
-)
+CONSUMED = Counter("vigil_messages_consumed_total", "Messages handled, by queue and outcome", ["queue", "outcome"])
 HANDLE_SECONDS = Histogram("vigil_message_handle_seconds", "Time to handle a batch of messages", ["queue"])
 
 
@@ -57,9 +55,7 @@ class QueueSpec:
     bindings: tuple[tuple[str, str], ...]
 
 
-CORRELATOR_QUEUE = QueueSpec(
-    "vigil.correlator", ((ALERTS_EXCHANGE, "alert.#"), (COMMANDS_EXCHANGE, "command.#"))
-)
+CORRELATOR_QUEUE = QueueSpec("vigil.correlator", ((ALERTS_EXCHANGE, "alert.#"), (COMMANDS_EXCHANGE, "command.#")))
 ENRICHER_QUEUE = QueueSpec(
     "vigil.enricher",
     (
@@ -131,9 +127,7 @@ async def declare_topology(channel: AbstractChannel, retry_delays_ms: Sequence[i
         )
         for exchange, pattern in spec.bindings:
             await queue.bind(exchanges[exchange], pattern)
-        parked = await channel.declare_queue(
-            f"{spec.name}.parking", durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        parked = await channel.declare_queue(f"{spec.name}.parking", durable=True, arguments={"x-queue-type": "quorum"})
         await parked.bind(parking, spec.name)
         for delay in retry_delays_ms:
             waiting = await channel.declare_queue(
@@ -331,8 +325,7 @@ class _Consumer:
         queue = await self.channel.get_queue(self.spec.name, ensure=False)
         self.tag = await queue.consume(self.inbox.put, no_ack=False)
         self.workers = [
-            asyncio.create_task(self._work(), name=f"consume-{self.spec.name}-{i}")
-            for i in range(self.concurrency)
+            asyncio.create_task(self._work(), name=f"consume-{self.spec.name}-{i}") for i in range(self.concurrency)
         ]
 
     async def stop(self) -> None:

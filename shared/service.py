@@ -60,9 +60,7 @@ async def readyz(request: web.Request) -> web.Response:
 
     results = dict(zip(checks, await asyncio.gather(*(run(c) for c in checks.values())), strict=True))
     ok = all(results.values())
-    return web.json_response(
-        {"status": "ready" if ok else "not ready", "checks": results}, status=200 if ok else 503
-    )
+    return web.json_response({"status": "ready" if ok else "not ready", "checks": results}, status=200 if ok else 503)
 
 
 async def metrics(_: web.Request) -> web.Response:

@@ -1,0 +1,4 @@
+from services.ingest.app import build_app
+from shared.service import run
+
+run("ingest", build_app)
