@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     )
     ingest_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     api_token: SecretStr | None = Field(None, description="Responder token for the web JSON API.")
+    web_readonly_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="Read-only tokens for the web JSON API, comma-separated."
+    )
+    web_users_file: Path | None = Field(
+        None, description="YAML file of web users (argon2 password hashes, role responder or viewer)."
+    )
+    web_trusted_header: str | None = Field(
+        None, description="Header naming the user, set by a trusted proxy (e.g. X-Forwarded-User); off if unset."
+    )
+    web_anonymous_read: bool = Field(False, description="Let anyone read the dashboard and API without logging in.")
+    web_cookie_secure: bool = Field(True, description="Send session cookies only over HTTPS.")
 
     prometheus_url: str = Field("http://127.0.0.1:59090")
     loki_url: str = Field("http://127.0.0.1:53100")
@@ -84,6 +95,13 @@ class Settings(BaseSettings):
                 raise ValueError("expected sender=token pairs separated by commas")
             tokens[name.strip()] = token.strip()
         return tokens
+
+    @field_validator("web_readonly_tokens", mode="before")
+    @classmethod
+    def _token_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("retry_delays_ms")
     @classmethod
