@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     prometheus_url: str = Field("http://127.0.0.1:59090")
     loki_url: str = Field("http://127.0.0.1:53100")
     correlation_rules: Path = Field(Path("deploy/correlation.yml"))
+    enrichment_config: Path = Field(
+        Path("deploy/enrichment.yml"), description="Enricher: window, steps, limits and PromQL/LogQL query templates."
+    )
     log_level: str = Field("INFO")
 
     @field_validator("log_level")
