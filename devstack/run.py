@@ -1,0 +1,225 @@
+"""`make run`: the whole system on this machine.
+
+Starts (or reuses, with VIGIL_DATABASE_URL and VIGIL_AMQP_URL) PostgreSQL and RabbitMQ under the state
+directory on loopback, plus Prometheus and Alertmanager (Alertmanager routed to ingest with the ingest
+token), applies the migrations, then supervises the five services until Ctrl-C or SIGTERM, and stops
+everything it started. A second run reuses the data and the secrets in the state directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from devstack.postgres import Postgres
+from devstack.procs import StackError
+from devstack.rabbitmq import RabbitMQ
+from devstack.supervisor import Supervisor, kill_leftovers
+from shared.config import Settings, load_settings
+from shared.db import migrate
+
+SERVICES = ("ingest", "correlator", "enricher", "reporter", "web")
+
+
+class StackSettings(BaseSettings):
+    """Ports of the servers `make run` starts itself (the services' own settings are in shared.config)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="ignore")
+
+    postgres_port: int = Field(55432, ge=1, le=65535)
+    rabbitmq_port: int = Field(55672, ge=1, le=65535)
+    rabbitmq_management_port: int = Field(55673, ge=1, le=65535)
+    prometheus_port: int = Field(59090, ge=1, le=65535)
+    alertmanager_port: int = Field(59093, ge=1, le=65535)
+    with_monitoring: bool = Field(True, description="Start Prometheus and Alertmanager too.")
+
+
+class Server(Protocol):
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Stack:
+    state: Path
+    started: list[tuple[str, Server]] = field(default_factory=list)
+
+    def secrets(self) -> dict[str, str]:
+        """Passwords and tokens made once per state directory, so a second run finds its data again."""
+        path = self.state / "secrets.json"
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        made = {name: secrets.token_urlsafe(24) for name in ("postgres", "rabbitmq", "ingest_token", "api_token")}
+        path.write_text(json.dumps(made, indent=2))
+        path.chmod(0o600)
+        return made
+
+    def stop_all(self) -> None:
+        for name, server in reversed(self.started):
+            print(f"vigil: stopping {name}", flush=True)
+            with contextlib.suppress(Exception):
+                server.stop()
+        self.started.clear()
+
+
+def postgres_dir(state: Path) -> Path:
+    """PostgreSQL runs as `postgres` when we are root; it needs a data directory it can reach."""
+    wanted = state / "postgres"
+    if os.geteuid() != 0 or _reachable_by_postgres(state):
+        return wanted
+    digest = hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:12]
+    elsewhere = Path("/var/lib/vigil-dev") / digest
+    elsewhere.mkdir(parents=True, exist_ok=True)
+    elsewhere.chmod(0o755)
+    if not wanted.is_symlink():
+        wanted.symlink_to(elsewhere, target_is_directory=True)
+    return elsewhere
+
+
+def _reachable_by_postgres(path: Path) -> bool:
+    import subprocess
+
+    return subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(path)], check=False).returncode == 0
+
+
+def start_servers(stack: Stack, settings: Settings, ports: StackSettings) -> dict[str, str]:
+    """Start what is not given from outside; returns the VIGIL_* variables the services need."""
+    made = stack.secrets()
+    env: dict[str, str] = {}
+    external = bool(os.environ.get("VIGIL_DATABASE_URL")) and bool(os.environ.get("VIGIL_AMQP_URL"))
+    if external:
+        print("vigil: using the PostgreSQL and RabbitMQ of VIGIL_DATABASE_URL and VIGIL_AMQP_URL", flush=True)
+    else:
+        pg_root = postgres_dir(stack.state)
+        pg_root.mkdir(parents=True, exist_ok=True)
+        pg_root.chmod(0o755)
+        pg = Postgres(pg_root / "data", ports.postgres_port, made["postgres"])
+        print(f"vigil: starting PostgreSQL on 127.0.0.1:{pg.port}", flush=True)
+        pg.start()
+        stack.started.append(("PostgreSQL", pg))
+        mq = RabbitMQ(stack.state / "rabbitmq", ports.rabbitmq_port, ports.rabbitmq_management_port, made["rabbitmq"])
+        print(f"vigil: starting RabbitMQ on 127.0.0.1:{mq.port}", flush=True)
+        mq.start()
+        stack.started.append(("RabbitMQ", mq))
+        env["VIGIL_DATABASE_URL"] = pg.url
+        env["VIGIL_AMQP_URL"] = mq.url()
+    env.setdefault("VIGIL_INGEST_TOKEN", os.environ.get("VIGIL_INGEST_TOKEN") or made["ingest_token"])
+    env.setdefault("VIGIL_API_TOKEN", os.environ.get("VIGIL_API_TOKEN") or made["api_token"])
+    # Plain http on loopback: a Secure cookie would never be sent back.
+    env.setdefault("VIGIL_WEB_COOKIE_SECURE", os.environ.get("VIGIL_WEB_COOKIE_SECURE", "false"))
+    if ports.with_monitoring:
+        env.update(start_monitoring(stack, settings, ports, env["VIGIL_INGEST_TOKEN"]))
+    return env
+
+
+def start_monitoring(stack: Stack, settings: Settings, ports: StackSettings, ingest_token: str) -> dict[str, str]:
+    """Prometheus scraping the services, Alertmanager sending to ingest: what a user of them would run."""
+    from devstack.monitoring import start_alertmanager, start_prometheus
+
+    env: dict[str, str] = {}
+    if not os.environ.get("VIGIL_PROMETHEUS_URL"):
+        prometheus = start_prometheus(
+            stack.state / "prometheus", ports.prometheus_port, settings, ports.alertmanager_port
+        )
+        stack.started.append(("Prometheus", prometheus))
+        env["VIGIL_PROMETHEUS_URL"] = f"http://127.0.0.1:{ports.prometheus_port}"
+    alertmanager = start_alertmanager(stack.state / "alertmanager", ports.alertmanager_port, settings, ingest_token)
+    stack.started.append(("Alertmanager", alertmanager))
+    return env
+
+
+def banner(settings: Settings, env: dict[str, str], ports: StackSettings) -> str:
+    host = settings.host
+    lines = [
+        "",
+        "Vigil is running. Ctrl-C stops everything.",
+        f"  dashboard      http://{host}:{settings.web_port}/   (API token below, or a user from VIGIL_WEB_USERS_FILE)",
+        f"  ingest         http://{host}:{settings.ingest_port}/api/v1/webhooks/alertmanager",
+        f"  ingest token   {env['VIGIL_INGEST_TOKEN']}",
+        f"  API token      {env['VIGIL_API_TOKEN']}",
+    ]
+    for name in SERVICES:
+        port = getattr(settings, f"{name}_port")
+        lines.append(f"  {name:<14} http://{host}:{port}/readyz")
+    if ports.with_monitoring:
+        lines.append(f"  Alertmanager   http://127.0.0.1:{ports.alertmanager_port}/")
+        if "VIGIL_PROMETHEUS_URL" in env:
+            lines.append(f"  Prometheus     {env['VIGIL_PROMETHEUS_URL']}/")
+    management = f"http://127.0.0.1:{ports.rabbitmq_management_port}/"
+    lines.append(f"  RabbitMQ UI    {management} (user vigil, password in {settings.state_dir}/secrets.json)")
+    return "\n".join(lines) + "\n"
+
+
+async def supervise(settings: Settings, env: dict[str, str], ports: StackSettings) -> None:
+    supervisor = Supervisor(settings.state_dir / "pids")
+    for name in SERVICES:
+        supervisor.add(name, [sys.executable, "-m", f"services.{name}"], env)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, supervisor.stop)
+    runner = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0)
+    await wait_ready(settings, supervisor)
+    print(banner(settings, env, ports), flush=True)
+    await runner
+
+
+async def wait_ready(settings: Settings, supervisor: Supervisor) -> None:
+    import httpx
+
+    timeout = 120
+    ports = [getattr(settings, f"{name}_port") for name in SERVICES]
+    async with httpx.AsyncClient(timeout=2) as client:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline and not supervisor.stopped.is_set():
+            ready = 0
+            for port in ports:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"http://{settings.host}:{port}/readyz")).status_code == 200:
+                        ready += 1
+            if ready == len(ports):
+                return
+            await asyncio.sleep(0.5)
+
+
+def main() -> int:
+    ports = StackSettings()
+    settings = load_settings()
+    state = settings.state_dir.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    for pid in kill_leftovers(state / "pids"):
+        print(f"vigil: stopped a service left over from an earlier run (pid {pid})", flush=True)
+    stack = Stack(state)
+    # SIGTERM during start-up must still stop what was started.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        env = start_servers(stack, settings, ports)
+        os.environ.update(env)
+        settings = load_settings()
+        asyncio.run(migrate(settings.database_url))
+        print("vigil: database migrated", flush=True)
+        asyncio.run(supervise(settings, env, ports))
+    except StackError as exc:
+        print(f"vigil: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop_all()
+    print("vigil: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
