@@ -36,7 +36,7 @@ SERVICES = ("ingest", "correlator", "enricher", "reporter", "web")
 class StackSettings(BaseSettings):
     """Ports of the servers `make run` starts itself (the services' own settings are in shared.config)."""
 
-    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="ignore", env_ignore_empty=True)
 
     postgres_port: int = Field(55432, ge=1, le=65535)
     rabbitmq_port: int = Field(55672, ge=1, le=65535)

@@ -22,7 +22,7 @@ class ConfigError(SystemExit):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, env_ignore_empty=True)
 
     state_dir: Path = Field(Path(".run"), description="Where `make run` keeps data, logs and pids.")
     host: str = Field("127.0.0.1", description="Address every service binds to.")
