@@ -1,15 +1,53 @@
-"""The ingest HTTP service: wiring only; request handling lives in modules beside it."""
+"""The ingest HTTP service: wiring only; request handling lives in modules beside it.
+
+Ingest needs no database: /readyz checks the broker, and that at least one sender token is configured
+(without one every request is refused with 401, so the service is up but useless, and says why).
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
+from services.ingest.auth import SenderTokens
+from services.ingest.handlers import Ingest, json_errors
+from services.ingest.openapi import EVENTS_PATH, WEBHOOK_PATH, openapi_document
+from services.ingest.translate import Publication
 from shared.config import Settings
-from shared.service import base_app, broker_ctx, database_ctx
+from shared.service import BROKER, READY_CHECKS, base_app, broker_ctx
+
+log = logging.getLogger(__name__)
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = base_app("ingest", settings)
-    app.cleanup_ctx.append(database_ctx)
+    # aiohttp's own limit would answer 413 in plain text; ingest counts the body itself and answers JSON.
+    app = base_app("ingest", settings, client_max_size=settings.ingest_max_body_bytes + 1)
+    app.middlewares.append(json_errors)
     app.cleanup_ctx.append(broker_ctx)
+    tokens = SenderTokens.from_settings(settings)
+
+    async def publish(publications: list[Publication]) -> None:
+        await app[BROKER].publish_many([p.as_tuple() for p in publications], mandatory=True)
+
+    ingest = Ingest(tokens=tokens, max_body_bytes=settings.ingest_max_body_bytes, publish=publish)
+    document = openapi_document(settings.ingest_max_body_bytes)
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    async def tokens_configured() -> bool:
+        return bool(tokens)
+
+    async def sender_check(app: web.Application) -> AsyncIterator[None]:
+        if not tokens:
+            log.error("no sender tokens configured: set VIGIL_INGEST_TOKEN or VIGIL_INGEST_TOKENS")
+        app[READY_CHECKS]["sender_tokens"] = tokens_configured
+        yield
+
+    app.cleanup_ctx.append(sender_check)
+    app.router.add_post(WEBHOOK_PATH, ingest.webhook)
+    app.router.add_post(EVENTS_PATH, ingest.events)
+    app.router.add_get("/openapi.json", openapi)
     return app

@@ -1,0 +1,131 @@
+"""Pure translation of what senders post into the messages ingest publishes on `vigil.alerts`.
+
+One webhook notification becomes one `alert.received` envelope per alert; one generic event becomes one
+alert of its own. Nothing here does I/O, so every rule is unit-tested on plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.contracts import (
+    ALERTS_EXCHANGE,
+    AlertmanagerWebhook,
+    AlertReceived,
+    AlertSource,
+    Envelope,
+    GenericEvent,
+    WebhookAlert,
+    alert_routing_key,
+)
+from shared.fingerprint import label_fingerprint
+
+MESSAGE_TYPE = "alert.received"
+PRODUCER = "ingest"
+# AMQP routing keys are short strings: at most 255 bytes on the wire, whatever the characters.
+MAX_ROUTING_KEY_BYTES = 255
+
+
+@dataclass(frozen=True)
+class Publication:
+    exchange: str
+    routing_key: str
+    envelope: Envelope[AlertReceived]
+
+    def as_tuple(self) -> tuple[str, str, Envelope[BaseModel]]:
+        return self.exchange, self.routing_key, self.envelope  # type: ignore[return-value]
+
+
+def routing_key_for(alert: WebhookAlert) -> str:
+    """`alert.<status>.<severity>.<alertname>`, cut to AMQP's limit on a character boundary.
+
+    `topic_word` keeps up to 100 characters per word, and a label in a non-Latin script can take three or
+    four bytes a character; only the alertname (the last word) is shortened, so filters on status and
+    severity keep working for every alert.
+    """
+    key = alert_routing_key(alert.status.value, alert.labels.get("severity"), alert.labels.get("alertname"))
+    encoded = key.encode()
+    if len(encoded) <= MAX_ROUTING_KEY_BYTES:
+        return key
+    return encoded[:MAX_ROUTING_KEY_BYTES].decode(errors="ignore")
+
+
+def webhook_publications(webhook: AlertmanagerWebhook, sender: str, received_at: datetime) -> list[Publication]:
+    """One publication per alert of the notification, each carrying the group it came in."""
+    publications = []
+    for alert in webhook.alerts:
+        data = AlertReceived(
+            alert=alert,
+            source=AlertSource.alertmanager,
+            sender=sender,
+            receiver=webhook.receiver,
+            group_key=webhook.group_key,
+            group_labels=webhook.group_labels,
+            external_url=webhook.external_url,
+            received_at=received_at,
+        )
+        envelope = Envelope[AlertReceived](type=MESSAGE_TYPE, producer=PRODUCER, data=data)
+        publications.append(Publication(ALERTS_EXCHANGE, routing_key_for(alert), envelope))
+    return publications
+
+
+def event_alert(event: GenericEvent) -> WebhookAlert:
+    """A generic event as an alert: its kind is the alertname, explicit fields win over same-named labels."""
+    labels = {
+        **event.labels,
+        "alertname": event.kind,
+        "host": event.host,
+        "severity": event.severity.value,
+        "source": event.source,
+    }
+    annotations = {"summary": event.message} if event.message else {}
+    return WebhookAlert(
+        status=event.status,
+        labels=labels,
+        annotations=annotations,
+        startsAt=event.time,
+        endsAt=event.ends_at,
+        fingerprint=label_fingerprint(labels),
+    )
+
+
+def event_publication(event: GenericEvent, sender: str, received_at: datetime) -> Publication:
+    alert = event_alert(event)
+    data = AlertReceived(alert=alert, source=AlertSource.event, sender=sender, received_at=received_at)
+    envelope = Envelope[AlertReceived](type=MESSAGE_TYPE, producer=PRODUCER, data=data)
+    return Publication(ALERTS_EXCHANGE, routing_key_for(alert), envelope)
+
+
+def nul_character_fields(value: Any, path: str = "") -> Iterator[str]:
+    """Dotted paths of strings (keys or values) holding U+0000, which PostgreSQL's text and jsonb refuse.
+
+    Rejected at the door: accepted, such an alert would fail in the correlator after the sender was told
+    it was safe.
+    """
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        for name, field in fields.items():
+            yield from nul_character_fields(getattr(value, name), _join(path, field.alias or name))
+        for name, extra in (value.model_extra or {}).items():
+            yield from nul_character_fields(extra, _join(path, name))
+    elif isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            key_text = str(key)
+            if "\x00" in key_text:
+                yield _join(path, key_text.replace("\x00", "\\u0000"))
+            yield from nul_character_fields(item, _join(path, key_text))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from nul_character_fields(item, _join(path, str(index)))
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
