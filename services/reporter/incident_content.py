@@ -1,0 +1,323 @@
+"""What every incident report says, derived once from an `IncidentReport`: the Markdown, XLSX and JSON renderers
+all present this same content, so the three formats cannot disagree. It is also exactly the JSON export
+(docs/report-schema.json).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Literal
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, Field
+
+from services.reporter.incident_report import IncidentReport, ReportAlert, TimelineEntry
+from shared.incident_context import ContextEvent, IncidentContext, LogBurst, LogLine, SecurityEvent
+
+SCHEMA_VERSION = 1
+# Annotations that say what to do about an alert, in the order a reader wants them.
+ADVICE_ANNOTATIONS = ("summary", "description", "actions")
+RUNBOOK_ANNOTATIONS = ("runbook_url", "runbook")
+
+
+class Summary(BaseModel):
+    key: str
+    title: str
+    state: str
+    severity: str
+    rule: str
+    hosts: list[str]
+    group_labels: dict[str, str]
+    flapping: bool
+    revision: int
+    alert_count: int
+    firing_count: int
+    opened_at: datetime
+    first_alert_at: datetime
+    last_alert_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    ended_at: datetime | None = Field(description="When it ended: its resolution time; null while unresolved.")
+    as_of: datetime = Field(description="The latest change in the data; durations of open incidents run to it.")
+    duration_seconds: float = Field(description="Opened to resolved, or to `as_of` while unresolved.")
+    time_to_acknowledge_seconds: float | None
+    time_to_resolve_seconds: float | None
+
+
+class AlertRow(BaseModel):
+    fingerprint: str
+    alertname: str
+    severity: str
+    host: str | None
+    status: str
+    starts_at: datetime
+    ends_at: datetime | None
+    duration_seconds: float | None = Field(description="starts_at to ends_at; null while the alert fires.")
+    summary: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    generator_url: str
+    source: str
+
+
+class TimelineRow(BaseModel):
+    at: datetime
+    source: Literal["incident", "enrichment"]
+    kind: str
+    actor: str | None
+    text: str
+
+
+class MetricRow(BaseModel):
+    name: str
+    query: str
+    labels: dict[str, str]
+    unit: str
+    min: float | None
+    avg: float | None
+    max: float | None
+    p95: float | None
+    peak: float | None
+    peak_at: datetime | None
+    baseline: float | None
+    deviation_at: datetime | None
+    points: list[tuple[datetime, float]]
+
+
+class Logs(BaseModel):
+    lines_total: int
+    excerpt: list[LogLine]
+    error_bursts: list[LogBurst]
+
+
+class Recommendation(BaseModel):
+    """Advice from the alerts' own annotations, once per distinct alert name and advice."""
+
+    alertname: str
+    summary: str
+    description: str
+    actions: list[str]
+    runbook_url: str
+
+
+class Link(BaseModel):
+    kind: Literal["source", "runbook", "silence"]
+    alertname: str
+    url: str
+
+
+class Enrichment(BaseModel):
+    version: int | None
+    complete: bool
+    missing: list[str]
+    window_start: datetime
+    window_end: datetime
+    generated_at: datetime
+    upstreams: list[dict[str, object]]
+
+
+class IncidentContent(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    summary: Summary
+    timeline: list[TimelineRow]
+    alerts: list[AlertRow]
+    metrics: list[MetricRow]
+    logs: Logs
+    security_events: list[SecurityEvent]
+    recommendations: list[Recommendation]
+    links: list[Link]
+    enrichment: Enrichment | None
+
+
+def seconds(delta: timedelta | None) -> float | None:
+    return None if delta is None else delta.total_seconds()
+
+
+def build(report: IncidentReport) -> IncidentContent:
+    context = report.context
+    return IncidentContent(
+        summary=summary(report),
+        timeline=timeline(report.timeline, context.timeline if context else []),
+        alerts=[alert_row(a) for a in report.alerts],
+        metrics=[MetricRow(**s.model_dump()) for s in context.metrics] if context else [],
+        logs=Logs(
+            lines_total=context.log_lines_total if context else 0,
+            excerpt=list(context.logs) if context else [],
+            error_bursts=list(context.error_bursts) if context else [],
+        ),
+        security_events=list(context.security_events) if context else [],
+        recommendations=recommendations(report.alerts),
+        links=links(report.alerts, report.alertmanager_url),
+        enrichment=enrichment(context, report.context_version),
+    )
+
+
+def summary(report: IncidentReport) -> Summary:
+    return Summary(
+        key=report.key,
+        title=report.title,
+        state=report.state,
+        severity=report.severity,
+        rule=report.rule,
+        hosts=list(report.hosts),
+        group_labels=dict(sorted(report.group_labels.items())),
+        flapping=report.flapping,
+        revision=report.revision,
+        alert_count=report.alert_count,
+        firing_count=report.firing_count,
+        opened_at=report.opened_at,
+        first_alert_at=report.first_alert_at,
+        last_alert_at=report.last_alert_at,
+        acknowledged_at=report.acknowledged_at,
+        acknowledged_by=report.acknowledged_by,
+        resolved_at=report.resolved_at,
+        resolved_by=report.resolved_by,
+        ended_at=report.resolved_at,
+        as_of=report.as_of,
+        duration_seconds=report.duration.total_seconds(),
+        time_to_acknowledge_seconds=seconds(report.time_to_acknowledge),
+        time_to_resolve_seconds=seconds(report.time_to_resolve),
+    )
+
+
+def alert_row(alert: ReportAlert) -> AlertRow:
+    return AlertRow(
+        fingerprint=alert.fingerprint,
+        alertname=alert.alertname,
+        severity=alert.severity,
+        host=alert.host,
+        status=alert.status,
+        starts_at=alert.starts_at,
+        ends_at=alert.ends_at,
+        duration_seconds=seconds(alert.ends_at - alert.starts_at) if alert.ends_at else None,
+        summary=alert.annotations.get("summary", ""),
+        labels=dict(sorted(alert.labels.items())),
+        annotations=dict(sorted(alert.annotations.items())),
+        generator_url=alert.generator_url,
+        source=alert.source,
+    )
+
+
+TIMELINE_TEXT = {
+    "incident_opened": "Incident opened",
+    "alert_added": "Alert added",
+    "alert_resolved": "Alert resolved",
+    "alert_stale": "Alert went stale",
+    "alert_refired": "Alert fired again",
+    "severity_changed": "Severity changed",
+    "flapping_started": "Flapping started",
+    "flapping_stopped": "Flapping stopped",
+    "incident_acknowledged": "Acknowledged",
+    "incident_resolved": "Resolved",
+    "incident_reopened": "Reopened",
+    "comment": "Comment",
+}
+# Detail keys worth a reader's attention, in reading order; other keys follow sorted by name.
+DETAIL_ORDER = ("comment", "alertname", "host", "from", "to", "severity", "title", "reason")
+
+
+def timeline_text(entry: TimelineEntry) -> str:
+    head = TIMELINE_TEXT.get(entry.kind, entry.kind.replace("_", " ").capitalize())
+    detail = entry.detail
+    if entry.kind == "comment" and "comment" in detail:
+        return f"{head}: {detail['comment']}"
+    keys = [k for k in DETAIL_ORDER if k in detail] + sorted(k for k in detail if k not in DETAIL_ORDER)
+    parts = [f"{k}={detail[k]}" for k in keys if k != "fingerprint" and detail[k] not in (None, "")]
+    return f"{head}: {', '.join(parts)}" if parts else head
+
+
+def context_text(event: ContextEvent) -> str:
+    parts = [f"{k}={v}" for k, v in sorted(event.detail.items()) if v not in (None, "")]
+    return f"{event.title} ({', '.join(parts)})" if parts else event.title
+
+
+def timeline(entries: Iterable[TimelineEntry], context_events: Iterable[ContextEvent]) -> list[TimelineRow]:
+    """Incident changes and the enricher's linked events in one list; ties keep incident changes first."""
+    rows = [TimelineRow(at=e.at, source="incident", kind=e.kind, actor=e.actor, text=timeline_text(e)) for e in entries]
+    rows += [
+        TimelineRow(at=e.at, source="enrichment", kind=e.kind, actor=None, text=context_text(e)) for e in context_events
+    ]
+    # sorted() is stable: equal times keep the database order, and incident rows come before enrichment rows.
+    return sorted(rows, key=lambda r: (r.at, r.source != "incident"))
+
+
+def action_lines(text: str) -> list[str]:
+    lines = (line.strip().removeprefix("- ").removeprefix("* ").strip() for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def recommendations(alerts: Iterable[ReportAlert]) -> list[Recommendation]:
+    seen: dict[tuple[str, ...], Recommendation] = {}
+    for alert in alerts:
+        notes = alert.annotations
+        runbook = next((notes[k] for k in RUNBOOK_ANNOTATIONS if notes.get(k)), "")
+        advice = (alert.alertname, notes.get("summary", ""), notes.get("description", ""), notes.get("actions", ""))
+        if not any(advice[1:]) and not runbook:
+            continue
+        key = (*advice, runbook)
+        if key not in seen:
+            seen[key] = Recommendation(
+                alertname=alert.alertname,
+                summary=advice[1],
+                description=advice[2],
+                actions=action_lines(advice[3]),
+                runbook_url=runbook,
+            )
+    return sorted(seen.values(), key=lambda r: (r.alertname, r.summary, r.description, r.runbook_url))
+
+
+def is_web_url(url: str) -> bool:
+    """Only http(s) URLs become links: a `javascript:` or `data:` URL from an alert must never be clickable."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def matcher_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def silence_url(alertmanager_url: str, alert: ReportAlert) -> str:
+    """Alertmanager's 'new silence' form, prefilled with the alert's identifying labels."""
+    names = ("alertname", "instance", "host", "job")
+    matchers = [f'{n}="{matcher_value(alert.labels[n])}"' for n in names if alert.labels.get(n)]
+    if not matchers:
+        matchers = [f'alertname="{matcher_value(alert.alertname)}"']
+    flt = "{" + ",".join(matchers) + "}"
+    return f"{alertmanager_url.rstrip('/')}/#/silences/new?filter={quote(flt, safe='')}"
+
+
+def links(alerts: Iterable[ReportAlert], alertmanager_url: str) -> list[Link]:
+    found: dict[tuple[str, str, str], Link] = {}
+    silenced: set[str] = set()
+    for alert in alerts:
+        runbook = next((alert.annotations[k] for k in RUNBOOK_ANNOTATIONS if alert.annotations.get(k)), "")
+        for kind, url in (("source", alert.generator_url), ("runbook", runbook)):
+            if url and is_web_url(url):
+                found.setdefault((kind, alert.alertname, url), Link(kind=kind, alertname=alert.alertname, url=url))
+        if alertmanager_url and is_web_url(alertmanager_url) and alert.fingerprint not in silenced:
+            silenced.add(alert.fingerprint)
+            url = silence_url(alertmanager_url, alert)
+            link = Link(kind="silence", alertname=alert.alertname, url=url)
+            found.setdefault(("silence", alert.alertname, url), link)
+    order = {"source": 0, "runbook": 1, "silence": 2}
+    return sorted(found.values(), key=lambda link: (order[link.kind], link.alertname, link.url))
+
+
+def enrichment(context: IncidentContext | None, version: int | None) -> Enrichment | None:
+    if context is None:
+        return None
+    return Enrichment(
+        version=version,
+        complete=context.complete,
+        missing=list(context.missing),
+        window_start=context.window_start,
+        window_end=context.window_end,
+        generated_at=context.generated_at,
+        upstreams=[u.model_dump() for u in context.upstreams],
+    )

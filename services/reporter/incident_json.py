@@ -1,0 +1,23 @@
+"""The incident report as a JSON document (docs/report-schema.json): the same content as the Markdown and XLSX."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from services.reporter.incident_content import IncidentContent, build
+from services.reporter.incident_report import IncidentReport
+
+
+def render_content(content: IncidentContent) -> dict[str, Any]:
+    return content.model_dump(mode="json")
+
+
+def render(report: IncidentReport) -> dict[str, Any]:
+    """The documented export: times are ISO 8601 in UTC, durations in seconds."""
+    return render_content(build(report))
+
+
+def to_bytes(document: dict[str, Any]) -> bytes:
+    """Canonical bytes of the export (sorted keys, no spaces), so equal reports hash equal."""
+    return json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,47 @@
+-- Named queries of the reporter (shared.db.Queries). Values are always bound parameters.
+
+-- name: incident_by_key
+SELECT id, key, rule, group_labels, title, state, severity, hosts, flapping, revision, alert_count, firing_count,
+       opened_at, first_alert_at, last_alert_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by,
+       updated_at
+FROM incidents
+WHERE key = %(key)s
+
+-- name: incident_alerts
+SELECT fingerprint, alertname, severity, host, status, starts_at, ends_at, resolved_at, first_seen_at, last_seen_at,
+       labels, annotations, generator_url, source, sender, receiver
+FROM alerts
+WHERE incident_id = %(incident_id)s
+ORDER BY starts_at, id
+
+-- name: incident_timeline
+SELECT at, kind, actor, detail
+FROM incident_timeline
+WHERE incident_id = %(incident_id)s
+ORDER BY at, id
+
+-- name: incident_enrichment
+SELECT version, context
+FROM enrichments
+WHERE incident_id = %(incident_id)s
+
+-- name: lock_incident_reports
+-- Serialises replicas storing reports of one incident; the two-key form keeps clear of other advisory locks.
+SELECT pg_advisory_xact_lock(1919250290, (%(incident_id)s %% 2147483647)::integer)
+
+-- name: latest_reports
+SELECT version, format, sha256
+FROM reports
+WHERE incident_id = %(incident_id)s
+  AND version = (SELECT max(version) FROM reports WHERE incident_id = %(incident_id)s)
+
+-- name: insert_report
+INSERT INTO reports (incident_id, version, format, content, sha256)
+VALUES (%(incident_id)s, %(version)s, %(format)s, %(content)s, %(sha256)s)
+
+-- name: latest_report_content
+SELECT r.version, r.content, r.sha256, r.created_at
+FROM reports r JOIN incidents i ON i.id = r.incident_id
+WHERE i.key = %(key)s AND r.format = %(format)s
+ORDER BY r.version DESC
+LIMIT 1

@@ -1,0 +1,144 @@
+"""Cells for openpyxl's write-only sheets: real Excel types, and text from alerts that can never become a formula.
+
+openpyxl turns any string that starts with `=` into a formula and `#N/A`-like strings into error values. Text from an
+alert is therefore written as an explicit string cell; text starting with a character a spreadsheet would read as a
+formula when the cell is edited or exported to CSV (`=`, `+`, `-`, `@`, tab, CR) also gets Excel's quote prefix.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import zipfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.chart import LineChart, Reference
+from openpyxl.chart.axis import DateAxis
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from openpyxl.worksheet.filters import AutoFilter
+from openpyxl.writer.excel import ExcelWriter
+
+MAX_CELL_TEXT = 32_767  # Excel's limit per cell
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# XML 1.0 cannot carry these control characters; openpyxl refuses them.
+_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
+BOLD = Font(bold=True)
+
+
+def clean_text(value: object) -> str:
+    text = _ILLEGAL.sub("\ufffd", str(value))
+    if len(text) > MAX_CELL_TEXT:
+        text = text[: MAX_CELL_TEXT - 1] + "\u2026"
+    return text
+
+
+def text(ws: WriteOnlyWorksheet, value: object) -> WriteOnlyCell | str | None:
+    """Untrusted text as a string cell; a plain `str` when openpyxl would store it as a string anyway (faster)."""
+    if value is None or value == "":
+        return None
+    raw = clean_text(value)
+    if not raw.startswith(FORMULA_STARTS) and not raw.startswith("#"):
+        return raw
+    cell = WriteOnlyCell(ws, raw)
+    cell.data_type = "s"
+    if raw.startswith(FORMULA_STARTS):
+        cell.quotePrefix = True
+    return cell
+
+
+def when(ws: WriteOnlyWorksheet, value: datetime | None) -> WriteOnlyCell | None:
+    """A real Excel date-time in UTC (Excel has no time zones: the header says UTC)."""
+    if value is None:
+        return None
+    cell = WriteOnlyCell(ws, value.astimezone(UTC).replace(tzinfo=None))
+    cell.number_format = DATE_FORMAT
+    return cell
+
+
+def naive_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+def header(ws: WriteOnlyWorksheet, names: Sequence[str]) -> list[WriteOnlyCell]:
+    cells = []
+    for name in names:
+        cell = WriteOnlyCell(ws, name)
+        cell.font = BOLD
+        cells.append(cell)
+    return cells
+
+
+def start_table(ws: WriteOnlyWorksheet, columns: Sequence[tuple[str, float]], rows: int) -> None:
+    """Widths, a frozen header row and an autofilter over `rows` data rows; then writes the header.
+
+    Write-only sheets need all of this before the first row is appended.
+    """
+    for index, (_, width) in enumerate(columns, 1):
+        ws.column_dimensions[get_column_letter(index)].width = width
+    ws.freeze_panes = "A2"
+    last = get_column_letter(len(columns))
+    ws.auto_filter = AutoFilter(ref=f"A1:{last}{rows + 1}")
+    ws.append(header(ws, [name for name, _ in columns]))
+
+
+def line_chart(
+    ws: WriteOnlyWorksheet, title: str, time_col: int, value_col: int, first_row: int, last_row: int, unit: str
+) -> LineChart:
+    """A native line chart over a block of (time, value) rows, with a real date axis."""
+    chart = LineChart()
+    chart.title = clean_text(title)[:200]
+    chart.style = 2
+    chart.height = 7.5
+    chart.width = 18
+    chart.legend = None
+    chart.y_axis.title = clean_text(unit)[:50] if unit else None
+    chart.y_axis.crossAx = 500
+    chart.y_axis.delete = False
+    chart.x_axis = DateAxis(crossAx=100)
+    chart.x_axis.number_format = "mm-dd hh:mm"
+    chart.x_axis.majorTimeUnit = "days"
+    chart.x_axis.title = "UTC"
+    chart.x_axis.delete = False
+    values = Reference(ws, min_col=value_col, min_row=first_row, max_row=last_row)
+    chart.add_data(values, titles_from_data=False)
+    chart.set_categories(Reference(ws, min_col=time_col, min_row=first_row, max_row=last_row))
+    return chart
+
+
+class _StampedZip(zipfile.ZipFile):
+    """A zip whose members all carry one fixed time: openpyxl would stamp them with the current time."""
+
+    stamp = (2000, 1, 1, 0, 0, 0)
+
+    def writestr(self, zinfo_or_arcname, data, compress_type=None, compresslevel=None):  # type: ignore[no-untyped-def]
+        if isinstance(zinfo_or_arcname, str):
+            zinfo_or_arcname = self._info(zinfo_or_arcname)
+        super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
+
+    def write(self, filename, arcname=None, compress_type=None, compresslevel=None):  # type: ignore[no-untyped-def]
+        # Streams the file (a write-only sheet can be large) instead of reading it into memory.
+        info = self._info(str(arcname or filename))
+        with open(filename, "rb") as source, self.open(info, "w") as target:
+            shutil.copyfileobj(source, target, 1024 * 1024)
+
+    def _info(self, name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=self.stamp)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o600 << 16
+        return info
+
+
+def save(wb: Workbook, out: BinaryIO, stamp: datetime) -> None:
+    """Save without openpyxl's clock: document properties and zip entries carry `stamp` (a time from the data)."""
+    naive = naive_utc(stamp) or datetime(2000, 1, 1)
+    wb.properties.created = naive
+    wb.properties.modified = naive
+    with _StampedZip(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        ExcelWriter(wb, archive).save()
