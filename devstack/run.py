@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from devstack.postgres import Postgres
 from devstack.procs import StackError
 from devstack.rabbitmq import RabbitMQ
+from devstack.readiness import wait_ready
 from devstack.supervisor import Supervisor, kill_leftovers
 from shared.config import Settings, load_settings
 from shared.db import migrate
@@ -170,27 +171,13 @@ async def supervise(settings: Settings, env: dict[str, str], ports: StackSetting
         loop.add_signal_handler(sig, supervisor.stop)
     runner = asyncio.create_task(supervisor.run())
     await asyncio.sleep(0)
-    await wait_ready(settings, supervisor)
+    readyz = {name: f"http://{settings.host}:{getattr(settings, f'{name}_port')}/readyz" for name in SERVICES}
+    try:
+        await wait_ready(readyz, timeout=120, give_up=supervisor.stopped)
+    except TimeoutError as exc:
+        print(f"vigil: {exc}; still trying, see the output above", flush=True)
     print(banner(settings, env, ports), flush=True)
     await runner
-
-
-async def wait_ready(settings: Settings, supervisor: Supervisor) -> None:
-    import httpx
-
-    timeout = 120
-    ports = [getattr(settings, f"{name}_port") for name in SERVICES]
-    async with httpx.AsyncClient(timeout=2) as client:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline and not supervisor.stopped.is_set():
-            ready = 0
-            for port in ports:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"http://{settings.host}:{port}/readyz")).status_code == 200:
-                        ready += 1
-            if ready == len(ports):
-                return
-            await asyncio.sleep(0.5)
 
 
 def main() -> int:

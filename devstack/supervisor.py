@@ -36,6 +36,7 @@ class Supervisor:
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.tty = sys.stdout.isatty()
         self.stopped = asyncio.Event()
+        self._keepers: list[asyncio.Task[None]] = []
 
     def add(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
         colour = COLOURS[len(self.children) % len(COLOURS)] if self.tty else ""
@@ -88,12 +89,17 @@ class Supervisor:
             backoff = min(backoff * 2, self.max_backoff)
         (self.pid_dir / f"{child.name}.pid").unlink(missing_ok=True)
 
+    def start_child(self, child: Child) -> None:
+        """Supervise a child added after `run()` began."""
+        self._keepers.append(asyncio.create_task(self._keep_running(child)))
+
     async def run(self) -> None:
         """Run every child until `stop()`; then stop them all and return."""
-        keepers = [asyncio.create_task(self._keep_running(c)) for c in self.children]
+        for child in self.children:
+            self.start_child(child)
         await self.stopped.wait()
         await self._stop_children()
-        for keeper in keepers:
+        for keeper in self._keepers:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
