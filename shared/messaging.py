@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import aio_pika
 import aiormq
+import psycopg
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -31,6 +32,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 from prometheus_client import Counter, Histogram
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 
 from shared.contracts import ALERTS_EXCHANGE, COMMANDS_EXCHANGE, INCIDENTS_EXCHANGE, Envelope, RawEnvelope
@@ -297,6 +299,13 @@ class Broker:
         self._connected.clear()
 
 
+def is_outage(exc: BaseException) -> bool:
+    """A failure of a server the handler depends on, not of the message: PostgreSQL or RabbitMQ unreachable."""
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return False  # a statement timeout is about this message's work
+    return isinstance(exc, psycopg.OperationalError | PoolTimeout | BrokerUnavailable)
+
+
 class _Consumer:
     """Pulls deliveries into batches; a failed batch is retried message by message to isolate the bad one."""
 
@@ -390,23 +399,38 @@ class _Consumer:
 
     async def _handle(self, deliveries: list[Delivery]) -> None:
         started = time.perf_counter()
-        try:
-            await self.handler(deliveries)
-        except Exception as exc:
-            if len(deliveries) == 1:
-                await self._fail(deliveries[0], exc)
-                return
-            log.warning(
-                "batch failed, handling its messages one by one",
-                extra={"queue": self.spec.name, "size": len(deliveries), "error": repr(exc)},
-            )
-            for delivery in deliveries:
-                await self._handle([delivery])
-            return
+        pause = 0.5
+        while True:
+            try:
+                await self.handler(deliveries)
+                break
+            except Exception as exc:
+                if not is_outage(exc):
+                    await self._handle_failure(deliveries, exc)
+                    return
+                # The database or broker is down: no message is at fault, so no attempt is counted and nothing
+                # is requeued (a redelivery would count towards the parking limit). Hold the batch, try again.
+                log.warning(
+                    "dependency unavailable, holding the batch",
+                    extra={"queue": self.spec.name, "size": len(deliveries), "error": repr(exc), "retry_in_s": pause},
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10)
         HANDLE_SECONDS.labels(self.spec.name).observe(time.perf_counter() - started)
         for delivery in deliveries:
             await self._settle(delivery.message.ack())
         CONSUMED.labels(self.spec.name, "ok").inc(len(deliveries))
+
+    async def _handle_failure(self, deliveries: list[Delivery], exc: Exception) -> None:
+        if len(deliveries) == 1:
+            await self._fail(deliveries[0], exc)
+            return
+        log.warning(
+            "batch failed, handling its messages one by one",
+            extra={"queue": self.spec.name, "size": len(deliveries), "error": repr(exc)},
+        )
+        for delivery in deliveries:
+            await self._handle([delivery])
 
     async def _fail(self, delivery: Delivery, error: BaseException) -> None:
         try:

@@ -195,3 +195,26 @@ async def test_edited_migration_is_refused(db_url: str, tmp_path) -> None:  # ty
     (tmp_path / "0001_one.sql").write_text("CREATE TABLE t_one (id bigint);")
     with pytest.raises(MigrationError, match="0001_one"):
         await migrate(db_url, tmp_path)
+
+
+async def test_database_outage_holds_the_batch_without_counting_attempts(amqp_url: str) -> None:
+    broker = await new_broker(amqp_url, max_attempts=2)
+    calls: list[int] = []
+    done = asyncio.Event()
+
+    async def database_down_then_up(deliveries: list[Delivery]) -> None:
+        calls.append(deliveries[0].attempts)
+        if len(calls) < 4:
+            raise psycopg.OperationalError("connection refused")
+        done.set()
+
+    try:
+        await broker.consume(CORRELATOR_QUEUE, database_down_then_up)
+        await broker.publish("vigil.commands", "command.comment", command_envelope("held"))
+        await asyncio.wait_for(done.wait(), 20)
+        parked = await drain(amqp_url, f"{CORRELATOR_QUEUE.name}.parking", wait=0.3)
+    finally:
+        await broker.close()
+    # Four tries of the same delivery, none counted as a failed attempt, nothing parked despite max_attempts=2.
+    assert calls == [0, 0, 0, 0]
+    assert parked == []
