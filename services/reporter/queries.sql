@@ -45,3 +45,36 @@ FROM reports r JOIN incidents i ON i.id = r.incident_id
 WHERE i.key = %(key)s AND r.format = %(format)s
 ORDER BY r.version DESC
 LIMIT 1
+
+-- Audit: the incidents of a period are the announced ones opened in [since, until). Times as epoch microseconds so
+-- the CSV does not depend on the session's time zone or date style.
+
+-- name: audit_as_of
+SELECT now() AS as_of
+
+-- name: audit_incidents_csv
+COPY (
+    SELECT id, key, title, state, severity, rule, array_to_string(hosts, ', ') AS hosts, alert_count, flapping,
+           (extract(epoch FROM opened_at) * 1000000)::bigint AS opened_at,
+           (extract(epoch FROM acknowledged_at) * 1000000)::bigint AS acknowledged_at,
+           acknowledged_by,
+           (extract(epoch FROM resolved_at) * 1000000)::bigint AS resolved_at,
+           resolved_by
+    FROM incidents
+    WHERE announced AND opened_at >= %(since)s AND opened_at < %(until)s
+    ORDER BY opened_at, id
+) TO STDOUT WITH (FORMAT csv, HEADER true)
+
+-- name: audit_incident_hosts_csv
+COPY (
+    SELECT i.id AS incident_id, h.host
+    FROM incidents i CROSS JOIN LATERAL unnest(i.hosts) AS h(host)
+    WHERE i.announced AND i.opened_at >= %(since)s AND i.opened_at < %(until)s
+) TO STDOUT WITH (FORMAT csv, HEADER true)
+
+-- name: audit_alerts_csv
+COPY (
+    SELECT a.incident_id, a.alertname, coalesce(a.host, '') AS host, a.severity, a.fingerprint
+    FROM alerts a JOIN incidents i ON i.id = a.incident_id
+    WHERE i.announced AND i.opened_at >= %(since)s AND i.opened_at < %(until)s
+) TO STDOUT WITH (FORMAT csv, HEADER true)
