@@ -62,6 +62,9 @@ class Settings(BaseSettings):
 
     prometheus_url: str = Field("http://127.0.0.1:59090")
     loki_url: str = Field("http://127.0.0.1:53100")
+    alertmanager_url: str = Field(
+        "", description="Alertmanager's external URL, for silence links in reports; empty: no silence links."
+    )
     correlation_rules: Path = Field(Path("deploy/correlation.yml"))
     enrichment_config: Path = Field(
         Path("deploy/enrichment.yml"), description="Enricher: window, steps, limits and PromQL/LogQL query templates."
