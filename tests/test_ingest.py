@@ -9,12 +9,14 @@ import gzip
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import aiohttp
 import pytest
 
+from devstack.procs import free_port
 from services.ingest.app import build_app
 from shared.config import Settings
 from shared.contracts import ALERTS_EXCHANGE, AlertReceived, Envelope
@@ -113,18 +115,31 @@ async def ingest(settings: Settings) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+def ingest_settings(amqp_url: str, tmp_path: Path) -> Settings:
+    """The test's own vhost and a free port; ingest needs no database."""
+    return Settings(
+        amqp_url=amqp_url,
+        state_dir=tmp_path,
+        ingest_port=free_port(),
+        ingest_token="test-token",
+        retry_delays_ms=(100, 200),
+        publish_timeout_s=3,
+    )
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
 
 
 async def test_each_alert_of_a_notification_arrives_once_with_its_group(
-    settings: Settings, amqp_url: str, http: aiohttp.ClientSession
+    ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession
 ) -> None:
     sent = notification(am_alert("HostDown"), am_alert("HostDown", instance="db2:9100", severity="warning"))
     sent["alerts"][1]["status"] = "resolved"
     sent["alerts"][1]["endsAt"] = "2026-11-25T10:05:00Z"
-    async with ingest(settings) as url, AlertTap(amqp_url) as tap:
+    async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
         async with http.post(url + WEBHOOK, json=sent, headers=AUTH) as resp:
             assert resp.status == 200, await resp.text()
             assert await resp.json() == {"status": "accepted", "accepted": 2, "sender": "alertmanager"}
@@ -152,7 +167,7 @@ async def test_each_alert_of_a_notification_arrives_once_with_its_group(
 
 
 async def test_grafana_extra_fields_travel_with_the_alert(
-    settings: Settings, amqp_url: str, http: aiohttp.ClientSession
+    ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession
 ) -> None:
     alert = am_alert("CPUHigh") | {
         "values": {"B": 97.5},
@@ -161,7 +176,7 @@ async def test_grafana_extra_fields_travel_with_the_alert(
         "silenceURL": "http://grafana/alerting/silence/new",
     }
     sent = notification(alert) | {"orgId": 1, "title": "[FIRING:1] CPUHigh", "state": "alerting", "version": "1"}
-    async with ingest(settings) as url, AlertTap(amqp_url) as tap:
+    async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
         async with http.post(url + WEBHOOK, json=sent, headers=AUTH) as resp:
             assert resp.status == 200, await resp.text()
         [message] = await tap.take(1)
@@ -171,11 +186,13 @@ async def test_grafana_extra_fields_travel_with_the_alert(
 
 
 async def test_senders_by_bearer_and_basic_auth_are_named_on_the_message(
-    settings: Settings, amqp_url: str, http: aiohttp.ClientSession
+    ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession
 ) -> None:
-    settings = settings.model_copy(update={"ingest_tokens": {"grafana": _secret("g-secret"), "cron": _secret("c")}})
+    ingest_settings = ingest_settings.model_copy(
+        update={"ingest_tokens": {"grafana": _secret("g-secret"), "cron": _secret("c")}}
+    )
     basic = base64.b64encode(b"grafana:g-secret").decode()
-    async with ingest(settings) as url, AlertTap(amqp_url) as tap:
+    async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
         for header in ("Bearer g-secret", f"Basic {basic}", "bearer test-token"):
             async with http.post(url + WEBHOOK, json=notification(am_alert()), headers={"Authorization": header}) as r:
                 assert r.status == 200, await r.text()
@@ -196,10 +213,10 @@ async def test_senders_by_bearer_and_basic_auth_are_named_on_the_message(
     ],
 )
 async def test_missing_or_wrong_token_is_401_and_nothing_is_published(
-    settings: Settings, amqp_url: str, http: aiohttp.ClientSession, header: str | None
+    ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession, header: str | None
 ) -> None:
     headers = {"Authorization": header} if header is not None else {}
-    async with ingest(settings) as url, AlertTap(amqp_url) as tap:
+    async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
         async with http.post(url + WEBHOOK, json=notification(am_alert()), headers=headers) as resp:
             assert resp.status == 401
             body = await resp.json()
@@ -209,10 +226,10 @@ async def test_missing_or_wrong_token_is_401_and_nothing_is_published(
 
 
 async def test_without_any_token_everything_is_401_and_readyz_says_why(
-    settings: Settings, http: aiohttp.ClientSession
+    ingest_settings: Settings, http: aiohttp.ClientSession
 ) -> None:
-    settings = settings.model_copy(update={"ingest_token": None, "ingest_tokens": {}})
-    async with running(build_app(settings), settings.ingest_port) as url:
+    ingest_settings = ingest_settings.model_copy(update={"ingest_token": None, "ingest_tokens": {}})
+    async with running(build_app(ingest_settings), ingest_settings.ingest_port) as url:
         for _ in range(100):
             async with http.get(url + "/readyz") as resp:
                 ready = await resp.json()
@@ -226,7 +243,7 @@ async def test_without_any_token_everything_is_401_and_readyz_says_why(
 
 
 async def test_generic_event_becomes_an_alert_with_explicit_fields_winning(
-    settings: Settings, amqp_url: str, http: aiohttp.ClientSession
+    ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession
 ) -> None:
     event = {
         "source": "fail2ban",
@@ -237,7 +254,7 @@ async def test_generic_event_becomes_an_alert_with_explicit_fields_winning(
         "message": "Banned 203.0.113.7 after 5 failures",
         "time": "2026-11-25T10:00:00+03:00",
     }
-    async with ingest(settings) as url, AlertTap(amqp_url) as tap:
+    async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
         async with http.post(url + EVENTS, json=event, headers=AUTH) as resp:
             assert resp.status == 200, await resp.text()
             answer = await resp.json()
@@ -262,10 +279,10 @@ async def test_generic_event_becomes_an_alert_with_explicit_fields_winning(
 
 
 async def test_an_array_of_events_is_one_request(
-    settings: Settings, amqp_url: str, http: aiohttp.ClientSession
+    ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession
 ) -> None:
     events = [{"source": "cron", "host": f"h{i}", "kind": "backup_failed", "severity": "error"} for i in range(3)]
-    async with ingest(settings) as url, AlertTap(amqp_url) as tap:
+    async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
         async with http.post(url + EVENTS, json=events, headers=AUTH) as resp:
             assert resp.status == 200
             assert (await resp.json())["accepted"] == 3
@@ -331,7 +348,7 @@ def _post(body: bytes, content_type: str | None = "application/json") -> dict[st
     ],
 )
 async def test_bad_input_is_a_json_4xx_naming_the_field(
-    settings: Settings,
+    ingest_settings: Settings,
     amqp_url: str,
     http: aiohttp.ClientSession,
     path: str,
@@ -340,7 +357,7 @@ async def test_bad_input_is_a_json_4xx_naming_the_field(
     error: str,
     field: str | None,
 ) -> None:
-    async with ingest(settings) as url, AlertTap(amqp_url) as tap:
+    async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
         async with http.post(url + path, **request_kwargs) as resp:
             assert resp.status == status, await resp.text()
             assert resp.content_type == "application/json"
@@ -352,12 +369,12 @@ async def test_bad_input_is_a_json_4xx_naming_the_field(
 
 
 async def test_body_over_the_limit_is_413_even_when_compressed_small(
-    settings: Settings, http: aiohttp.ClientSession
+    ingest_settings: Settings, http: aiohttp.ClientSession
 ) -> None:
-    settings = settings.model_copy(update={"ingest_max_body_bytes": 4096})
+    ingest_settings = ingest_settings.model_copy(update={"ingest_max_body_bytes": 4096})
     big = json.dumps(notification(*[am_alert(f"A{i}") for i in range(40)])).encode()
     assert len(big) > 4096
-    async with ingest(settings) as url:
+    async with ingest(ingest_settings) as url:
         async with http.post(url + WEBHOOK, data=big, headers=AUTH | {"Content-Type": "application/json"}) as resp:
             assert resp.status == 413
             assert (await resp.json())["error"] == "body_too_large"
@@ -379,9 +396,9 @@ async def test_body_over_the_limit_is_413_even_when_compressed_small(
 
 
 async def test_unroutable_alert_means_broken_topology_and_is_503(
-    settings: Settings, amqp_url: str, http: aiohttp.ClientSession
+    ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession
 ) -> None:
-    async with ingest(settings) as url:
+    async with ingest(ingest_settings) as url:
         async with await aio_pika.connect(amqp_url) as conn:
             channel = await conn.channel()
             await channel.queue_delete("vigil.correlator")
@@ -391,8 +408,10 @@ async def test_unroutable_alert_means_broken_topology_and_is_503(
             assert (await resp.json())["error"] == "broker_unavailable"
 
 
-async def test_wrong_method_and_unknown_path_answer_json(settings: Settings, http: aiohttp.ClientSession) -> None:
-    async with ingest(settings) as url:
+async def test_wrong_method_and_unknown_path_answer_json(
+    ingest_settings: Settings, http: aiohttp.ClientSession
+) -> None:
+    async with ingest(ingest_settings) as url:
         async with http.get(url + WEBHOOK) as resp:
             assert resp.status == 405 and (await resp.json())["error"] == "method_not_allowed"
         async with http.post(url + "/api/v1/nothing", headers=AUTH) as resp:
@@ -400,9 +419,9 @@ async def test_wrong_method_and_unknown_path_answer_json(settings: Settings, htt
 
 
 async def test_metrics_count_requests_alerts_rejects_and_publish_latency(
-    settings: Settings, http: aiohttp.ClientSession
+    ingest_settings: Settings, http: aiohttp.ClientSession
 ) -> None:
-    async with ingest(settings) as url:
+    async with ingest(ingest_settings) as url:
         before = await _metrics(http, url)
         async with http.post(url + WEBHOOK, json=notification(am_alert(), am_alert("X")), headers=AUTH) as resp:
             assert resp.status == 200
@@ -432,9 +451,9 @@ async def _metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
 
 
 async def test_openapi_document_describes_both_endpoints_and_resolves(
-    settings: Settings, http: aiohttp.ClientSession
+    ingest_settings: Settings, http: aiohttp.ClientSession
 ) -> None:
-    async with ingest(settings) as url:
+    async with ingest(ingest_settings) as url:
         async with http.get(url + "/openapi.json") as resp:
             assert resp.status == 200
             document = await resp.json()
