@@ -1,0 +1,151 @@
+"""End to end: Alertmanager-shaped webhooks into ingest, through RabbitMQ and the correlator, until every
+alert is committed in PostgreSQL and every incident event is published. All five services run as real
+processes (devstack.harness); the enricher finds no Prometheus or Loki and records partial context.
+
+Prints one JSON line: e2e_alerts_per_s (sustained, webhooks of 50), p50_ms/p99_ms (webhook sent → its
+incident's `incident.opened` event received, at 500 alerts/s) and the peak RSS of each service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import psycopg
+
+from devstack.alertstorm import WebhookSender, alert, webhook
+from devstack.harness import ALL_SERVICES, LocalVigil
+from shared.contracts import INCIDENTS_EXCHANGE
+
+THROUGHPUT_ALERTS = 60_000
+BATCH = 50
+CONCURRENCY = 16
+LATENCY_RATE = 500
+LATENCY_SECONDS = 20
+PER_WEBHOOK = 5
+
+
+def progress(message: str) -> None:
+    print(f"bench pipeline: {message}", file=sys.stderr, flush=True)
+
+
+async def stored_and_pending(db_url: str) -> tuple[int, int]:
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT (SELECT count(*) FROM alerts), (SELECT count(*) FROM outbox WHERE published_at IS NULL)"
+            )
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def throughput(vigil: LocalVigil, sender: WebhookSender) -> float:
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    hosts = 300
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(THROUGHPUT_ALERTS // BATCH):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            host = f"tp-host-{i % hosts:03d}"
+            alerts = [
+                alert(f"BenchAlert{j}", host, starts_at=t0 + timedelta(seconds=i), labels={"batch": str(i)})
+                for j in range(BATCH)
+            ]
+            if not await sender.send(webhook(alerts)):
+                raise RuntimeError("ingest refused a webhook")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    sent_s = time.perf_counter() - started
+    progress(f"{THROUGHPUT_ALERTS} alerts accepted by ingest in {sent_s:.1f}s; waiting for the correlator")
+    while True:
+        stored, pending = await stored_and_pending(vigil.postgres.url)
+        if stored >= THROUGHPUT_ALERTS and pending == 0:
+            break
+        if time.perf_counter() - started > 600:
+            raise TimeoutError(f"only {stored} of {THROUGHPUT_ALERTS} alerts stored after 600s")
+        await asyncio.sleep(0.05)
+    return THROUGHPUT_ALERTS / (time.perf_counter() - started)
+
+
+async def latency(vigil: LocalVigil, sender: WebhookSender) -> list[float]:
+    """Each webhook opens a new incident (a new host); its latency ends when `incident.opened` arrives."""
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    connection = await aio_pika.connect(vigil.rabbitmq.url())
+    channel = await connection.channel()
+    exchange = await channel.get_exchange(INCIDENTS_EXCHANGE)
+    probe = await channel.declare_queue(exclusive=True)
+    await probe.bind(exchange, "incident.opened.#")
+
+    async def on_event(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        received = time.perf_counter()
+        for host in json.loads(message.body)["data"]["incident"]["hosts"]:
+            if host in sent_at:
+                latencies.append((received - sent_at.pop(host)) * 1000)
+        await message.ack()
+
+    await probe.consume(on_event)
+    webhooks = LATENCY_RATE * LATENCY_SECONDS // PER_WEBHOOK
+    interval = PER_WEBHOOK / LATENCY_RATE
+    t0 = datetime.now(UTC)
+    tasks = []
+    next_at = time.perf_counter()
+    for i in range(webhooks):
+        host = f"lat-host-{i:05d}"
+        alerts = [alert(f"LatencyAlert{j}", host, starts_at=t0, severity="critical") for j in range(PER_WEBHOOK)]
+        sent_at[host] = time.perf_counter()
+        tasks.append(asyncio.create_task(sender.send(webhook(alerts))))
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    await asyncio.gather(*tasks)
+    deadline = time.perf_counter() + 60
+    while sent_at and time.perf_counter() < deadline:
+        await asyncio.sleep(0.1)
+    await connection.close()
+    if sent_at:
+        raise RuntimeError(f"{len(sent_at)} incidents never announced")
+    return latencies
+
+
+async def main() -> None:
+    progress("starting PostgreSQL, RabbitMQ and the five services")
+    async with LocalVigil() as vigil:
+        sender = WebhookSender(f"{vigil.url('ingest')}/api/v1/webhooks/alertmanager", "harness-token")
+        try:
+            rate = await throughput(vigil, sender)
+            progress(f"sustained {rate:.0f} alerts/s; now latency at {LATENCY_RATE} alerts/s")
+            latencies = sorted(await latency(vigil, sender))
+        finally:
+            await sender.aclose()
+        rss = {name: vigil.rss_peak_mb(name) for name in ALL_SERVICES}
+    q = statistics.quantiles(latencies, n=100)
+    print(
+        json.dumps(
+            {
+                "bench": "e2e",
+                "e2e_alerts_per_s": round(rate),
+                "alerts": THROUGHPUT_ALERTS,
+                "webhook_size": BATCH,
+                "p50_ms": round(q[49], 1),
+                "p99_ms": round(q[98], 1),
+                "latency_rate_alerts_per_s": LATENCY_RATE,
+                "latency_samples": len(latencies),
+                "rss_peak_mb": rss,
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,232 @@
+"""`make chaos`: fault drills while alerts stream in. Each drill starts a fresh system (devstack.harness), streams
+Alertmanager-shaped webhooks through ingest, breaks something halfway, waits for the system to settle, then
+accounts for every alert: sent (accepted by ingest), stored (rows in PostgreSQL), lost (sent but not stored),
+duplicated incidents, and incidents whose `incident.opened` event never reached a subscriber.
+
+    python -m devstack.chaos                 # every drill, full length
+    python -m devstack.chaos --short kill_correlator
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import psycopg
+
+from devstack.alertstorm import WebhookSender, alert, occurrence, webhook
+from devstack.harness import LocalVigil
+from shared.contracts import INCIDENTS_EXCHANGE
+
+PROBE_QUEUE = "chaos.probe"
+STORED_ALERTS = "SELECT fingerprint, starts_at FROM alerts"
+COUNTS = """SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL),
+                  (SELECT count(*) FROM incidents),
+                  (SELECT count(DISTINCT host) FROM alerts)"""
+ANNOUNCED = "SELECT key FROM incidents WHERE announced"
+
+
+@dataclass
+class DrillResult:
+    drill: str
+    sent: int
+    stored: int
+    lost: int
+    duplicated_incidents: int
+    lost_events: int
+    incidents: int
+    ingest_retries: int
+    seconds: float
+
+
+@dataclass
+class Drill:
+    name: str
+    fault: Callable[[LocalVigil], Awaitable[None]]
+    twice: bool = False
+    replicas: int = 1
+
+
+async def _kill_correlator(vigil: LocalVigil) -> None:
+    vigil.kill("correlator")
+
+
+async def _restart_rabbitmq(vigil: LocalVigil) -> None:
+    await vigil.restart_rabbitmq(down_for=2)
+
+
+async def _restart_postgres(vigil: LocalVigil) -> None:
+    await vigil.restart_postgres(down_for=2)
+
+
+async def _nothing(vigil: LocalVigil) -> None:
+    return None
+
+
+DRILLS = {
+    d.name: d
+    for d in (
+        Drill("kill_correlator", _kill_correlator),
+        Drill("restart_rabbitmq", _restart_rabbitmq),
+        Drill("restart_postgres", _restart_postgres),
+        Drill("two_correlators", _nothing, replicas=2),
+        Drill("duplicate_delivery", _nothing, twice=True),
+    )
+}
+
+
+class EventProbe:
+    """A subscriber of our own: a durable queue on vigil.incidents that outlives a broker restart."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.opened: set[str] = set()
+        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
+
+    async def start(self) -> None:
+        self.connection = await aio_pika.connect_robust(self.url)
+        channel = await self.connection.channel()
+        exchange = await channel.declare_exchange(INCIDENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        queue = await channel.declare_queue(PROBE_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+        await queue.bind(exchange, "incident.#")
+        await queue.consume(self._on_message)
+
+    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            body = json.loads(message.body)
+            if body["type"] == "incident.opened":
+                self.opened.add(body["data"]["incident"]["key"])
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+
+
+async def run_drill(drill: Drill, *, alerts_per_s: int = 200, seconds: float = 10, hosts: int = 40) -> DrillResult:
+    started = time.monotonic()
+    async with LocalVigil(services=("ingest", "correlator")) as vigil:
+        for n in range(2, drill.replicas + 1):
+            vigil.add_replica("correlator", f"correlator-{n}")
+        await vigil.wait_ready([f"correlator-{n}" for n in range(2, drill.replicas + 1)])
+        probe = EventProbe(vigil.rabbitmq.url())
+        await probe.start()
+        sender = WebhookSender(f"{vigil.url('ingest')}/api/v1/webhooks/alertmanager", "harness-token")
+        accepted: set[tuple[str, str]] = set()
+        per_webhook = 5
+        webhooks = int(alerts_per_s * seconds / per_webhook)
+        t0 = datetime.now(UTC).replace(microsecond=0)
+
+        async def send_one(i: int) -> None:
+            host = f"drill-host-{i % hosts:03d}"
+            alerts = [
+                alert(f"DrillAlert{i}_{j}", host, starts_at=t0 + timedelta(seconds=i), severity="warning")
+                for j in range(per_webhook)
+            ]
+            body = webhook(alerts)
+            copies = 2 if drill.twice else 1
+            results = await asyncio.gather(*(sender.send(body) for _ in range(copies)))
+            if any(results):
+                accepted.update(occurrence(a) for a in alerts)
+
+        async def stream() -> None:
+            interval = per_webhook / alerts_per_s
+            tasks = []
+            next_at = time.monotonic()
+            for i in range(webhooks):
+                tasks.append(asyncio.create_task(send_one(i)))
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await asyncio.gather(*tasks)
+
+        streaming = asyncio.create_task(stream())
+        await asyncio.sleep(seconds / 2)
+        await drill.fault(vigil)
+        await streaming
+        stored, incidents, distinct_hosts = await settle(vigil.postgres.url, len(accepted))
+        await wait_for_events(probe, vigil.postgres.url)
+        keys = await announced_keys(vigil.postgres.url)
+        await probe.close()
+        await sender.aclose()
+    lost = len(accepted - stored)
+    return DrillResult(
+        drill=drill.name,
+        sent=len(accepted),
+        stored=len(stored & accepted),
+        lost=lost,
+        duplicated_incidents=incidents - distinct_hosts,
+        lost_events=len(keys - probe.opened),
+        incidents=incidents,
+        ingest_retries=sender.retries,
+        seconds=round(time.monotonic() - started, 1),
+    )
+
+
+async def settle(db_url: str, expected: int, quiet_s: float = 10, limit_s: float = 120) -> tuple[set, int, int]:
+    """Wait until every expected alert is stored and the outbox is drained, or nothing changes for `quiet_s`.
+
+    Returns the stored occurrences, the number of incidents and the number of distinct hosts alerted on (the
+    default rule groups by host, so any incident beyond one per host is a duplicate)."""
+    deadline = time.monotonic() + limit_s
+    last, last_change = -1, time.monotonic()
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(db_url) as conn:
+                rows = await (await conn.execute(STORED_ALERTS)).fetchall()
+                counts = await (await conn.execute(COUNTS)).fetchone()
+        except psycopg.OperationalError:
+            await asyncio.sleep(0.5)
+            continue
+        assert counts is not None
+        unpublished, incidents, hosts = (int(n) for n in counts)
+        stored = {(fp, _ts(at)) for fp, at in rows}
+        if len(stored) != last:
+            last, last_change = len(stored), time.monotonic()
+        done = len(stored) >= expected and unpublished == 0
+        if done or time.monotonic() - last_change > quiet_s or time.monotonic() > deadline:
+            return stored, incidents, hosts
+        await asyncio.sleep(0.5)
+
+
+async def announced_keys(db_url: str) -> set[str]:
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        rows = await (await conn.execute(ANNOUNCED)).fetchall()
+    return {key for (key,) in rows}
+
+
+async def wait_for_events(probe: EventProbe, db_url: str, limit_s: float = 30) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if await announced_keys(db_url) <= probe.opened:
+            return
+        await asyncio.sleep(0.5)
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("drills", nargs="*", help=f"default: all of {', '.join(DRILLS)}")
+    parser.add_argument("--short", action="store_true", help="a 4-second stream instead of 20 seconds")
+    args = parser.parse_args()
+    if unknown := set(args.drills) - set(DRILLS):
+        parser.error(f"no such drill: {', '.join(sorted(unknown))}")
+    failed = False
+    for name in args.drills or list(DRILLS):
+        print(f"chaos: {name}", file=sys.stderr, flush=True)
+        result = asyncio.run(run_drill(DRILLS[name], seconds=4 if args.short else 20))
+        print(json.dumps(asdict(result)), flush=True)
+        failed |= result.lost > 0 or result.duplicated_incidents > 0 or result.lost_events > 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
