@@ -1,15 +1,69 @@
-"""The enricher process: wiring only (database, broker, consumer); the logic lives in pure modules beside it."""
+"""The enricher process: wiring only (config, upstream clients, database, broker, consumer); the logic lives
+in pure modules beside it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
-from shared.config import Settings
-from shared.service import base_app, broker_ctx, database_ctx
+from services.enricher.config import EnrichmentConfig, EnrichmentConfigError, load_config
+from services.enricher.consumer import Enricher
+from services.enricher.enrich import Upstreams
+from services.enricher.upstream import Upstream
+from shared.config import ConfigError, Settings
+from shared.messaging import ENRICHER_QUEUE
+from shared.service import BROKER, DB, SETTINGS, base_app, broker_ctx, database_ctx
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("enrichment_config", EnrichmentConfig)
+UPSTREAMS = web.AppKey("upstreams", Upstreams)
+ENRICHER = web.AppKey("enricher", Enricher)
 
 
-def build_app(settings: Settings) -> web.Application:
+async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, config = app[SETTINGS], app[CONFIG]
+    upstreams = Upstreams(
+        prometheus=Upstream.create("prometheus", settings.prometheus_url, config.prometheus),
+        loki=Upstream.create("loki", settings.loki_url, config.loki),
+    )
+    app[UPSTREAMS] = upstreams
+    yield
+    # Registered before the broker: closed only after the consumers have drained.
+    await upstreams.close()
+
+
+async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
+    enricher = Enricher(app[DB], app[BROKER], app[CONFIG], app[UPSTREAMS])
+    app[ENRICHER] = enricher
+    # Concurrency > 1: one incident waiting on a slow upstream never holds up the others.
+    starting = asyncio.create_task(
+        app[BROKER].consume(ENRICHER_QUEUE, enricher.handle, batch_size=1, concurrency=app[CONFIG].concurrency),
+        name="enricher-consume",
+    )
+    yield
+    if not starting.done():
+        starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+
+
+def build_app(settings: Settings, config: EnrichmentConfig | None = None) -> web.Application:
+    if config is None:
+        try:
+            config = load_config(settings.enrichment_config)
+        except EnrichmentConfigError as exc:
+            print(f"vigil: invalid enrichment config (VIGIL_ENRICHMENT_CONFIG)\n  {exc}", file=sys.stderr)
+            raise ConfigError(2) from None
     app = base_app("enricher", settings)
+    app[CONFIG] = config
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(upstreams_ctx)
     app.cleanup_ctx.append(broker_ctx)
+    app.cleanup_ctx.append(consumer_ctx)
     return app

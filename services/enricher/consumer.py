@@ -1,0 +1,166 @@
+"""The enricher's message handler: incident event in → context computed, stored, `incident.enriched` out.
+
+Acknowledged once the context is committed and the event confirmed; a dead Prometheus or Loki makes the
+context partial, never the message fail. Only a failure of our own database or broker retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Histogram
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+
+from services.enricher.config import EnrichmentConfig
+from services.enricher.enrich import Upstreams, enrich
+from services.enricher.plan import AlertFacts, IncidentFacts
+from shared.contracts import (
+    INCIDENTS_EXCHANGE,
+    Envelope,
+    IncidentEvent,
+    IncidentEventType,
+    IncidentSnapshot,
+    incident_routing_key,
+)
+from shared.db import Queries
+from shared.jsonlog import incident_key
+from shared.messaging import Broker, Delivery, PermanentError
+
+log = logging.getLogger(__name__)
+QUERIES = Queries(Path(__file__).with_name("queries.sql"))
+
+ENRICHMENT_SECONDS = Histogram(
+    "vigil_enrichment_seconds",
+    "Time to enrich one incident: read, query upstreams, store, publish",
+    ["complete"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
+)
+
+ENRICHING = {IncidentEventType.opened, IncidentEventType.reopened, IncidentEventType.resolved}
+
+
+def wanted(event_type: str, change: str) -> bool:
+    """New incidents, incidents that gained alerts, reopened ones, and the final window of resolved ones."""
+    if event_type in ENRICHING:
+        return True
+    return event_type == IncidentEventType.updated and change == "alerts_added"
+
+
+def facts_from_rows(row: dict[str, Any], alerts: list[dict[str, Any]]) -> IncidentFacts:
+    return IncidentFacts(
+        id=int(row["id"]),
+        key=row["key"],
+        revision=int(row["revision"]),
+        hosts=list(row["hosts"] or []),
+        first_alert_at=row["first_alert_at"],
+        resolved_at=row["resolved_at"],
+        alerts=[
+            AlertFacts(
+                alertname=a["alertname"],
+                host=a["host"],
+                labels={str(k): str(v) for k, v in (a["labels"] or {}).items()},
+                generator_url=a["generator_url"] or "",
+                starts_at=a["starts_at"],
+                ends_at=a["ends_at"],
+                severity=a["severity"] or "",
+            )
+            for a in alerts
+        ],
+    )
+
+
+def snapshot_from_row(row: dict[str, Any]) -> IncidentSnapshot:
+    return IncidentSnapshot(
+        key=row["key"],
+        title=row["title"],
+        state=row["state"],
+        severity=row["severity"],
+        rule=row["rule"],
+        group_labels=row["group_labels"] or {},
+        hosts=list(row["hosts"] or []),
+        alert_count=row["alert_count"],
+        firing_count=row["firing_count"],
+        flapping=row["flapping"],
+        revision=row["revision"],
+        opened_at=row["opened_at"],
+        first_alert_at=row["first_alert_at"],
+        last_alert_at=row["last_alert_at"],
+        acknowledged_at=row["acknowledged_at"],
+        resolved_at=row["resolved_at"],
+    )
+
+
+@dataclass
+class Enricher:
+    pool: AsyncConnectionPool
+    broker: Broker
+    config: EnrichmentConfig
+    upstreams: Upstreams
+
+    async def handle(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            await self.handle_one(delivery)
+
+    async def handle_one(self, delivery: Delivery) -> None:
+        envelope = delivery.envelope
+        try:
+            event = IncidentEvent.model_validate(envelope.data)
+        except ValidationError as exc:
+            raise PermanentError(f"not an incident event: {exc.errors()[:3]}") from None
+        if not wanted(envelope.type, event.change):
+            return
+        token = incident_key.set(event.incident.key)
+        try:
+            await self.enrich_and_publish(event.incident.key)
+        finally:
+            incident_key.reset(token)
+
+    async def enrich_and_publish(self, key: str) -> int | None:
+        """Enrich the incident as it is now; returns the stored version (None when a newer one was stored)."""
+        started = time.perf_counter()
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(QUERIES.incident_by_key, {"key": key})).fetchone()
+            if row is None:
+                raise PermanentError(f"incident {key} is not in the database")
+            alerts = await (await conn.execute(QUERIES.incident_alerts, {"incident_id": row["id"]})).fetchall()
+        facts = facts_from_rows(row, alerts)
+        context = await enrich(facts, self.config, self.upstreams, now=datetime.now(UTC))
+        async with self.pool.connection() as conn:
+            stored = await (
+                await conn.execute(
+                    QUERIES.upsert_enrichment,
+                    {
+                        "incident_id": facts.id,
+                        "revision": facts.revision,
+                        "complete": context.complete,
+                        "context": Jsonb(context.model_dump(mode="json")),
+                    },
+                )
+            ).fetchone()
+        if stored is None:
+            log.info("a newer revision is already enriched; nothing stored", extra={"revision": facts.revision})
+            return None
+        version = int(stored["version"])
+        event = IncidentEvent(
+            incident=snapshot_from_row(row),
+            change="enriched",
+            actor="enricher",
+            detail={"complete": context.complete, "missing": context.missing, "version": version},
+        )
+        envelope = Envelope[IncidentEvent](type=IncidentEventType.enriched, producer="enricher", data=event)
+        # If this raises, the broker retries the message and the enrichment is simply redone (idempotent).
+        await self.broker.publish(
+            INCIDENTS_EXCHANGE,
+            incident_routing_key(IncidentEventType.enriched, row["severity"]),
+            envelope,  # type: ignore[arg-type]
+            mandatory=False,
+        )
+        ENRICHMENT_SECONDS.labels(str(context.complete).lower()).observe(time.perf_counter() - started)
+        return version

@@ -1,0 +1,99 @@
+"""One enrichment: run an incident's query plan against Prometheus and Loki at once, each query bounded by the
+upstream's timeout, retries, breaker and time budget, and assemble whatever came back into its context."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.enricher.breaker import CircuitOpenError
+from services.enricher.config import EnrichmentConfig
+from services.enricher.context import LokiResult, PromResult, assemble
+from services.enricher.plan import IncidentFacts, LokiQueryPlan, PromQueryPlan, build_plan
+from services.enricher.upstream import Upstream, UpstreamError, loki_matrix, loki_streams, prometheus_range
+from services.enricher.window import Window, incident_window
+from shared.incident_context import IncidentContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Upstreams:
+    prometheus: Upstream
+    loki: Upstream
+
+    async def close(self) -> None:
+        await self.prometheus.close()
+        await self.loki.close()
+
+
+def window_for(incident: IncidentFacts, config: EnrichmentConfig, now: datetime) -> Window:
+    w = config.window
+    return incident_window(
+        first_alert_at=incident.first_alert_at,
+        resolved_at=incident.resolved_at,
+        now=now,
+        before=w.before,
+        after=w.after,
+        max_span=w.max_span,
+        max_points=w.max_points,
+        min_step=w.min_step,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, CircuitOpenError | UpstreamError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+async def _prom(upstream: Upstream, plan: PromQueryPlan, window: Window, deadline: float) -> PromResult:
+    try:
+        series = await prometheus_range(upstream, plan.query, window.start, window.end, window.step_s, deadline)
+        return PromResult(plan, series=series)
+    except (CircuitOpenError, UpstreamError) as exc:
+        return PromResult(plan, error=_reason(exc))
+
+
+async def _loki(upstream: Upstream, plan: LokiQueryPlan, window: Window, deadline: float) -> LokiResult:
+    try:
+        if plan.kind == "errors":
+            # Whole minutes, so each count_over_time([1m]) sample is one clock minute.
+            start = window.start.replace(second=0, microsecond=0)
+            end = window.end.replace(second=0, microsecond=0) + timedelta(minutes=1)
+            matrix = await loki_matrix(upstream, plan.query, start, end, 60, deadline)
+            return LokiResult(plan, matrix=matrix)
+        streams = await loki_streams(upstream, plan.query, window.start, window.end, plan.limit, deadline)
+        return LokiResult(plan, streams=streams)
+    except (CircuitOpenError, UpstreamError) as exc:
+        return LokiResult(plan, error=_reason(exc))
+
+
+async def enrich(
+    incident: IncidentFacts, config: EnrichmentConfig, upstreams: Upstreams, *, now: datetime
+) -> IncidentContext:
+    window = window_for(incident, config, now)
+    plan = build_plan(incident, config)
+    started = time.monotonic()
+    prom_deadline = started + config.prometheus.budget.total_seconds()
+    loki_deadline = started + config.loki.budget.total_seconds()
+    prom_tasks = [_prom(upstreams.prometheus, p, window, prom_deadline) for p in plan.prometheus]
+    loki_tasks = [_loki(upstreams.loki, p, window, loki_deadline) for p in plan.loki]
+    results = await asyncio.gather(*prom_tasks, *loki_tasks)
+    prom = [r for r in results if isinstance(r, PromResult)]
+    loki = [r for r in results if isinstance(r, LokiResult)]
+    context = assemble(incident, window, prom, loki, config, generated_at=now)
+    log.info(
+        "incident enriched",
+        extra={
+            "complete": context.complete,
+            "missing": context.missing,
+            "series": len(context.metrics),
+            "log_lines": len(context.logs),
+            "seconds": round(time.monotonic() - started, 3),
+        },
+    )
+    return context

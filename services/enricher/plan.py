@@ -1,0 +1,107 @@
+"""Which queries one incident needs: pure, from the incident's hosts and alerts and the config's templates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from services.enricher import logql, promql
+from services.enricher.config import EnrichmentConfig
+
+
+@dataclass(frozen=True)
+class AlertFacts:
+    alertname: str
+    host: str | None
+    labels: dict[str, str]
+    generator_url: str
+    starts_at: datetime
+    ends_at: datetime | None
+    severity: str = ""
+
+
+@dataclass(frozen=True)
+class IncidentFacts:
+    id: int
+    key: str
+    revision: int
+    hosts: list[str]
+    first_alert_at: datetime
+    resolved_at: datetime | None
+    alerts: list[AlertFacts] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PromQueryPlan:
+    name: str
+    query: str
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class LokiQueryPlan:
+    kind: Literal["logs", "errors", "security"]
+    query: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    prometheus: list[PromQueryPlan]
+    loki: list[LokiQueryPlan]
+
+
+def template_values(incident: IncidentFacts) -> dict[str, str]:
+    """Regexes for the template variables; a variable without any value is absent (its queries are skipped)."""
+    hosts = {h for h in incident.hosts if h} | {a.host for a in incident.alerts if a.host}
+    instances = {a.labels.get("instance", "") for a in incident.alerts}
+    jobs = {a.labels.get("job", "") for a in incident.alerts}
+    values: dict[str, str] = {}
+    if host_regex := promql.alternation(hosts):
+        values["host_regex"] = host_regex
+    instance_parts = [r for r in (promql.alternation(hosts, optional_port=True), promql.alternation(instances)) if r]
+    if instance_parts:
+        values["instance_regex"] = "|".join(instance_parts)
+    if job_regex := promql.alternation(jobs):
+        values["job_regex"] = job_regex
+    return values
+
+
+def _renderable(template: str, values: dict[str, str]) -> bool:
+    return all(name in values for name in promql.placeholders(template))
+
+
+def alert_expressions(alerts: Sequence[AlertFacts], limit: int) -> list[PromQueryPlan]:
+    seen: set[str] = set()
+    plans: list[PromQueryPlan] = []
+    for alert in sorted(alerts, key=lambda a: a.starts_at):
+        expr = promql.alert_expression(alert.generator_url)
+        if expr is None:
+            continue
+        query = promql.without_threshold(expr)
+        if query in seen:
+            continue
+        seen.add(query)
+        plans.append(PromQueryPlan(name=f"alert: {alert.alertname}", query=query))
+        if len(plans) >= limit:
+            break
+    return plans
+
+
+def build_plan(incident: IncidentFacts, config: EnrichmentConfig) -> Plan:
+    values = template_values(incident)
+    prom: list[PromQueryPlan] = []
+    if config.prometheus.alert_expression:
+        prom += alert_expressions(incident.alerts, config.prometheus.max_alert_expressions)
+    for template in config.prometheus.queries:
+        if _renderable(template.query, values):
+            prom.append(PromQueryPlan(template.name, promql.render(template.query, values), template.unit))
+    loki: list[LokiQueryPlan] = []
+    limits = {"logs": config.loki.line_limit, "errors": 0, "security": config.loki.security_limit}
+    for kind in ("logs", "errors", "security"):
+        template = getattr(config.loki, kind)
+        if template and _renderable(template, values):
+            loki.append(LokiQueryPlan(kind, logql.render(template, values), limits[kind]))  # type: ignore[arg-type]
+    return Plan(prometheus=prom, loki=loki)

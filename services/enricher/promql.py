@@ -1,0 +1,175 @@
+"""PromQL built from untrusted values: string-literal escaping, regex quoting, and template rendering.
+
+Label values from alerts (hosts, jobs, instances) reach queries only as the *content* of a double-quoted
+string literal, escaped the way Prometheus unquotes it (Go string-literal rules), so no value can close
+the literal and add selectors or operators. Templates come from the operator's config file; a template
+that puts a `{{variable}}` anywhere but inside a double-quoted literal is refused at load time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from urllib.parse import parse_qs, urlsplit
+
+# Go's regexp.QuoteMeta set: the characters RE2 gives a meaning to.
+_REGEX_META = frozenset(r"\.+*?()|[]{}^$")
+_SIMPLE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\a": "\\a", "\b": "\\b"}
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
+MAX_ALERT_EXPR_CHARS = 4096
+
+
+class TemplateError(ValueError):
+    """A query template that could let a substituted value escape its string literal, or names an unknown variable."""
+
+
+def escape_string(value: str) -> str:
+    """`value` as the content of a double-quoted PromQL/LogQL string literal (Go escaping rules)."""
+    out = []
+    for ch in value:
+        if ch in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        elif 0xD800 <= ord(ch) <= 0xDFFF:
+            # A lone surrogate cannot be encoded as UTF-8; Prometheus would reject the whole query.
+            out.append("\\ufffd")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def quote_string(value: str) -> str:
+    return f'"{escape_string(value)}"'
+
+
+def quote_meta(value: str) -> str:
+    """A regex matching exactly `value` (Go's regexp.QuoteMeta)."""
+    return "".join("\\" + ch if ch in _REGEX_META else ch for ch in value)
+
+
+def alternation(values: Iterable[str], *, optional_port: bool = False) -> str | None:
+    """A regex matching any of `values` exactly (Prometheus and Loki anchor label regexes); None if none."""
+    distinct = sorted({v for v in values if v})
+    if not distinct:
+        return None
+    regex = "(?:" + "|".join(quote_meta(v) for v in distinct) + ")"
+    if optional_port:
+        regex += "(?::[0-9]+)?"
+    return regex
+
+
+def placeholders(template: str) -> list[str]:
+    return [m.group(1) for m in _PLACEHOLDER.finditer(template)]
+
+
+def check_template(template: str, known: Iterable[str]) -> None:
+    """Refuse a template whose variables are unknown or not wholly inside a double-quoted string literal."""
+    known_set = set(known)
+    for name in placeholders(template):
+        if name not in known_set:
+            raise TemplateError(f"unknown variable {{{{{name}}}}} (known: {', '.join(sorted(known_set))})")
+    inside = _double_quoted_spans(template)
+    for match in _PLACEHOLDER.finditer(template):
+        if not any(start <= match.start() and match.end() <= end for start, end in inside):
+            raise TemplateError(f'{match.group(0)} must sit inside a double-quoted string, e.g. label=~"{{{{...}}}}"')
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """Substitute each `{{name}}` with its escaped value; the template must have passed `check_template`."""
+    check_template(template, values)
+    return _PLACEHOLDER.sub(lambda m: escape_string(values[m.group(1)]), template)
+
+
+def _double_quoted_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the content of every double-quoted literal, skipping single-quoted and raw strings."""
+    spans: list[tuple[int, int]] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":  # PromQL comment to end of line (LogQL has none, and '#' outside strings is invalid there)
+            while i < n and text[i] != "\n":
+                i += 1
+        elif ch in "\"'":
+            start = i + 1
+            i += 1
+            while i < n and text[i] != ch:
+                i += 2 if text[i] == "\\" else 1
+            if ch == '"':
+                spans.append((start, min(i, n)))
+        elif ch == "`":
+            i = text.find("`", i + 1)
+            if i < 0:
+                break
+        i += 1
+    return spans
+
+
+def selector_matcher(label: str, op: str, value: str) -> str:
+    """One matcher, e.g. `instance=~"..."`; the label name must be a plain identifier."""
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
+        raise ValueError(f"not a label name: {label!r}")
+    if op not in {"=", "!=", "=~", "!~"}:
+        raise ValueError(f"not a matcher operator: {op!r}")
+    return f"{label}{op}{quote_string(value)}"
+
+
+def alert_expression(generator_url: str) -> str | None:
+    """The PromQL expression of an alert from its Prometheus `generatorURL` (`/graph?g0.expr=...`)."""
+    if not generator_url:
+        return None
+    try:
+        query = urlsplit(generator_url).query
+    except ValueError:
+        return None
+    exprs = parse_qs(query).get("g0.expr")
+    if not exprs:
+        return None
+    expr = exprs[0].strip()
+    if not expr or len(expr) > MAX_ALERT_EXPR_CHARS:
+        return None
+    return expr
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:Inf|NaN)", re.IGNORECASE)
+_TWO_CHAR_COMPARISONS = frozenset({"==", "!=", ">=", "<="})
+
+
+def without_threshold(expr: str) -> str:
+    """`expr` minus a trailing top-level comparison with a number (`... > 90` becomes `...`).
+
+    An alert's expression filters to the moments it fires; the quantity it compares is what shows how the
+    incident built up. Anything but `<expression> <op> [bool] <number>` at the top level is kept whole.
+    """
+    depth, i, n = 0, 0, len(expr)
+    last: tuple[int, int] | None = None
+    while i < n:
+        ch = expr[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch in "\"'":
+            i += 1
+            while i < n and expr[i] != ch:
+                i += 2 if expr[i] == "\\" else 1
+        elif ch == "`":
+            close = expr.find("`", i + 1)
+            i = n if close < 0 else close
+        elif ch == "#":
+            return expr
+        elif depth == 0:
+            if expr[i : i + 2] in _TWO_CHAR_COMPARISONS:
+                last = (i, i + 2)
+                i += 1
+            elif ch in "<>":
+                last = (i, i + 1)
+        i += 1
+    if last is None:
+        return expr
+    left, right = expr[: last[0]].strip(), expr[last[1] :].strip()
+    if right.startswith("bool"):
+        right = right[4:].strip()
+    if left and _NUMBER.fullmatch(right):
+        return left
+    return expr

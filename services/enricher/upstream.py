@@ -1,0 +1,218 @@
+"""HTTP clients of Prometheus and Loki: timeouts, retries with backoff, a circuit breaker and a concurrency cap
+per upstream, and the parsing of their `query_range` answers into plain data."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from prometheus_client import Counter
+
+from services.enricher.breaker import CircuitBreaker
+from services.enricher.config import UpstreamConfig
+
+UPSTREAM_ERRORS = Counter("vigil_upstream_errors_total", "Failed requests to an upstream, after retries", ["upstream"])
+MAX_ERROR_CHARS = 300
+
+
+class UpstreamError(Exception):
+    """A query that got no usable answer; the message says why, for `missing`."""
+
+
+class BudgetExhaustedError(UpstreamError):
+    """The incident's time budget for this upstream ran out before the query could go (again)."""
+
+
+class QueryRejectedError(UpstreamError):
+    """The upstream answered but refused the query (4xx): it is up, the query is wrong; never retried."""
+
+
+Series = tuple[dict[str, str], list[tuple[float, float]]]
+Stream = tuple[dict[str, str], list[tuple[int, str]]]
+
+
+@dataclass
+class Upstream:
+    """One upstream's HTTP client with its fault handling; shared by every incident being enriched."""
+
+    name: str
+    base_url: str
+    config: UpstreamConfig
+    client: httpx.AsyncClient
+    breaker: CircuitBreaker
+    semaphore: asyncio.Semaphore
+
+    @classmethod
+    def create(cls, name: str, base_url: str, config: UpstreamConfig) -> Upstream:
+        timeout = config.timeout.total_seconds()
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+            limits=httpx.Limits(max_connections=config.concurrency * 2),
+            headers={"User-Agent": "vigil-enricher"},
+        )
+        breaker = CircuitBreaker(name, config.breaker_failures, config.breaker_cooldown.total_seconds())
+        return cls(name, base_url.rstrip("/"), config, client, breaker, asyncio.Semaphore(config.concurrency))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def get_json(self, method: str, path: str, params: dict[str, str], deadline: float) -> dict[str, Any]:
+        """The decoded JSON answer, retried with backoff on timeouts, connection errors, 5xx and 429."""
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BudgetExhaustedError("time budget for this incident used up")
+            self.breaker.before_call()  # raises CircuitOpenError: no point retrying
+            verdict = False
+            try:
+                async with self.semaphore:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise BudgetExhaustedError("time budget for this incident used up")
+                    timeout = min(self.config.timeout.total_seconds(), remaining)
+                    response = await self.client.request(
+                        method,
+                        self.base_url + path,
+                        params=params if method == "GET" else None,
+                        data=params if method == "POST" else None,
+                        timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+                    )
+                if response.status_code >= 500 or response.status_code == 429:
+                    raise UpstreamError(f"HTTP {response.status_code}: {_error_text(response)}")
+                self.breaker.succeeded()
+                verdict = True
+                if response.status_code >= 400:
+                    raise QueryRejectedError(f"query refused (HTTP {response.status_code}): {_error_text(response)}")
+                try:
+                    body = response.json()
+                except ValueError as exc:
+                    raise QueryRejectedError(f"answer is not JSON: {exc}") from None
+                if not isinstance(body, dict) or body.get("status") != "success":
+                    raise QueryRejectedError(f"query failed: {_error_text(response)}")
+                return body
+            except (httpx.TimeoutException, httpx.TransportError, UpstreamError) as exc:
+                if isinstance(exc, QueryRejectedError | BudgetExhaustedError):
+                    raise
+                reason = _describe(exc, self.config)
+                self.breaker.failed()
+                verdict = True
+                if attempt >= self.config.attempts:
+                    UPSTREAM_ERRORS.labels(self.name).inc()
+                    raise UpstreamError(f"{reason} (after {attempt} attempt{'s' if attempt > 1 else ''})") from None
+                pause = self.config.backoff.total_seconds() * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
+                if time.monotonic() + pause >= deadline:
+                    UPSTREAM_ERRORS.labels(self.name).inc()
+                    raise UpstreamError(f"{reason}; no time left to retry") from None
+                await asyncio.sleep(pause)
+            finally:
+                if not verdict:
+                    self.breaker.abandoned()
+
+
+def _describe(exc: Exception, config: UpstreamConfig) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out after {config.timeout.total_seconds():g}s"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect: {exc}"[:MAX_ERROR_CHARS]
+    if isinstance(exc, httpx.TransportError):
+        return f"transport error: {type(exc).__name__} {exc}"[:MAX_ERROR_CHARS]
+    return str(exc)[:MAX_ERROR_CHARS]
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        if isinstance(body, dict) and body.get("error"):
+            return str(body["error"])[:MAX_ERROR_CHARS]
+    except ValueError:
+        pass
+    return response.text.strip()[:MAX_ERROR_CHARS] or response.reason_phrase
+
+
+# --- Prometheus ----------------------------------------------------------------------------------
+
+
+async def prometheus_range(
+    upstream: Upstream, query: str, start: datetime, end: datetime, step_s: int, deadline: float
+) -> list[Series]:
+    # POST: a long expression would not fit in a URL; Prometheus takes form-encoded parameters alike.
+    body = await upstream.get_json(
+        "POST",
+        "/api/v1/query_range",
+        {"query": query, "start": f"{start.timestamp():.3f}", "end": f"{end.timestamp():.3f}", "step": f"{step_s}s"},
+        deadline,
+    )
+    return parse_matrix(body)
+
+
+def parse_matrix(body: dict[str, Any]) -> list[Series]:
+    """`{"data": {"resultType": "matrix", "result": [{"metric": {...}, "values": [[t, "v"], ...]}]}}`."""
+    data = body.get("data") or {}
+    if data.get("resultType") != "matrix":
+        raise QueryRejectedError(f"expected a matrix, got {data.get('resultType')!r}")
+    series: list[Series] = []
+    for item in data.get("result") or []:
+        labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+        points = [(float(t), float(v)) for t, v in item.get("values") or []]
+        series.append((labels, points))
+    return series
+
+
+# --- Loki ----------------------------------------------------------------------------------------
+
+
+async def loki_streams(
+    upstream: Upstream, query: str, start: datetime, end: datetime, limit: int, deadline: float
+) -> list[Stream]:
+    body = await upstream.get_json(
+        "GET",
+        "/loki/api/v1/query_range",
+        {
+            "query": query,
+            "start": str(_ns(start)),
+            "end": str(_ns(end)),
+            "limit": str(limit),
+            "direction": "backward",
+        },
+        deadline,
+    )
+    return parse_streams(body)
+
+
+async def loki_matrix(
+    upstream: Upstream, query: str, start: datetime, end: datetime, step_s: int, deadline: float
+) -> list[Series]:
+    body = await upstream.get_json(
+        "GET",
+        "/loki/api/v1/query_range",
+        {"query": query, "start": str(_ns(start)), "end": str(_ns(end)), "step": f"{step_s}s"},
+        deadline,
+    )
+    return parse_matrix(body)
+
+
+def parse_streams(body: dict[str, Any]) -> list[Stream]:
+    """`{"data": {"resultType": "streams", "result": [{"stream": {...}, "values": [["<ns>", "line"]]}]}}`."""
+    data = body.get("data") or {}
+    if data.get("resultType") != "streams":
+        raise QueryRejectedError(f"expected streams, got {data.get('resultType')!r}")
+    streams: list[Stream] = []
+    for item in data.get("result") or []:
+        labels = {str(k): str(v) for k, v in (item.get("stream") or {}).items()}
+        entries = [(int(ts), str(line)) for ts, line, *_ in item.get("values") or []]
+        streams.append((labels, entries))
+    return streams
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ns(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1) * 1000
