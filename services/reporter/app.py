@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
+from services.reporter.consumer import ReportHandler
 from shared.config import Settings
-from shared.service import base_app, broker_ctx, database_ctx
+from shared.messaging import REPORTER_QUEUE
+from shared.service import BROKER, DB, SETTINGS, base_app, broker_ctx, database_ctx
+
+
+async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start consuming once the broker is connected (in the background: /readyz reports the wait)."""
+    settings = app[SETTINGS]
+    handler = ReportHandler(app[DB], app[BROKER], alertmanager_url=settings.alertmanager_url)
+    # Rendering is CPU-bound; two at a time keep one core for the rest of the process.
+    starting = asyncio.create_task(app[BROKER].consume(REPORTER_QUEUE, handler, batch_size=1, concurrency=2))
+    yield
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
 
 
 def build_app(settings: Settings) -> web.Application:
     app = base_app("reporter", settings)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(broker_ctx)
+    app.cleanup_ctx.append(consumer_ctx)
     return app

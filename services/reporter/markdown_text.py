@@ -65,8 +65,10 @@ def inline(value: object) -> Md:
 
 def cell(value: object) -> Md:
     """Text inside a GFM table cell: a `|` or a newline cannot split or end the row; empty cells stay valid."""
-    escaped = inline(value).strip()
-    return Md(escaped)
+    # Block markers mean nothing inside a cell, so only inline markup (and `|`) is escaped.
+    if value is None:
+        return Md("")
+    return Md(_NEWLINES.sub(" ", str(value)).translate(_INLINE).strip())
 
 
 def paragraph(value: object) -> Md:
@@ -127,5 +129,5 @@ def number(value: float | int | None) -> Md:
         return Md(str(value))
     if value != value:  # NaN
         return Md("NaN")
-    text = f"{value:.6g}"
-    return Md(text.replace("e+", "e"))
+    mantissa, _, exponent = f"{value:.6g}".partition("e")
+    return Md(f"{mantissa}e{int(exponent)}" if exponent else mantissa)

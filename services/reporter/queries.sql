@@ -78,3 +78,6 @@ COPY (
     FROM alerts a JOIN incidents i ON i.id = a.incident_id
     WHERE i.announced AND i.opened_at >= %(since)s AND i.opened_at < %(until)s
 ) TO STDOUT WITH (FORMAT csv, HEADER true)
+
+-- name: incident_id_by_key
+SELECT id, severity FROM incidents WHERE key = %(key)s

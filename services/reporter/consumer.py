@@ -1,0 +1,92 @@
+"""The reporter's message handler: `incident.enriched` / `incident.resolved` in, stored reports and `report.ready`
+out. Wiring only: loading, rendering and the version rule live in their own modules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+
+from services.reporter import incident_report
+from services.reporter.rendering import render_all
+from services.reporter.report_store import Stored, store
+from shared.contracts import INCIDENTS_EXCHANGE, Envelope, IncidentEvent, IncidentEventType, ReportReady, topic_word
+from shared.jsonlog import incident_key
+from shared.messaging import Broker, Delivery, PermanentError
+
+log = logging.getLogger(__name__)
+
+RENDERED = Counter("vigil_reports_rendered_total", "Incident reports rendered, by format", ["format"])
+VERSIONS = Counter("vigil_report_versions_total", "Renderings stored as a new version or unchanged", ["outcome"])
+
+HANDLED_TYPES = {IncidentEventType.enriched.value, IncidentEventType.resolved.value}
+# Namespace of report.ready message ids: the same stored version always announces itself with the same id, so a
+# subscriber can drop the duplicate a redelivered event produces.
+REPORT_READY_NAMESPACE = uuid.UUID("5d0c7f3e-6a4f-4b7e-9d1e-2f7b0c9a4e11")
+
+
+def report_ready_envelope(stored: Stored, formats: list[str]) -> Envelope[ReportReady]:
+    return Envelope(
+        id=uuid.uuid5(REPORT_READY_NAMESPACE, f"{stored.key}/{stored.version}"),
+        type="report.ready",
+        producer="reporter",
+        data=ReportReady(key=stored.key, report_version=stored.version, formats=formats),  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class ReportHandler:
+    pool: AsyncConnectionPool
+    broker: Broker
+    alertmanager_url: str = ""
+
+    async def __call__(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            await self.handle(delivery)
+
+    async def handle(self, delivery: Delivery) -> None:
+        envelope = delivery.envelope
+        if envelope.type not in HANDLED_TYPES:
+            log.info("ignored", extra={"type": envelope.type, "message_id": str(envelope.id)})
+            return
+        try:
+            event = IncidentEvent.model_validate(envelope.data)
+        except ValidationError as exc:
+            raise PermanentError(f"{envelope.type} without a valid IncidentEvent: {exc.errors()[:3]}") from exc
+        key = event.incident.key
+        token = incident_key.set(key)
+        try:
+            await self.render_and_store(key, envelope.type)
+        finally:
+            incident_key.reset(token)
+
+    async def render_and_store(self, key: str, cause: str) -> Stored:
+        async with self.pool.connection() as conn:
+            report = await incident_report.load(conn, key, alertmanager_url=self.alertmanager_url)
+        if report is None:
+            raise PermanentError(f"incident {key} does not exist")
+        # Rendering 10,000 alerts takes about a second of CPU: off the event loop, so heartbeats and acks go on.
+        rendered = await asyncio.to_thread(render_all, report)
+        for fmt in rendered:
+            RENDERED.labels(fmt).inc()
+        async with self.pool.connection() as conn:
+            stored = await store(conn, key, rendered)
+        if stored is None:
+            raise PermanentError(f"incident {key} does not exist")
+        VERSIONS.labels("new" if stored.new else "unchanged").inc()
+        await self.broker.publish(
+            INCIDENTS_EXCHANGE,
+            f"report.ready.{topic_word(stored.severity)}",
+            report_ready_envelope(stored, list(rendered)),
+            mandatory=False,
+        )
+        log.info(
+            "reports stored" if stored.new else "reports unchanged",
+            extra={"cause": cause, "report_version": stored.version, "alerts": len(report.alerts)},
+        )
+        return stored

@@ -1,0 +1,51 @@
+"""Storing a rendered report set as the incident's next version, once: the only writer of `reports`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from services.reporter.versions import Decision, Rendered, decide
+from shared.db import Queries
+
+QUERIES = Queries(Path(__file__).with_name("queries.sql"))
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: str
+    severity: str
+    version: int
+    new: bool
+
+
+async def store(conn: psycopg.AsyncConnection[Any], key: str, rendered: Mapping[str, Rendered]) -> Stored | None:
+    """Store `rendered` as the next version unless the newest version holds the same bytes; None: no such incident.
+
+    One transaction, serialised per incident (advisory lock), so two replicas rendering the same incident at once
+    store one version, and a redelivered event stores nothing.
+    """
+    async with conn.transaction():
+        incident = await (await conn.execute(QUERIES.incident_id_by_key, {"key": key})).fetchone()
+        if incident is None:
+            return None
+        ids = {"incident_id": incident["id"]}
+        await conn.execute(QUERIES.lock_incident_reports, ids)
+        latest = await (await conn.execute(QUERIES.latest_reports, ids)).fetchall()
+        latest_version = latest[0]["version"] if latest else None
+        decision: Decision = decide(
+            latest_version,
+            {row["format"]: row["sha256"] for row in latest},
+            {fmt: r.sha256 for fmt, r in rendered.items()},
+        )
+        if decision.new:
+            for fmt, r in rendered.items():
+                await conn.execute(
+                    QUERIES.insert_report,
+                    {**ids, "version": decision.version, "format": fmt, "content": r.content, "sha256": r.sha256},
+                )
+    return Stored(key=key, severity=incident["severity"], version=decision.version, new=decision.new)
