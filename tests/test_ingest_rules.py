@@ -1,0 +1,133 @@
+"""Ingest's pure rules without I/O: who a credential belongs to, how an event becomes an alert, what a
+routing key looks like, and how a refusal names the field."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+from pydantic import SecretStr, ValidationError
+
+from services.ingest.auth import SenderTokens
+from services.ingest.problems import validation_problem
+from services.ingest.translate import event_alert, nul_character_fields, routing_key_for, webhook_publications
+from shared.config import Settings
+from shared.contracts import AlertmanagerWebhook, GenericEvent, WebhookAlert
+from shared.fingerprint import label_fingerprint
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def tokens() -> SenderTokens:
+    settings = Settings(ingest_token="t-default", ingest_tokens={"grafana": SecretStr("t-grafana"), "cron": "t-cron"})
+    return SenderTokens.from_settings(settings)
+
+
+def basic(name: bytes, password: bytes) -> str:
+    return "Basic " + base64.b64encode(name + b":" + password).decode()
+
+
+def test_each_sender_is_recognised_by_its_own_token_only() -> None:
+    senders = tokens()
+    assert senders.sender("Bearer t-default") == "alertmanager"
+    assert senders.sender("bearer  t-grafana ") == "grafana"
+    assert senders.sender(basic(b"cron", b"t-cron")) == "cron"
+    assert senders.sender(basic(b"grafana", b"t-cron")) is None  # a token is bound to its sender's name
+    assert senders.sender(basic(b"cron", b"")) is None
+    for bad in (None, "", "Bearer", "Bearer t-defaul", "Bearer t-default2", "t-default", "Basic ###", "Digest x"):
+        assert senders.sender(bad) is None, bad
+
+
+def test_no_tokens_configured_matches_nothing() -> None:
+    senders = SenderTokens.from_settings(Settings(ingest_token="", ingest_tokens={}))
+    assert not senders
+    assert senders.sender("Bearer ") is None
+    assert senders.sender(basic(b"alertmanager", b"")) is None
+
+
+def alert(**labels: str) -> WebhookAlert:
+    return WebhookAlert(status="firing", labels=labels, startsAt=NOW)
+
+
+def test_routing_key_lets_subscribers_filter_and_stays_within_amqp_limits() -> None:
+    assert routing_key_for(alert(alertname="Disk.Full*", severity="critical")) == "alert.firing.critical.Disk_Full_"
+    assert routing_key_for(alert()) == "alert.firing.none._"
+    long_key = routing_key_for(alert(alertname="字" * 100, severity="重" * 100))
+    assert len(long_key.encode()) <= 255
+    assert long_key.startswith("alert.firing." + "重" * 10)
+
+
+def test_event_becomes_an_alert_with_explicit_fields_winning_over_labels() -> None:
+    event = GenericEvent(
+        source="xray",
+        host="edge1",
+        kind="auth_failed",
+        severity="error",
+        labels={"user": "bob", "host": "wrong", "severity": "info", "source": "x"},
+        message="3 failed logins",
+        time=NOW,
+    )
+    converted = event_alert(event)
+    labels = {"user": "bob", "host": "edge1", "severity": "error", "source": "xray", "alertname": "auth_failed"}
+    assert converted.labels == labels
+    assert converted.annotations == {"summary": "3 failed logins"}
+    assert converted.fingerprint == label_fingerprint(labels)
+    assert converted.starts_at == NOW and converted.ends_at is None
+    assert event_alert(event.model_copy(update={"message": ""})).annotations == {}
+
+
+def test_notification_becomes_one_publication_per_alert_sharing_the_group() -> None:
+    webhook = AlertmanagerWebhook.model_validate(
+        {
+            "receiver": "vigil",
+            "status": "firing",
+            "groupKey": "{}:{}",
+            "groupLabels": {"job": "node"},
+            "externalURL": "http://am",
+            "alerts": [
+                {"status": "firing", "labels": {"alertname": "A"}, "startsAt": "2026-01-01T00:00:00Z"},
+                {"status": "resolved", "labels": {"alertname": "B"}, "startsAt": "2026-01-01T00:00:00Z"},
+            ],
+        }
+    )
+    publications = webhook_publications(webhook, "grafana", NOW)
+    assert [p.routing_key for p in publications] == ["alert.firing.none.A", "alert.resolved.none.B"]
+    assert {p.exchange for p in publications} == {"vigil.alerts"}
+    assert len({p.envelope.id for p in publications}) == 2
+    for p in publications:
+        assert p.envelope.type == "alert.received" and p.envelope.producer == "ingest"
+        assert (p.envelope.data.sender, p.envelope.data.group_labels, p.envelope.data.received_at) == (
+            "grafana",
+            {"job": "node"},
+            NOW,
+        )
+
+
+def test_nul_characters_are_found_by_field_path() -> None:
+    webhook = AlertmanagerWebhook.model_validate(
+        {
+            "receiver": "v",
+            "status": "firing",
+            "groupKey": "k\x00",
+            "alerts": [
+                {"status": "firing", "labels": {"a": "x\x00"}, "startsAt": "2026-01-01T00:00:00Z", "extra": ["\x00"]}
+            ],
+        }
+    )
+    assert sorted(nul_character_fields(webhook)) == ["alerts.0.extra.0", "alerts.0.labels.a", "groupKey"]
+
+
+def test_refusal_names_each_field_by_its_wire_name() -> None:
+    try:
+        AlertmanagerWebhook.model_validate_json(b'{"status": "burning", "receiver": 1, "alerts": [{}]}')
+    except ValidationError as exc:
+        status, body = validation_problem(exc)
+    assert status == 422
+    fields = {e["field"] for e in body["errors"]}
+    assert {"status", "receiver", "groupKey", "alerts.0.labels", "alerts.0.startsAt"} <= fields
+    assert "input" not in str(body["errors"])
+    try:
+        AlertmanagerWebhook.model_validate_json(b'{"status": ')
+    except ValidationError as exc:
+        status, body = validation_problem(exc)
+    assert status == 400 and body["error"] == "invalid_json" and body["errors"][0]["field"] == "body"
