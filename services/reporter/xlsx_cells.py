@@ -17,7 +17,6 @@ from typing import BinaryIO
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.chart import LineChart, Reference
-from openpyxl.chart.axis import DateAxis
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
@@ -91,7 +90,12 @@ def start_table(ws: WriteOnlyWorksheet, columns: Sequence[tuple[str, float]], ro
 def line_chart(
     ws: WriteOnlyWorksheet, title: str, time_col: int, value_col: int, first_row: int, last_row: int, unit: str
 ) -> LineChart:
-    """A native line chart over a block of (time, value) rows, with a real date axis."""
+    """A native line chart over a block of (time, value) rows.
+
+    The time axis is a category axis labelled with the times, not an OOXML date axis: a date axis counts in whole
+    days at the finest, so Excel would stack every point of a one-hour incident on one x position. The enricher's
+    points are evenly spaced (downsampled to a fixed step), so categories keep the shape true.
+    """
     chart = LineChart()
     chart.title = clean_text(title)[:200]
     chart.style = 2
@@ -99,13 +103,11 @@ def line_chart(
     chart.width = 18
     chart.legend = None
     chart.y_axis.title = clean_text(unit)[:50] if unit else None
-    chart.y_axis.crossAx = 500
     chart.y_axis.delete = False
-    chart.x_axis = DateAxis(crossAx=100)
-    chart.x_axis.number_format = "mm-dd hh:mm"
-    chart.x_axis.majorTimeUnit = "days"
     chart.x_axis.title = "UTC"
+    chart.x_axis.number_format = "mm-dd hh:mm"
     chart.x_axis.delete = False
+    chart.x_axis.axPos = "b"
     values = Reference(ws, min_col=value_col, min_row=first_row, max_row=last_row)
     chart.add_data(values, titles_from_data=False)
     chart.set_categories(Reference(ws, min_col=time_col, min_row=first_row, max_row=last_row))
