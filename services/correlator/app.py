@@ -1,15 +1,111 @@
-"""The correlator process: wiring only (database, broker, consumer); the logic lives in pure modules beside it."""
+"""The correlator process: wiring only (rules, database, broker, consumer, outbox, sweeper); the logic
+lives in the pure modules beside it (rules, matchers, lifecycle)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
 from aiohttp import web
 
-from shared.config import Settings
-from shared.service import base_app, broker_ctx, database_ctx
+from services.correlator.batches import correlate_batch, sweep
+from services.correlator.outbox import drain_forever, publish_rows
+from services.correlator.rules import RulesError, RuleSet, load_rules
+from shared.asyncapi import asyncapi_document
+from shared.config import ConfigError, Settings
+from shared.messaging import CORRELATOR_QUEUE, Delivery
+from shared.service import BROKER, DB, READY_CHECKS, SETTINGS, base_app, broker_ctx, database_ctx
+
+log = logging.getLogger(__name__)
+
+RULES = web.AppKey("rules", RuleSet)
+# One transaction per batch is what makes thousands of alerts per second possible.
+BATCH_SIZE = 200
+BATCH_WAIT_S = 0.02
+SWEEP_INTERVAL_S = 15.0
+OUTBOX_INTERVAL_S = 2.0
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, *, sweep_interval_s: float = SWEEP_INTERVAL_S) -> web.Application:
+    try:
+        rules = load_rules(settings.correlation_rules)
+    except RulesError as exc:
+        print(f"vigil: invalid correlation rules (VIGIL_CORRELATION_RULES)\n  {exc}", file=sys.stderr)
+        raise ConfigError(2) from None
     app = base_app("correlator", settings)
+    app[RULES] = rules
+    app.router.add_get("/asyncapi.json", asyncapi_json)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(broker_ctx)
+    app.cleanup_ctx.append(_correlator_ctx(sweep_interval_s))
     return app
+
+
+async def asyncapi_json(_: web.Request) -> web.Response:
+    return web.json_response(asyncapi_document())
+
+
+def make_handler(app: web.Application) -> Callable[[list[Delivery]], Awaitable[None]]:
+    pool, broker, rules = app[DB], app[BROKER], app[RULES]
+
+    async def handle(deliveries: list[Delivery]) -> None:
+        outbox_ids = await correlate_batch(pool, rules, deliveries)
+        if outbox_ids:
+            try:
+                await publish_rows(pool, broker, outbox_ids)
+            except Exception:
+                # Committed already: the background drainer publishes them; the batch must not be redone.
+                log.exception("publishing after commit failed; left to the outbox drainer")
+
+    return handle
+
+
+def _correlator_ctx(sweep_interval_s: float) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        pool, broker, rules = app[DB], app[BROKER], app[RULES]
+        consuming = asyncio.Event()
+
+        async def start_consumer() -> None:
+            await broker.consume(
+                CORRELATOR_QUEUE,
+                make_handler(app),
+                batch_size=min(BATCH_SIZE, app[SETTINGS].prefetch),
+                batch_wait_s=BATCH_WAIT_S,
+            )
+            consuming.set()
+            log.info("consuming", extra={"queue": CORRELATOR_QUEUE.name})
+
+        async def sweep_forever() -> None:
+            while True:
+                await asyncio.sleep(sweep_interval_s)
+                try:
+                    ids = await sweep(pool, rules, datetime.now(UTC))
+                    if ids:
+                        with contextlib.suppress(Exception):
+                            await publish_rows(pool, broker, ids)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("sweep failed; will retry")
+
+        async def consumer_ready() -> bool:
+            return consuming.is_set()
+
+        app[READY_CHECKS]["consumer"] = consumer_ready
+        tasks = [
+            asyncio.create_task(start_consumer(), name="correlator-consume"),
+            asyncio.create_task(drain_forever(pool, broker, OUTBOX_INTERVAL_S), name="correlator-outbox"),
+            asyncio.create_task(sweep_forever(), name="correlator-sweep"),
+        ]
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    return ctx

@@ -1,0 +1,173 @@
+"""One transaction per batch of messages, and per sweep: decode, lock the groups, load, apply the pure
+core in delivery order, write back. Returns the outbox rows to publish once the transaction commits."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Counter
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+
+from services.correlator.lifecycle import (
+    AlertChange,
+    CommandRejected,
+    apply_alert,
+    apply_command,
+    auto_resolve,
+    coalesce_events,
+    group_of,
+    mark_stale,
+    settle_flapping,
+)
+from services.correlator.rules import RuleSet
+from services.correlator.store import SWEEP_LOCK, Q, load_world, lock_groups, write_world
+from shared.contracts import AlertReceived, IncidentCommand
+from shared.jsonlog import incident_key
+from shared.messaging import Delivery, PermanentError
+
+log = logging.getLogger(__name__)
+
+ALERTS = Counter("vigil_correlator_alerts_total", "Alerts applied, by outcome", ["outcome"])
+COMMANDS = Counter("vigil_correlator_commands_total", "Commands applied, by action and outcome", ["action", "outcome"])
+SWEPT = Counter("vigil_correlator_swept_total", "Periodic changes, by kind", ["kind"])
+
+ALERT_TYPE = "alert.received"
+COMMAND_PREFIX = "command."
+
+
+@dataclass
+class Decoded:
+    alerts: list[AlertChange] = field(default_factory=list)
+    commands: list[tuple[uuid.UUID, IncidentCommand]] = field(default_factory=list)
+    order: list[tuple[str, int]] = field(default_factory=list)  # ("alert"|"command", index) in delivery order
+
+
+def decode_batch(deliveries: list[Delivery]) -> Decoded:
+    """Payloads of the batch; a message that can never be applied raises PermanentError (parked)."""
+    out = Decoded()
+    for d in deliveries:
+        env = d.envelope
+        try:
+            if env.type == ALERT_TYPE:
+                out.order.append(("alert", len(out.alerts)))
+                out.alerts.append(AlertChange.from_message(AlertReceived.model_validate(env.data)))
+            elif env.type.startswith(COMMAND_PREFIX):
+                out.order.append(("command", len(out.commands)))
+                out.commands.append((env.id, IncidentCommand.model_validate(env.data)))
+            else:
+                raise PermanentError(f"message {env.id}: the correlator does not handle type {env.type!r}")
+        except ValidationError as exc:
+            raise PermanentError(f"message {env.id} ({env.type}): invalid data: {exc.errors()[:3]}") from None
+    return out
+
+
+async def correlate_batch(pool: AsyncConnectionPool, rules: RuleSet, deliveries: list[Delivery]) -> list[int]:
+    batch = decode_batch(deliveries)
+    groups = {group_of(rules, a.labels)[2] for a in batch.alerts}
+    tally: Tally[str] = Tally()
+    async with pool.connection() as conn, conn.transaction():
+        targets: dict[str, dict[str, Any]] = {}
+        if batch.commands:
+            cur = await conn.execute(Q.incidents_by_key, {"keys": sorted({c.key for _, c in batch.commands})})
+            targets = {r["key"]: r for r in await cur.fetchall()}
+            unknown = sorted({c.key for _, c in batch.commands} - set(targets))
+            if unknown:
+                # The web only offers commands for incidents it read from the database, so these were committed
+                # or never existed: waiting would not help.
+                raise PermanentError(f"unknown incident key(s): {', '.join(unknown)}")
+            groups |= {t["group_key"] for t in targets.values()}
+        await lock_groups(conn, groups)
+        done: set[uuid.UUID] = set()
+        if batch.commands:
+            cur = await conn.execute(Q.processed_commands, {"ids": [mid for mid, _ in batch.commands]})
+            done = {r["message_id"] for r in await cur.fetchall()}
+        world = await load_world(
+            conn,
+            rules,
+            [(a.fingerprint, a.starts_at) for a in batch.alerts],
+            groups,
+            [t["id"] for t in targets.values()],
+        )
+        by_key = {inc.key: inc for inc in world.incidents.values()}
+        applied_commands: list[uuid.UUID] = []
+        for kind, index in batch.order:
+            if kind == "alert":
+                tally[apply_alert(world, batch.alerts[index])] += 1
+                continue
+            message_id, cmd = batch.commands[index]
+            if message_id in done:
+                COMMANDS.labels(cmd.action.value, "duplicate").inc()
+                continue
+            done.add(message_id)
+            applied_commands.append(message_id)
+            token = incident_key.set(cmd.key)
+            try:
+                outcome = apply_command(world, by_key[cmd.key], cmd)
+            except CommandRejected as exc:
+                outcome = "rejected"
+                log.warning(
+                    "command rejected", extra={"action": cmd.action.value, "actor": cmd.actor, "error": str(exc)}
+                )
+            finally:
+                incident_key.reset(token)
+            COMMANDS.labels(cmd.action.value, outcome).inc()
+        events = coalesce_events(world.events)
+        outbox_ids = await write_world(conn, world, events)
+        if applied_commands:
+            await conn.execute(Q.mark_processed, {"ids": applied_commands})
+    for outcome, n in tally.items():
+        ALERTS.labels(outcome).inc(n)
+    _log_incident_changes(world, events)
+    return outbox_ids
+
+
+async def sweep(pool: AsyncConnectionPool, rules: RuleSet, now: datetime, *, limit: int = 1000) -> list[int]:
+    """Stale alerts, calmed flapping, and auto-resolve after grace; one replica at a time does it."""
+    defaults = rules.defaults
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(Q.try_sweep_lock, {"key": SWEEP_LOCK})
+        row = await cur.fetchone()
+        if not row or not row["got"]:
+            return []
+        cur = await conn.execute(Q.stale_candidates, {"cutoff": now - defaults.stale_after, "limit": limit})
+        stale = await cur.fetchall()
+        grace_cutoff = now - defaults.resolve_grace
+        cur = await conn.execute(Q.sweep_incidents, {"grace_cutoff": grace_cutoff, "limit": limit})
+        incidents = await cur.fetchall()
+        if not stale and not incidents:
+            return []
+        groups = {r["group_key"] for r in stale} | {r["group_key"] for r in incidents}
+        await lock_groups(conn, groups)
+        # Loaded again under the locks: a batch may have changed them since the lookups above.
+        world = await load_world(
+            conn, rules, [(r["fingerprint"], r["starts_at"]) for r in stale], groups, [r["id"] for r in incidents]
+        )
+        for r in stale:
+            alert = world.alerts.get((r["fingerprint"], r["starts_at"]))
+            if alert is not None and mark_stale(world, alert, now):
+                SWEPT.labels("alert_stale").inc()
+        for inc in list(world.incidents.values()):
+            if settle_flapping(world, inc, now):
+                SWEPT.labels("flapping_stopped").inc()
+            if auto_resolve(world, inc, now):
+                SWEPT.labels("auto_resolved").inc()
+        events = coalesce_events(world.events)
+        outbox_ids = await write_world(conn, world, events)
+    _log_incident_changes(world, events)
+    return outbox_ids
+
+
+def _log_incident_changes(world: Any, events: list[Any]) -> None:
+    for ev in events:
+        if ev.change in ("opened", "resolved", "reopened", "flapping_started"):
+            token = incident_key.set(world.incidents[ev.incident_id].key)
+            try:
+                log.info(f"incident {ev.change}", extra={"severity": ev.snapshot.severity, "actor": ev.actor})
+            finally:
+                incident_key.reset(token)

@@ -1,0 +1,613 @@
+"""The correlation core: alert changes, commands and periodic checks applied to incidents, without I/O.
+
+The service loads a `World` (the incidents and alert occurrences a batch touches), applies every message
+with the functions here in order, then writes back what they marked dirty, with the timeline entries and
+events they produced. Everything here is deterministic in its inputs (times come from the messages or the
+caller), so applying the same message twice leaves the same state as applying it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.correlator.rules import Rule, RuleSet, group_key, group_labels, host_of, render_title
+from shared.contracts import (
+    AlertReceived,
+    CommandAction,
+    IncidentCommand,
+    IncidentEventType,
+    IncidentSnapshot,
+    IncidentState,
+    severity_rank,
+)
+from shared.fingerprint import label_fingerprint
+
+FIRING, RESOLVED, STALE = "firing", "resolved", "stale"
+SYSTEM = "correlator"
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    """One alert of a notification, as the correlator sees it."""
+
+    fingerprint: str
+    starts_at: datetime
+    ends_at: datetime | None
+    status: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    generator_url: str
+    source: str
+    sender: str
+    receiver: str
+    seen_at: datetime
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def severity(self) -> str:
+        return (self.labels.get("severity") or "none").lower()
+
+    @classmethod
+    def from_message(cls, msg: AlertReceived) -> AlertChange:
+        alert = msg.alert
+        labels = dict(alert.labels)
+        return cls(
+            # Generic events and some senders have none: the same hash Alertmanager would compute.
+            fingerprint=alert.fingerprint or label_fingerprint(labels),
+            starts_at=alert.starts_at,
+            ends_at=alert.ends_at,
+            status=alert.status.value,
+            labels=labels,
+            annotations=dict(alert.annotations),
+            generator_url=alert.generator_url,
+            source=msg.source.value,
+            sender=msg.sender,
+            receiver=msg.receiver,
+            seen_at=msg.received_at,
+        )
+
+
+@dataclass
+class StoredAlert:
+    """One alert occurrence: (fingerprint, starts_at)."""
+
+    fingerprint: str
+    starts_at: datetime
+    status: str
+    incident_id: int
+    alertname: str
+    severity: str
+    host: str | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    first_seen_at: datetime
+    last_seen_at: datetime
+    ends_at: datetime | None = None
+    resolved_at: datetime | None = None
+    generator_url: str = ""
+    source: str = "alertmanager"
+    sender: str = ""
+    receiver: str = ""
+
+    @property
+    def key(self) -> tuple[str, datetime]:
+        return (self.fingerprint, self.starts_at)
+
+    def brief(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "alertname": self.alertname,
+            "host": self.host,
+            "severity": self.severity,
+            "status": self.status,
+            "starts_at": self.starts_at.isoformat(),
+        }
+
+
+@dataclass
+class Incident:
+    id: int  # negative until inserted
+    key: str  # "" until inserted
+    rule: str
+    group_key: str
+    group_labels: dict[str, str]
+    title: str
+    state: str
+    opened_at: datetime
+    first_alert_at: datetime
+    last_alert_at: datetime
+    last_seen_at: datetime
+    announced: bool = False
+    severity: str = "none"
+    hosts: list[str] = field(default_factory=list)
+    flapping: bool = False
+    flap_times: list[datetime] = field(default_factory=list)
+    revision: int = 1
+    alert_count: int = 0
+    firing_count: int = 0
+    firing_severities: dict[str, int] = field(default_factory=dict)
+    min_alerts: int = 1
+    quiet_since: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+
+    def snapshot(self) -> IncidentSnapshot:
+        return IncidentSnapshot(
+            key=self.key,
+            title=self.title,
+            state=IncidentState(self.state),
+            severity=self.severity,
+            rule=self.rule,
+            group_labels=dict(self.group_labels),
+            hosts=list(self.hosts),
+            alert_count=self.alert_count,
+            firing_count=self.firing_count,
+            flapping=self.flapping,
+            revision=self.revision,
+            opened_at=self.opened_at,
+            first_alert_at=self.first_alert_at,
+            last_alert_at=self.last_alert_at,
+            acknowledged_at=self.acknowledged_at,
+            resolved_at=self.resolved_at,
+        )
+
+
+@dataclass
+class TimelineEntry:
+    incident_id: int
+    at: datetime
+    kind: str
+    actor: str | None
+    detail: dict[str, Any]
+
+
+@dataclass
+class EventOut:
+    incident_id: int
+    event: IncidentEventType
+    change: str
+    actor: str | None
+    detail: dict[str, Any]
+    snapshot: IncidentSnapshot
+
+
+class CommandRejected(Exception):
+    """A command that cannot apply to the incident as it is (e.g. reopen while the group has another)."""
+
+
+@dataclass
+class World:
+    """The part of the database a batch works on, and what the batch changed."""
+
+    rules: RuleSet
+    incidents: dict[int, Incident] = field(default_factory=dict)
+    current: dict[str, int] = field(default_factory=dict)  # group_key → unresolved or newest incident id
+    alerts: dict[tuple[str, datetime], StoredAlert] = field(default_factory=dict)
+    latest: dict[str, StoredAlert] = field(default_factory=dict)  # fingerprint → newest occurrence known
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    events: list[EventOut] = field(default_factory=list)
+    dirty_incidents: set[int] = field(default_factory=set)
+    dirty_alerts: dict[tuple[str, datetime], StoredAlert] = field(default_factory=dict)
+    next_temp_id: int = -1
+
+    def add_incident(self, incident: Incident, *, current: bool = True) -> None:
+        self.incidents[incident.id] = incident
+        if current:
+            self.current[incident.group_key] = incident.id
+
+    def add_alert(self, alert: StoredAlert) -> None:
+        self.alerts[alert.key] = alert
+        newest = self.latest.get(alert.fingerprint)
+        if newest is None or newest.starts_at <= alert.starts_at:
+            self.latest[alert.fingerprint] = alert
+
+    def current_of(self, gkey: str) -> Incident | None:
+        iid = self.current.get(gkey)
+        return self.incidents.get(iid) if iid is not None else None
+
+    # --- recording changes ---
+
+    def _changed(self, inc: Incident) -> None:
+        inc.revision += 1
+        self.dirty_incidents.add(inc.id)
+
+    def _note(self, inc: Incident, at: datetime, kind: str, actor: str | None, detail: dict[str, Any]) -> None:
+        self.timeline.append(TimelineEntry(inc.id, at, kind, actor, detail))
+
+    def _emit(
+        self, inc: Incident, event: IncidentEventType, change: str, actor: str | None, detail: dict[str, Any]
+    ) -> None:
+        if inc.announced:
+            self.events.append(EventOut(inc.id, event, change, actor, detail, inc.snapshot()))
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+
+def apply_alert(world: World, change: AlertChange) -> str:
+    """Apply one alert of a notification; returns the outcome: new, repeat, resolved, refired or ignored."""
+    existing = world.alerts.get((change.fingerprint, change.starts_at))
+    if existing is None:
+        return _new_occurrence(world, change)
+    inc = world.incidents[existing.incident_id]
+    seen = change.seen_at
+    if seen > existing.last_seen_at:
+        existing.last_seen_at = seen
+        world.dirty_alerts[existing.key] = existing
+    if seen > inc.last_seen_at:
+        inc.last_seen_at = seen
+        world.dirty_incidents.add(inc.id)
+    if change.status == RESOLVED and existing.status in (FIRING, STALE):
+        _resolve_alert(world, inc, existing, change.ends_at or seen, seen)
+        return "resolved"
+    if change.status == FIRING and existing.status == STALE:
+        # Alertmanager is repeating it again: the stale mark was wrong, the alert is still firing.
+        if inc.state == IncidentState.resolved:
+            rule = _rule_of(world, change)
+            target = _target_for_firing(world, rule, change, seen)
+            if target.id != inc.id:
+                _move_alert(world, existing, inc, target)
+                inc = target
+        _set_firing(world, inc, existing, seen, "alert_refired", refire=True)
+        return "refired"
+    # A repeat of a known state, or a stale firing after the resolve (reordered): nothing to change.
+    return "repeat"
+
+
+def _rule_of(world: World, change: AlertChange) -> Rule:
+    return world.rules.select(change.labels)
+
+
+def group_of(rules: RuleSet, labels: Mapping[str, str]) -> tuple[Rule, dict[str, str], str]:
+    rule = rules.select(labels)
+    grouped = group_labels(rule, labels)
+    return rule, grouped, group_key(rule, grouped)
+
+
+def _new_occurrence(world: World, change: AlertChange) -> str:
+    seen = change.seen_at
+    rule = _rule_of(world, change)
+    previous = world.latest.get(change.fingerprint)
+    if change.status == FIRING:
+        inc = _target_for_firing(world, rule, change, seen)
+    else:
+        inc = _target_for_resolved(world, rule, change, seen)
+    alert = StoredAlert(
+        fingerprint=change.fingerprint,
+        starts_at=change.starts_at,
+        status=change.status,
+        incident_id=inc.id,
+        alertname=change.alertname,
+        severity=change.severity,
+        host=host_of(change.labels),
+        labels=dict(change.labels),
+        annotations=dict(change.annotations),
+        first_seen_at=seen,
+        last_seen_at=seen,
+        ends_at=change.ends_at if change.status == RESOLVED else None,
+        resolved_at=seen if change.status == RESOLVED else None,
+        generator_url=change.generator_url,
+        source=change.source,
+        sender=change.sender,
+        receiver=change.receiver,
+    )
+    world.add_alert(alert)
+    world.dirty_alerts[alert.key] = alert
+    refire = (
+        previous is not None
+        and previous.incident_id == inc.id
+        and previous.starts_at < change.starts_at
+        and change.status == FIRING
+    )
+    inc.alert_count += 1
+    inc.first_alert_at = min(inc.first_alert_at, change.starts_at)
+    inc.last_alert_at = max(inc.last_alert_at, change.starts_at)
+    inc.last_seen_at = max(inc.last_seen_at, seen)
+    if alert.host and alert.host not in inc.hosts:
+        inc.hosts.append(alert.host)
+    world._changed(inc)
+    world._note(inc, seen, "alert_refired" if refire else "alert_added", None, alert.brief())
+    if change.status == FIRING:
+        _count_firing(inc, alert.severity, +1)
+        inc.quiet_since = None
+        if refire:
+            _flap(world, inc, seen)
+    elif inc.firing_count == 0 and inc.quiet_since is None and inc.state != IncidentState.resolved:
+        inc.quiet_since = seen
+    _update_severity(world, inc, seen)
+    if not inc.announced and inc.state != IncidentState.resolved and inc.alert_count >= inc.min_alerts:
+        inc.announced = True
+        world._emit(inc, IncidentEventType.opened, "opened", None, {"alerts": [alert.brief()]})
+    else:
+        world._emit(inc, IncidentEventType.updated, "alerts_added", None, {"alerts": [alert.brief()]})
+    return "new"
+
+
+def _target_for_firing(world: World, rule: Rule, change: AlertChange, seen: datetime) -> Incident:
+    """Join the group's incident, reopen it, or open a new one (closing one that went quiet)."""
+    _, grouped, gkey = group_of(world.rules, change.labels)
+    cur = world.current_of(gkey)
+    if cur is not None and cur.state != IncidentState.resolved:
+        if cur.firing_count > 0 or cur.flapping or seen - cur.last_seen_at <= rule.window:
+            return cur
+        # Quiet for longer than the window: what comes now is a new problem, not this one.
+        _resolve_incident(world, cur, seen, SYSTEM, {"reason": "window_expired"})
+    elif cur is not None and cur.resolved_at is not None and seen - cur.resolved_at <= rule.reopen_window:
+        _reopen(world, cur, seen, None, {"reason": "alert_fired", "alertname": change.alertname})
+        return cur
+    return _open_incident(world, rule, grouped, gkey, change, seen)
+
+
+def _target_for_resolved(world: World, rule: Rule, change: AlertChange, seen: datetime) -> Incident:
+    """A resolved alert never seen firing (reordered or lost delivery) is recorded where it belongs,
+    without reopening anything: the group's incident if recent, else a new one that resolves itself."""
+    _, grouped, gkey = group_of(world.rules, change.labels)
+    cur = world.current_of(gkey)
+    if cur is not None:
+        if cur.state != IncidentState.resolved and (cur.firing_count > 0 or seen - cur.last_seen_at <= rule.window):
+            return cur
+        if cur.state == IncidentState.resolved and cur.resolved_at and seen - cur.resolved_at <= rule.reopen_window:
+            return cur
+        if cur.state != IncidentState.resolved:
+            _resolve_incident(world, cur, seen, SYSTEM, {"reason": "window_expired"})
+    inc = _open_incident(world, rule, grouped, gkey, change, seen)
+    inc.quiet_since = seen
+    return inc
+
+
+def _open_incident(
+    world: World, rule: Rule, grouped: dict[str, str], gkey: str, change: AlertChange, seen: datetime
+) -> Incident:
+    inc = Incident(
+        id=world.next_temp_id,
+        key="",
+        rule=rule.name,
+        group_key=gkey,
+        group_labels=grouped,
+        title=render_title(rule, grouped, change.labels, change.annotations),
+        state=IncidentState.open,
+        opened_at=seen,
+        first_alert_at=change.starts_at,
+        last_alert_at=change.starts_at,
+        last_seen_at=seen,
+        min_alerts=rule.min_alerts,
+        severity=change.severity,
+        revision=0,
+    )
+    world.next_temp_id -= 1
+    world.add_incident(inc)
+    world._changed(inc)
+    world._note(inc, seen, "incident_opened", None, {"rule": rule.name, "group": grouped, "title": inc.title})
+    return inc
+
+
+def _move_alert(world: World, alert: StoredAlert, old: Incident, new: Incident) -> None:
+    old.alert_count -= 1
+    world._changed(old)
+    alert.incident_id = new.id
+    new.alert_count += 1
+    new.first_alert_at = min(new.first_alert_at, alert.starts_at)
+    new.last_alert_at = max(new.last_alert_at, alert.starts_at)
+    if alert.host and alert.host not in new.hosts:
+        new.hosts.append(alert.host)
+    world.dirty_alerts[alert.key] = alert
+
+
+def _set_firing(world: World, inc: Incident, alert: StoredAlert, at: datetime, kind: str, *, refire: bool) -> None:
+    alert.status = FIRING
+    alert.resolved_at = None
+    world.dirty_alerts[alert.key] = alert
+    _count_firing(inc, alert.severity, +1)
+    inc.quiet_since = None
+    world._changed(inc)
+    world._note(inc, at, kind, None, alert.brief())
+    if refire:
+        _flap(world, inc, at)
+    _update_severity(world, inc, at)
+    if not inc.announced and inc.alert_count >= inc.min_alerts:
+        inc.announced = True
+        world._emit(inc, IncidentEventType.opened, "opened", None, {"alerts": [alert.brief()]})
+    else:
+        world._emit(inc, IncidentEventType.updated, "alerts_added", None, {"alerts": [alert.brief()], "refired": True})
+
+
+def _resolve_alert(world: World, inc: Incident, alert: StoredAlert, ends_at: datetime, at: datetime) -> None:
+    was_firing = alert.status == FIRING
+    alert.status = RESOLVED
+    alert.ends_at = ends_at
+    alert.resolved_at = at
+    world.dirty_alerts[alert.key] = alert
+    if was_firing:
+        _count_firing(inc, alert.severity, -1)
+    world._changed(inc)
+    world._note(inc, at, "alert_resolved", None, alert.brief())
+    if was_firing:
+        _flap(world, inc, at)
+    if inc.firing_count == 0 and inc.state != IncidentState.resolved:
+        inc.quiet_since = at
+    _update_severity(world, inc, at)
+    world._emit(inc, IncidentEventType.updated, "alert_resolved", None, {"alerts": [alert.brief()]})
+
+
+def _count_firing(inc: Incident, severity: str, delta: int) -> None:
+    inc.firing_count = max(0, inc.firing_count + delta)
+    count = inc.firing_severities.get(severity, 0) + delta
+    if count > 0:
+        inc.firing_severities[severity] = count
+    else:
+        inc.firing_severities.pop(severity, None)
+
+
+def highest_severity(firing: Mapping[str, int], fallback: str) -> str:
+    """The highest severity among firing alerts; with none firing, the incident keeps its last one."""
+    present = [s for s, n in firing.items() if n > 0]
+    if not present:
+        return fallback
+    return max(present, key=lambda s: (severity_rank(s), s))
+
+
+def _update_severity(world: World, inc: Incident, at: datetime) -> None:
+    new = highest_severity(inc.firing_severities, inc.severity)
+    if new != inc.severity:
+        old, inc.severity = inc.severity, new
+        world._changed(inc)
+        world._note(inc, at, "severity_changed", None, {"from": old, "to": new})
+        world._emit(inc, IncidentEventType.updated, "severity_changed", None, {"from": old, "to": new})
+
+
+def _flap(world: World, inc: Incident, at: datetime) -> None:
+    """Count a firing/resolved switch; enough of them within the window mark the incident flapping."""
+    flapping = world.rules.defaults.flapping
+    inc.flap_times = sorted([t for t in inc.flap_times if at - t <= flapping.window] + [at])[-flapping.changes * 2 :]
+    recent = [t for t in inc.flap_times if at - t <= flapping.window]
+    if not inc.flapping and len(recent) >= flapping.changes:
+        inc.flapping = True
+        inc.quiet_since = None
+        detail = {"changes": len(recent), "window_s": int(flapping.window.total_seconds())}
+        world._note(inc, at, "flapping_started", None, detail)
+        world._emit(inc, IncidentEventType.updated, "flapping_started", None, detail)
+    world.dirty_incidents.add(inc.id)
+
+
+# --- incident state changes ---------------------------------------------------------------------
+
+
+def _resolve_incident(world: World, inc: Incident, at: datetime, actor: str, detail: dict[str, Any]) -> None:
+    inc.state = IncidentState.resolved
+    inc.resolved_at = at
+    inc.resolved_by = actor
+    inc.quiet_since = None
+    world._changed(inc)
+    world._note(inc, at, "incident_resolved", actor, detail)
+    world._emit(inc, IncidentEventType.resolved, "resolved", actor, detail)
+
+
+def _reopen(world: World, inc: Incident, at: datetime, actor: str | None, detail: dict[str, Any]) -> None:
+    inc.state = IncidentState.open
+    inc.resolved_at = inc.resolved_by = None
+    inc.acknowledged_at = inc.acknowledged_by = None
+    inc.quiet_since = None
+    world.current[inc.group_key] = inc.id
+    world._changed(inc)
+    world._note(inc, at, "incident_reopened", actor, detail)
+    world._emit(inc, IncidentEventType.reopened, "reopened", actor, detail)
+
+
+def apply_command(world: World, inc: Incident, cmd: IncidentCommand) -> str:
+    """A person's command; returns `applied` or `unchanged` (already in that state), or raises CommandRejected."""
+    at, actor = cmd.requested_at, cmd.actor
+    if cmd.action == CommandAction.comment:
+        world._changed(inc)
+        world._note(inc, at, "comment", actor, {"comment": cmd.comment})
+        world._emit(inc, IncidentEventType.updated, "comment", actor, {"comment": cmd.comment})
+        return "applied"
+    detail = {"comment": cmd.comment} if cmd.comment else {}
+    if cmd.action == CommandAction.acknowledge:
+        if inc.state != IncidentState.open:
+            return "unchanged"
+        inc.state = IncidentState.acknowledged
+        inc.acknowledged_at, inc.acknowledged_by = at, actor
+        world._changed(inc)
+        world._note(inc, at, "incident_acknowledged", actor, detail)
+        world._emit(inc, IncidentEventType.acknowledged, "acknowledged", actor, detail)
+        return "applied"
+    if cmd.action == CommandAction.resolve:
+        if inc.state == IncidentState.resolved:
+            return "unchanged"
+        _resolve_incident(world, inc, at, actor, detail)
+        return "applied"
+    if inc.state != IncidentState.resolved:
+        return "unchanged"
+    other = world.current_of(inc.group_key)
+    if other is not None and other.id != inc.id and other.state != IncidentState.resolved:
+        raise CommandRejected(f"{other.key} is already open for the same group; reopen refused")
+    # Reopened by a person: it stays open until someone resolves it or its alerts resolve again.
+    _reopen(world, inc, at, actor, detail)
+    return "applied"
+
+
+# --- periodic checks ----------------------------------------------------------------------------
+
+
+def mark_stale(world: World, alert: StoredAlert, now: datetime) -> bool:
+    """A firing alert Alertmanager stopped repeating: counted out, so its incident can end."""
+    stale_after = world.rules.defaults.stale_after
+    if alert.status != FIRING or now - alert.last_seen_at < stale_after:
+        return False
+    inc = world.incidents[alert.incident_id]
+    alert.status = STALE
+    world.dirty_alerts[alert.key] = alert
+    _count_firing(inc, alert.severity, -1)
+    world._changed(inc)
+    detail = {**alert.brief(), "last_seen_at": alert.last_seen_at.isoformat()}
+    world._note(inc, now, "alert_stale", SYSTEM, detail)
+    if inc.firing_count == 0 and inc.state != IncidentState.resolved:
+        inc.quiet_since = now
+    _update_severity(world, inc, now)
+    world._emit(inc, IncidentEventType.updated, "alert_stale", SYSTEM, {"alerts": [detail]})
+    return True
+
+
+def settle_flapping(world: World, inc: Incident, now: datetime) -> bool:
+    """End flapping once fewer than half the threshold of switches remain in the window."""
+    flapping = world.rules.defaults.flapping
+    recent = [t for t in inc.flap_times if now - t <= flapping.window]
+    if not inc.flapping or len(recent) >= max(1, flapping.changes // 2):
+        return False
+    inc.flapping = False
+    inc.flap_times = recent
+    if inc.firing_count == 0 and inc.state != IncidentState.resolved:
+        inc.quiet_since = now
+    world._changed(inc)
+    world._note(inc, now, "flapping_stopped", SYSTEM, {"changes": len(recent)})
+    world._emit(inc, IncidentEventType.updated, "flapping_stopped", SYSTEM, {"changes": len(recent)})
+    return True
+
+
+def auto_resolve(world: World, inc: Incident, now: datetime) -> bool:
+    """Resolve an incident whose alerts are all resolved or stale, once the grace period has passed."""
+    grace = world.rules.defaults.resolve_grace
+    if (
+        inc.state == IncidentState.resolved
+        or inc.firing_count > 0
+        or inc.flapping
+        or inc.quiet_since is None
+        or now - inc.quiet_since < grace
+    ):
+        return False
+    _resolve_incident(world, inc, now, SYSTEM, {"reason": "all_alerts_resolved"})
+    return True
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+def coalesce_events(events: list[EventOut]) -> list[EventOut]:
+    """Merge back-to-back `updated` events of one incident with the same change into one (the latest
+    snapshot, every alert listed): a batch of 200 alerts for one host is one event, not 200."""
+    out: list[EventOut] = []
+    last_of: dict[int, int] = {}
+    for ev in events:
+        i = last_of.get(ev.incident_id)
+        prev = out[i] if i is not None else None
+        if (
+            prev is not None
+            and prev.event == ev.event == IncidentEventType.updated
+            and prev.change == ev.change
+            and "alerts" in prev.detail
+            and "alerts" in ev.detail
+        ):
+            merged = {**prev.detail, **ev.detail, "alerts": [*prev.detail["alerts"], *ev.detail["alerts"]]}
+            out[i] = EventOut(ev.incident_id, ev.event, ev.change, ev.actor, merged, ev.snapshot)  # type: ignore[index]
+            continue
+        last_of[ev.incident_id] = len(out)
+        out.append(ev)
+    return out

@@ -1,0 +1,136 @@
+-- Named queries of the correlator (shared.db.Queries). Batches travel as one JSON array parameter
+-- expanded with jsonb_to_recordset, so a batch of 200 alerts is a handful of statements, not 1,000.
+
+-- name: lock_groups
+-- Per-group transaction locks, taken in the order given (the caller sorts), so replicas never deadlock.
+SELECT count(pg_advisory_xact_lock(k)) AS locked FROM unnest(%(keys)s::bigint[]) AS k;
+
+-- name: try_sweep_lock
+SELECT pg_try_advisory_xact_lock(%(key)s) AS got;
+
+-- name: incidents_by_key
+SELECT id, key, group_key FROM incidents WHERE key = ANY(%(keys)s);
+
+-- name: processed_commands
+SELECT message_id FROM processed_messages WHERE consumer = 'correlator' AND message_id = ANY(%(ids)s);
+
+-- name: mark_processed
+INSERT INTO processed_messages (consumer, message_id)
+SELECT 'correlator', id FROM unnest(%(ids)s::uuid[]) AS id
+ON CONFLICT DO NOTHING;
+
+-- name: load_alerts
+-- The exact occurrences of the batch, plus the newest occurrence of each fingerprint (to spot a refire).
+SELECT a.* FROM alerts a
+JOIN unnest(%(fps)s::text[], %(starts)s::timestamptz[]) AS k(fp, s) ON a.fingerprint = k.fp AND a.starts_at = k.s
+UNION ALL
+SELECT n.* FROM unnest(%(distinct_fps)s::text[]) AS f(fp)
+CROSS JOIN LATERAL (
+    SELECT * FROM alerts a WHERE a.fingerprint = f.fp ORDER BY a.starts_at DESC LIMIT 1
+) n;
+
+-- name: load_incidents
+-- Incidents of the loaded alerts, and per group the unresolved incident or else the newest one.
+SELECT i.* FROM incidents i WHERE i.id = ANY(%(ids)s)
+UNION ALL
+SELECT c.* FROM unnest(%(groups)s::text[]) AS g(gk)
+CROSS JOIN LATERAL (
+    SELECT * FROM incidents i WHERE i.group_key = g.gk ORDER BY (i.state <> 'resolved') DESC, i.id DESC LIMIT 1
+) c;
+
+-- name: next_incident_numbers
+SELECT nextval('incident_number_seq') AS n FROM generate_series(1, %(count)s);
+
+-- name: insert_incidents
+INSERT INTO incidents (key, rule, group_key, group_labels, title, state, announced, severity, hosts, flapping,
+                       flap_times, revision, alert_count, firing_count, firing_severities, min_alerts,
+                       opened_at, first_alert_at, last_alert_at, last_seen_at, quiet_since,
+                       acknowledged_at, acknowledged_by, resolved_at, resolved_by, updated_at)
+SELECT r.key, r.rule, r.group_key, r.group_labels, r.title, r.state, r.announced, r.severity, r.hosts, r.flapping,
+       r.flap_times, r.revision, r.alert_count, r.firing_count, r.firing_severities, r.min_alerts,
+       r.opened_at, r.first_alert_at, r.last_alert_at, r.last_seen_at, r.quiet_since,
+       r.acknowledged_at, r.acknowledged_by, r.resolved_at, r.resolved_by, now()
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
+    key text, rule text, group_key text, group_labels jsonb, title text, state text, announced boolean,
+    severity text, hosts text[], flapping boolean, flap_times timestamptz[], revision integer,
+    alert_count integer, firing_count integer, firing_severities jsonb, min_alerts integer,
+    opened_at timestamptz, first_alert_at timestamptz, last_alert_at timestamptz, last_seen_at timestamptz,
+    quiet_since timestamptz, acknowledged_at timestamptz, acknowledged_by text, resolved_at timestamptz,
+    resolved_by text)
+RETURNING id, key;
+
+-- name: update_incidents
+UPDATE incidents i SET
+    title = r.title, state = r.state, announced = r.announced, severity = r.severity, hosts = r.hosts,
+    flapping = r.flapping, flap_times = r.flap_times, revision = r.revision, alert_count = r.alert_count,
+    firing_count = r.firing_count, firing_severities = r.firing_severities,
+    first_alert_at = r.first_alert_at, last_alert_at = r.last_alert_at, last_seen_at = r.last_seen_at,
+    quiet_since = r.quiet_since, acknowledged_at = r.acknowledged_at, acknowledged_by = r.acknowledged_by,
+    resolved_at = r.resolved_at, resolved_by = r.resolved_by, updated_at = now()
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
+    id bigint, title text, state text, announced boolean, severity text, hosts text[], flapping boolean,
+    flap_times timestamptz[], revision integer, alert_count integer, firing_count integer,
+    firing_severities jsonb, first_alert_at timestamptz, last_alert_at timestamptz, last_seen_at timestamptz,
+    quiet_since timestamptz, acknowledged_at timestamptz, acknowledged_by text, resolved_at timestamptz,
+    resolved_by text)
+WHERE i.id = r.id;
+
+-- name: upsert_alerts
+INSERT INTO alerts (incident_id, fingerprint, starts_at, ends_at, status, alertname, severity, host, labels,
+                    annotations, generator_url, source, sender, receiver, first_seen_at, last_seen_at, resolved_at)
+SELECT r.incident_id, r.fingerprint, r.starts_at, r.ends_at, r.status, r.alertname, r.severity, r.host, r.labels,
+       r.annotations, r.generator_url, r.source, r.sender, r.receiver, r.first_seen_at, r.last_seen_at,
+       r.resolved_at
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
+    incident_id bigint, fingerprint text, starts_at timestamptz, ends_at timestamptz, status text, alertname text,
+    severity text, host text, labels jsonb, annotations jsonb, generator_url text, source text, sender text,
+    receiver text, first_seen_at timestamptz, last_seen_at timestamptz, resolved_at timestamptz)
+ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+    incident_id = EXCLUDED.incident_id, ends_at = EXCLUDED.ends_at, status = EXCLUDED.status,
+    last_seen_at = EXCLUDED.last_seen_at, resolved_at = EXCLUDED.resolved_at;
+
+-- name: insert_timeline
+INSERT INTO incident_timeline (incident_id, at, kind, actor, detail)
+SELECT r.incident_id, r.at, r.kind, r.actor, r.detail
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(incident_id bigint, at timestamptz, kind text, actor text, detail jsonb);
+
+-- name: insert_outbox
+INSERT INTO outbox (message_id, exchange, routing_key, body)
+SELECT r.message_id, r.exchange, r.routing_key, r.body
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(message_id uuid, exchange text, routing_key text, body jsonb)
+RETURNING id;
+
+-- name: claim_outbox_ids
+-- Rows another replica is publishing right now are skipped, not published twice at once.
+SELECT id, message_id, exchange, routing_key, body FROM outbox
+WHERE id = ANY(%(ids)s) AND published_at IS NULL
+ORDER BY id
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_outbox_leftovers
+-- Rows whose batch did not publish them (crash, broker outage), oldest first.
+SELECT id, message_id, exchange, routing_key, body FROM outbox
+WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %(older_than_s)s)
+ORDER BY created_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_published
+UPDATE outbox SET published_at = now() WHERE id = ANY(%(ids)s);
+
+-- name: stale_candidates
+SELECT a.fingerprint, a.starts_at, i.group_key FROM alerts a JOIN incidents i ON i.id = a.incident_id
+WHERE a.status = 'firing' AND a.last_seen_at < %(cutoff)s
+ORDER BY a.last_seen_at
+LIMIT %(limit)s;
+
+-- name: sweep_incidents
+-- Incidents that may resolve after their grace, and flapping ones that may have calmed down.
+SELECT id, group_key FROM incidents
+WHERE (state <> 'resolved' AND quiet_since IS NOT NULL AND quiet_since < %(grace_cutoff)s AND NOT flapping)
+   OR flapping
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: outbox_pending
+SELECT count(*) AS n FROM outbox WHERE published_at IS NULL;

@@ -1,0 +1,243 @@
+"""The correlator's database side: lock the groups a batch touches, load them into a `World`, and write
+back what the pure core changed (incidents, alerts, timeline, outbox) in the same transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from services.correlator.lifecycle import EventOut, Incident, StoredAlert, World
+from services.correlator.rules import RuleSet
+from shared.contracts import INCIDENTS_EXCHANGE, Envelope, IncidentEvent, incident_routing_key
+from shared.db import Queries
+
+Q = Queries(Path(__file__).with_name("queries.sql"))
+PRODUCER = "correlator"
+SWEEP_LOCK = 0x76696773  # "vigs": one sweeper at a time across replicas
+
+
+def group_lock_id(gkey: str) -> int:
+    """A stable signed 64-bit lock id per group (hashtext is only 32 bits: more collisions)."""
+    return int.from_bytes(hashlib.blake2b(gkey.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(rows: object) -> str:
+    return json.dumps(rows, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+async def lock_groups(conn: AsyncConnection[Any], group_keys: Iterable[str]) -> None:
+    ids = sorted({group_lock_id(g) for g in group_keys})
+    if ids:
+        await conn.execute(Q.lock_groups, {"keys": ids})
+
+
+async def load_world(
+    conn: AsyncConnection[Any],
+    rules: RuleSet,
+    alert_keys: Iterable[tuple[str, datetime]],
+    group_keys: Iterable[str],
+    incident_ids: Iterable[int] = (),
+) -> World:
+    world = World(rules)
+    keys = list(dict.fromkeys(alert_keys))
+    if keys:
+        cur = await conn.execute(
+            Q.load_alerts,
+            {
+                "fps": [k[0] for k in keys],
+                "starts": [k[1] for k in keys],
+                "distinct_fps": list(dict.fromkeys(k[0] for k in keys)),
+            },
+        )
+        for row in await cur.fetchall():
+            world.add_alert(alert_from_row(row))
+    ids = {a.incident_id for a in world.alerts.values()} | set(incident_ids)
+    cur = await conn.execute(Q.load_incidents, {"ids": sorted(ids), "groups": sorted(set(group_keys))})
+    rows = await cur.fetchall()
+    for row in rows:
+        if row["id"] not in world.incidents:
+            world.add_incident(incident_from_row(row), current=False)
+    # The current incident of a group: the unresolved one, else the newest.
+    for inc in sorted(world.incidents.values(), key=lambda i: (i.state != "resolved", i.id)):
+        world.current[inc.group_key] = inc.id
+    return world
+
+
+def alert_from_row(row: dict[str, Any]) -> StoredAlert:
+    return StoredAlert(
+        fingerprint=row["fingerprint"],
+        starts_at=row["starts_at"],
+        status=row["status"],
+        incident_id=row["incident_id"],
+        alertname=row["alertname"],
+        severity=row["severity"],
+        host=row["host"],
+        labels=row["labels"],
+        annotations=row["annotations"],
+        first_seen_at=row["first_seen_at"],
+        last_seen_at=row["last_seen_at"],
+        ends_at=row["ends_at"],
+        resolved_at=row["resolved_at"],
+        generator_url=row["generator_url"],
+        source=row["source"],
+        sender=row["sender"],
+        receiver=row["receiver"],
+    )
+
+
+def incident_from_row(row: dict[str, Any]) -> Incident:
+    return Incident(
+        id=row["id"],
+        key=row["key"],
+        rule=row["rule"],
+        group_key=row["group_key"],
+        group_labels=row["group_labels"],
+        title=row["title"],
+        state=row["state"],
+        opened_at=row["opened_at"],
+        first_alert_at=row["first_alert_at"],
+        last_alert_at=row["last_alert_at"],
+        last_seen_at=row["last_seen_at"] or row["last_alert_at"],
+        announced=row["announced"],
+        severity=row["severity"],
+        hosts=list(row["hosts"]),
+        flapping=row["flapping"],
+        flap_times=list(row["flap_times"]),
+        revision=row["revision"],
+        alert_count=row["alert_count"],
+        firing_count=row["firing_count"],
+        firing_severities=dict(row["firing_severities"]),
+        min_alerts=row["min_alerts"],
+        quiet_since=row["quiet_since"],
+        acknowledged_at=row["acknowledged_at"],
+        acknowledged_by=row["acknowledged_by"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+    )
+
+
+def _incident_row(inc: Incident) -> dict[str, Any]:
+    return {
+        "id": inc.id,
+        "key": inc.key,
+        "rule": inc.rule,
+        "group_key": inc.group_key,
+        "group_labels": inc.group_labels,
+        "title": inc.title,
+        "state": str(inc.state),
+        "announced": inc.announced,
+        "severity": inc.severity,
+        "hosts": inc.hosts,
+        "flapping": inc.flapping,
+        "flap_times": inc.flap_times,
+        "revision": inc.revision,
+        "alert_count": inc.alert_count,
+        "firing_count": inc.firing_count,
+        "firing_severities": inc.firing_severities,
+        "min_alerts": inc.min_alerts,
+        "opened_at": inc.opened_at,
+        "first_alert_at": inc.first_alert_at,
+        "last_alert_at": inc.last_alert_at,
+        "last_seen_at": inc.last_seen_at,
+        "quiet_since": inc.quiet_since,
+        "acknowledged_at": inc.acknowledged_at,
+        "acknowledged_by": inc.acknowledged_by,
+        "resolved_at": inc.resolved_at,
+        "resolved_by": inc.resolved_by,
+    }
+
+
+def _alert_row(alert: StoredAlert, ids: dict[int, int]) -> dict[str, Any]:
+    return {
+        "incident_id": ids.get(alert.incident_id, alert.incident_id),
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
+        "ends_at": alert.ends_at,
+        "status": alert.status,
+        "alertname": alert.alertname,
+        "severity": alert.severity,
+        "host": alert.host,
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "generator_url": alert.generator_url,
+        "source": alert.source,
+        "sender": alert.sender,
+        "receiver": alert.receiver,
+        "first_seen_at": alert.first_seen_at,
+        "last_seen_at": alert.last_seen_at,
+        "resolved_at": alert.resolved_at,
+    }
+
+
+def incident_key(number: int) -> str:
+    return f"INC-{number:06d}"
+
+
+async def write_world(conn: AsyncConnection[Any], world: World, events: list[EventOut]) -> list[int]:
+    """Persist the batch's changes; returns the ids of the outbox rows to publish after commit."""
+    dirty = [world.incidents[i] for i in sorted(world.dirty_incidents)]
+    new = [inc for inc in dirty if inc.id < 0]
+    ids: dict[int, int] = {}
+    if new:
+        cur = await conn.execute(Q.next_incident_numbers, {"count": len(new)})
+        numbers = sorted(r["n"] for r in await cur.fetchall())
+        for inc, number in zip(new, numbers, strict=True):
+            inc.key = incident_key(number)
+        cur = await conn.execute(Q.insert_incidents, {"rows": dumps([_incident_row(i) for i in new])})
+        by_key = {r["key"]: r["id"] for r in await cur.fetchall()}
+        for inc in new:
+            ids[inc.id] = by_key[inc.key]
+    existing = [inc for inc in dirty if inc.id > 0]
+    if existing:
+        await conn.execute(Q.update_incidents, {"rows": dumps([_incident_row(i) for i in existing])})
+    if world.dirty_alerts:
+        rows = [_alert_row(a, ids) for a in world.dirty_alerts.values()]
+        await conn.execute(Q.upsert_alerts, {"rows": dumps(rows)})
+    if world.timeline:
+        rows = [
+            {
+                "incident_id": ids.get(t.incident_id, t.incident_id),
+                "at": t.at,
+                "kind": t.kind,
+                "actor": t.actor,
+                "detail": t.detail,
+            }
+            for t in world.timeline
+        ]
+        await conn.execute(Q.insert_timeline, {"rows": dumps(rows)})
+    if not events:
+        return []
+    keys = {inc.id: inc.key for inc in world.incidents.values()}
+    rows = []
+    for ev in events:
+        snapshot = ev.snapshot if ev.snapshot.key else ev.snapshot.model_copy(update={"key": keys[ev.incident_id]})
+        envelope = Envelope[IncidentEvent](
+            type=ev.event.value,
+            producer=PRODUCER,
+            data=IncidentEvent(incident=snapshot, change=ev.change, actor=ev.actor, detail=ev.detail),
+        )
+        rows.append(
+            {
+                "message_id": envelope.id,
+                "exchange": INCIDENTS_EXCHANGE,
+                "routing_key": incident_routing_key(ev.event, snapshot.severity),
+                "body": envelope.model_dump(mode="json"),
+            }
+        )
+    cur = await conn.execute(Q.insert_outbox, {"rows": dumps(rows)})
+    return [r["id"] for r in await cur.fetchall()]
