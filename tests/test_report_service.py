@@ -1,0 +1,166 @@
+"""The reporter service end to end against the real broker and database: an incident event in, versioned reports
+in PostgreSQL and `report.ready` out; redelivery changes nothing; an event about no incident is parked."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import httpx
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from services.reporter import incident_markdown, incident_report
+from services.reporter.app import build_app
+from shared.config import Settings
+from shared.contracts import (
+    INCIDENTS_EXCHANGE,
+    Envelope,
+    IncidentEvent,
+    IncidentEventType,
+    IncidentSnapshot,
+    incident_routing_key,
+)
+from shared.messaging import REPORTER_QUEUE, Broker
+from tests.conftest import running
+from tests.seed import add_timeline
+from tests.test_report_seed import KEY, minutes, seed_incident
+
+
+def incident_event(kind: IncidentEventType, key: str = KEY) -> Envelope[IncidentEvent]:
+    snapshot = IncidentSnapshot(
+        key=key,
+        title="HostDown on web-1",
+        state="resolved",
+        severity="critical",
+        rule="default",
+        group_labels={"host": "web-1"},
+        hosts=["web-1", "web-2"],
+        alert_count=3,
+        firing_count=0,
+        revision=4,
+        opened_at=minutes(0),
+        first_alert_at=minutes(0),
+        last_alert_at=minutes(5),
+        resolved_at=minutes(42),
+    )
+    return Envelope(type=kind.value, producer="test", data=IncidentEvent(incident=snapshot, change="enriched"))
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[str]:
+    async with running(build_app(settings), settings.reporter_port) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            for _ in range(300):
+                if (await client.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("reporter never became ready")
+        yield url
+
+
+@pytest.fixture
+async def publisher(amqp_url: str) -> AsyncIterator[Broker]:
+    broker = Broker(amqp_url, producer="test", retry_delays_ms=(100, 200))
+    await broker.start()
+    await asyncio.wait_for(broker.wait_connected(), 30)
+    yield broker
+    await broker.close()
+
+
+@pytest.fixture
+async def ready_queue(amqp_url: str, service: str) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
+    """A queue of our own bound to report.ready.# (the service has declared the exchange by now)."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(INCIDENTS_EXCHANGE)
+        queue = await channel.declare_queue("test.report-ready", exclusive=True)
+        await queue.bind(exchange, "report.ready.#")
+        yield queue
+
+
+async def next_message(queue: aio_pika.abc.AbstractQueue, timeout: float = 30) -> aio_pika.abc.AbstractIncomingMessage:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        message = await queue.get(fail=False, no_ack=True)
+        if message is not None:
+            return message
+        await asyncio.sleep(0.05)
+    pytest.fail("no report.ready arrived")
+
+
+async def stored_reports(db_url: str) -> list[dict[str, Any]]:
+    async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row, autocommit=True) as conn:
+        cur = await conn.execute("SELECT version, format, content, sha256 FROM reports ORDER BY version, format")
+        return await cur.fetchall()
+
+
+async def test_enriched_incident_gets_stored_reports_and_report_ready(
+    settings: Settings, service: str, publisher: Broker, ready_queue: aio_pika.abc.AbstractQueue
+) -> None:
+    async with await psycopg.AsyncConnection.connect(settings.database_url, row_factory=dict_row, autocommit=True) as c:
+        incident_id = await seed_incident(c)
+
+    event = incident_event(IncidentEventType.enriched)
+    await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(event.type, "critical"), event)
+    first = await next_message(ready_queue)
+    assert first.routing_key == "report.ready.critical"
+    body = json.loads(first.body)
+    assert body["type"] == "report.ready"
+    assert body["data"] == {"key": KEY, "report_version": 1, "formats": ["md", "xlsx", "json"]}
+
+    rows = await stored_reports(settings.database_url)
+    assert [(r["version"], r["format"]) for r in rows] == [(1, "json"), (1, "md"), (1, "xlsx")]
+    for row in rows:
+        assert row["sha256"] == hashlib.sha256(row["content"]).hexdigest()
+    async with await psycopg.AsyncConnection.connect(settings.database_url, row_factory=dict_row, autocommit=True) as c:
+        report = await incident_report.load(c, KEY)
+    assert report is not None
+    by_format = {r["format"]: bytes(r["content"]) for r in rows}
+    assert by_format["md"].decode() == incident_markdown.render(report)
+    assert json.loads(by_format["json"])["summary"]["key"] == KEY
+    assert by_format["xlsx"][:2] == b"PK"
+
+    # The same message again (a redelivery): no new version; the announcement repeats with the same id.
+    await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(event.type, "critical"), event)
+    second = await next_message(ready_queue)
+    assert json.loads(second.body)["data"]["report_version"] == 1
+    assert second.message_id == first.message_id
+    assert len(await stored_reports(settings.database_url)) == 3
+
+    # A real change (a comment after resolution), then incident.resolved: version 2, version 1 kept for audits.
+    async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as c:
+        await add_timeline(c, incident_id, minutes(50), "comment", "bob", {"comment": "postmortem scheduled"})
+        await c.execute("UPDATE incidents SET updated_at = %s WHERE id = %s", (minutes(50), incident_id))
+    resolved = incident_event(IncidentEventType.resolved)
+    await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(resolved.type, "critical"), resolved)
+    third = await next_message(ready_queue)
+    assert json.loads(third.body)["data"]["report_version"] == 2
+    rows = await stored_reports(settings.database_url)
+    assert [(r["version"], r["format"]) for r in rows if r["version"] == 2] == [(2, "json"), (2, "md"), (2, "xlsx")]
+    markdown_v2 = next(bytes(r["content"]) for r in rows if r["version"] == 2 and r["format"] == "md")
+    assert b"postmortem scheduled" in markdown_v2
+
+    async with httpx.AsyncClient(base_url=service) as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'vigil_reports_rendered_total{format="md"}' in metrics
+
+
+async def test_event_about_an_unknown_incident_is_parked_not_retried_forever(
+    settings: Settings, service: str, publisher: Broker, amqp_url: str
+) -> None:
+    event = incident_event(IncidentEventType.enriched, key="INC-999999")
+    await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(event.type, "critical"), event)
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        parking = await channel.get_queue(f"{REPORTER_QUEUE.name}.parking")
+        message = await next_message(parking)
+    assert json.loads(message.body)["id"] == str(event.id)
+    assert "INC-999999" in str((message.headers or {}).get("x-vigil-error"))
+    assert await stored_reports(settings.database_url) == []
