@@ -2,14 +2,91 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import jinja2
 from aiohttp import web
 
+from services.web import api, pages
+from services.web.access import TokenBook, load_users
+from services.web.appkeys import LIVE, TEMPLATES, TOKENS, USERS
+from services.web.gate import gate
+from services.web.live import LiveHub, feed
+from services.web.presentation import time_tag
 from shared.config import Settings
-from shared.service import base_app, broker_ctx, database_ctx
+from shared.service import BROKER, READY_CHECKS, base_app, broker_ctx, database_ctx
+
+HERE = Path(__file__).parent
+# No inline script or style anywhere: an alert's text that slipped through escaping still could not run.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+
+@web.middleware
+async def security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    if not request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["time"] = time_tag
+    return env
+
+
+async def live_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = LiveHub()
+    app[LIVE] = hub
+    task = asyncio.create_task(feed(app[BROKER], hub), name="live-feed")
+
+    async def live_ready() -> bool:
+        return hub.ready.is_set()
+
+    app[READY_CHECKS]["live"] = live_ready
+    yield
+    hub.close()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def close_streams(app: web.Application) -> None:
+    # Open event streams would otherwise hold shutdown until its timeout.
+    app[LIVE].close()
 
 
 def build_app(settings: Settings) -> web.Application:
     app = base_app("web", settings)
+    app.middlewares.extend([security_headers, gate])
+    app[USERS] = load_users(settings.web_users_file)
+    app[TOKENS] = TokenBook.from_settings(settings)
+    env = templates()
+    app[TEMPLATES] = env
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(broker_ctx)
+    app.cleanup_ctx.append(live_ctx)
+    app.on_shutdown.append(close_streams)
+    api.add_routes(app)
+    pages.add_routes(app)
+    static = app.router.add_static("/static/", HERE / "static", name="static")
+    env.globals["static"] = lambda name: str(static.url_for(filename=name, append_version=True))
     return app

@@ -1,0 +1,234 @@
+"""The JSON API (`/api/v1/...`, described by `/api/v1/openapi.json`) and the live event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from services.web import commands, downloads, store
+from services.web.appkeys import LIVE
+from services.web.gate import principal_of
+from services.web.listing import QueryError, encode_cursor, parse_list_query, parse_time, unknown_params
+from services.web.live import sse_frame
+from services.web.openapi import openapi_document
+from services.web.presentation import (
+    alert_json,
+    incident_summary_json,
+    parse_context,
+    timeline_json,
+)
+from services.web.problems import problem
+from shared.contracts import CommandAction
+from shared.jsonlog import incident_key
+from shared.messaging import BrokerUnavailable
+from shared.service import BROKER, DB, SETTINGS
+
+log = logging.getLogger(__name__)
+KEY_PATTERN = re.compile(r"^INC-\d{6,}$")
+MAX_AUDIT_DAYS = 400
+ACTION_PATHS = {"ack": CommandAction.acknowledge, "resolve": CommandAction.resolve, "reopen": CommandAction.reopen}
+
+
+def query_params(request: web.Request) -> dict[str, list[str]]:
+    return {name: request.query.getall(name) for name in request.query}
+
+
+def filename(key: str, fmt: str) -> str:
+    return f"{key}.{fmt}"
+
+
+class CommandRejected(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+async def send_command(request: web.Request, key: str, action: CommandAction, comment: str = "") -> uuid.UUID:
+    """Checks the caller may act and the incident exists, then sends the command; raises CommandRejected."""
+    principal = principal_of(request)
+    if not principal.can_act:
+        raise CommandRejected(problem(403, f"{principal.name} may read but not {action.value} incidents"))
+    if not KEY_PATTERN.match(key) or await store.incident(request.app[DB], key) is None:
+        raise CommandRejected(problem(404, f"no incident {key}", field="key"))
+    if action is CommandAction.comment and not comment.strip():
+        raise CommandRejected(problem(422, "a comment needs some text", field="comment"))
+    if len(comment) > commands.MAX_COMMENT:
+        raise CommandRejected(problem(422, f"longer than {commands.MAX_COMMENT} characters", field="comment"))
+    envelope = commands.build_command(key, action, principal.name, comment)
+    token = incident_key.set(key)
+    try:
+        await commands.send(request.app[BROKER], envelope)
+    except BrokerUnavailable as exc:
+        log.warning("command not sent", extra={"action": action.value, "error": str(exc)})
+        raise CommandRejected(problem(503, "the message broker did not take the command; try again")) from None
+    finally:
+        incident_key.reset(token)
+    log.info("command sent", extra={"action": action.value, "actor": principal.name, "command_id": str(envelope.id)})
+    return envelope.id
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    params = query_params(request)
+    unknown = unknown_params(params)
+    if unknown:
+        return problem(422, f"unknown query parameter {unknown[0]!r}", field=unknown[0])
+    try:
+        f = parse_list_query(params)
+        page = await store.list_incidents(request.app[DB], f)
+    except QueryError as exc:
+        return problem(422, exc.message, field=exc.field)
+    return web.json_response(
+        {
+            "items": [incident_summary_json(row) for row in page.items],
+            "next_cursor": encode_cursor(page.next_cursor) if page.next_cursor else None,
+            "counts": page.counts,
+        }
+    )
+
+
+async def get_incident(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    detail = await store.incident_detail(request.app[DB], key) if KEY_PATTERN.match(key) else None
+    if detail is None:
+        return problem(404, f"no incident {key}", field="key")
+    context = parse_context(detail.enrichment)
+    body: dict[str, Any] = incident_summary_json(detail.incident)
+    body["group_labels"] = detail.incident["group_labels"]
+    body["alerts"] = [alert_json(a) for a in detail.alerts]
+    body["timeline"] = [timeline_json(t) for t in detail.timeline]
+    body["context"] = context.model_dump(mode="json") if context else None
+    return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False, default=str))
+
+
+async def incident_report(request: web.Request) -> web.Response:
+    key, fmt = request.match_info["key"], request.match_info["fmt"]
+    incident = await store.incident(request.app[DB], key) if KEY_PATTERN.match(key) else None
+    if incident is None:
+        return problem(404, f"no incident {key}", field="key")
+    token = incident_key.set(key)
+    try:
+        found = await downloads.incident_file(
+            request.app[DB], incident, fmt, alertmanager_url=request.app[SETTINGS].alertmanager_url
+        )
+    finally:
+        incident_key.reset(token)
+    if found is None:
+        return problem(404, f"no incident {key}", field="key")
+    content, origin = found
+    return web.Response(
+        body=content,
+        headers={
+            "Content-Type": downloads.CONTENT_TYPES[fmt],
+            "Content-Disposition": f'attachment; filename="{filename(key, fmt)}"',
+            "X-Vigil-Report": origin,
+        },
+    )
+
+
+def audit_range(request: web.Request) -> tuple[datetime, datetime]:
+    unknown = sorted(set(request.query) - {"since", "until"})
+    if unknown:
+        raise QueryError(unknown[0], "unknown query parameter")
+    since_text, until_text = request.query.get("since", "").strip(), request.query.get("until", "").strip()
+    if not since_text:
+        raise QueryError("since", "required, an ISO 8601 time")
+    since = parse_time("since", since_text)
+    until = parse_time("until", until_text) if until_text else datetime.now(UTC)
+    if until <= since:
+        raise QueryError("until", "must be after since")
+    if until - since > timedelta(days=MAX_AUDIT_DAYS):
+        raise QueryError("until", f"the range may span at most {MAX_AUDIT_DAYS} days")
+    return since, until
+
+
+async def audit_report(request: web.Request) -> web.Response:
+    fmt = request.match_info["fmt"]
+    try:
+        since, until = audit_range(request)
+    except QueryError as exc:
+        return problem(422, exc.message, field=exc.field)
+    content = await downloads.audit_file(request.app[DB], since, until, fmt)
+    name = f"audit-{since:%Y%m%d}-{until:%Y%m%d}.{fmt}"
+    return web.Response(
+        body=content,
+        headers={"Content-Type": downloads.CONTENT_TYPES[fmt], "Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CommandRejected(problem(422, "the body must be a JSON object", field="body")) from None
+    if not isinstance(body, dict):
+        raise CommandRejected(problem(422, "the body must be a JSON object", field="body"))
+    comment = body.get("comment", "")
+    if not isinstance(comment, str):
+        raise CommandRejected(problem(422, "must be a string", field="comment"))
+    return body
+
+
+async def incident_action(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    action = ACTION_PATHS[request.match_info["action"]]
+    try:
+        body = await json_body(request)
+        command_id = await send_command(request, key, action, body.get("comment", ""))
+    except CommandRejected as rejected:
+        return rejected.response
+    return web.json_response({"command_id": str(command_id), "key": key, "action": action.value}, status=202)
+
+
+async def add_comment(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    try:
+        body = await json_body(request)
+        command_id = await send_command(request, key, CommandAction.comment, body.get("comment", ""))
+    except CommandRejected as rejected:
+        return rejected.response
+    return web.json_response({"command_id": str(command_id), "key": key, "action": "comment"}, status=202)
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one `incident` event per incident change, a comment line every 15 s to keep proxies open."""
+    hub = request.app[LIVE]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    await response.write(b"retry: 3000\n: connected\n\n")
+    async with hub.subscribe() as queue:
+        while True:
+            try:
+                payload = await asyncio.wait_for(queue.get(), 15)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if payload is None:
+                break
+            await response.write(sse_frame(payload, hub.sequence))
+    return response
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/api/v1/incidents", list_incidents)
+    app.router.add_get("/api/v1/incidents/{key}", get_incident)
+    app.router.add_get("/api/v1/incidents/{key}/report.{fmt:md|xlsx|json}", incident_report)
+    app.router.add_get("/api/v1/reports/audit.{fmt:md|xlsx}", audit_report)
+    app.router.add_post("/api/v1/incidents/{key}/{action:ack|resolve|reopen}", incident_action)
+    app.router.add_post("/api/v1/incidents/{key}/comments", add_comment)
+    app.router.add_get("/api/v1/stream", stream)
+    app.router.add_get("/events", stream)

@@ -1,0 +1,107 @@
+"""Metric charts as server-rendered SVG: a line per series, alert starts as vertical markers.
+
+Pure: points in, markup out. Every text that reaches the SVG (series name, query, unit, labels) is
+escaped; numbers are formatted by us. No inline styles, so the page's CSP can forbid them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from markupsafe import Markup, escape
+
+WIDTH, HEIGHT = 640, 160
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 8, 8, 22
+MAX_MARKERS = 200
+
+
+def _fmt(value: float) -> str:
+    magnitude = abs(value)
+    if magnitude >= 1e9:
+        return f"{value / 1e9:.3g}G"
+    if magnitude >= 1e6:
+        return f"{value / 1e6:.3g}M"
+    if magnitude >= 1e3:
+        return f"{value / 1e3:.3g}k"
+    return f"{value:.3g}"
+
+
+def _hhmm(at: datetime) -> str:
+    return at.strftime("%H:%M")
+
+
+def render_chart(
+    title: str,
+    points: Sequence[tuple[datetime, float]],
+    markers: Sequence[datetime],
+    *,
+    unit: str = "",
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Markup:
+    """One series as an SVG; `markers` (alert starts) inside the time range are drawn as red lines."""
+    label = f"{title} ({unit})" if unit else title
+    if not points:
+        return Markup('<p class="muted">{}: no data points</p>').format(label)
+    t0 = start or points[0][0]
+    t1 = end or points[-1][0]
+    if t1 <= t0:
+        t1 = t0 + timedelta(minutes=1)
+    span = max((t1 - t0).total_seconds(), 1.0)
+    values = [v for _, v in points]
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        hi, lo = hi + 1, lo - 1
+    plot_w = WIDTH - PAD_LEFT - PAD_RIGHT
+    plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
+
+    def x(at: datetime) -> float:
+        return PAD_LEFT + plot_w * ((at - t0).total_seconds() / span)
+
+    def y(value: float) -> float:
+        return PAD_TOP + plot_h * (1 - (value - lo) / (hi - lo))
+
+    path = " ".join(f"{x(at):.1f},{y(v):.1f}" for at, v in points if t0 <= at <= t1)
+    marks = sorted({m for m in markers if t0 <= m <= t1})
+    if len(marks) > MAX_MARKERS:
+        # Thousands of alerts would paint the chart red; evenly spaced samples keep where they cluster.
+        step = len(marks) / MAX_MARKERS
+        marks = [marks[int(i * step)] for i in range(MAX_MARKERS)]
+    parts = [
+        Markup(
+            '<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{label}" '
+            'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none">'
+        ).format(w=WIDTH, h=HEIGHT, label=label),
+        Markup("<title>{}</title>").format(label),
+        Markup('<rect class="plot" x="{}" y="{}" width="{}" height="{}" fill="none" stroke="#8a94a6"/>').format(
+            PAD_LEFT, PAD_TOP, plot_w, plot_h
+        ),
+        Markup('<text x="{}" y="{}" text-anchor="end" font-size="11" fill="currentColor">{}</text>').format(
+            PAD_LEFT - 4, PAD_TOP + 10, _fmt(hi)
+        ),
+        Markup('<text x="{}" y="{}" text-anchor="end" font-size="11" fill="currentColor">{}</text>').format(
+            PAD_LEFT - 4, PAD_TOP + plot_h, _fmt(lo)
+        ),
+        Markup('<text x="{}" y="{}" font-size="11" fill="currentColor">{} UTC</text>').format(
+            PAD_LEFT, HEIGHT - 6, _hhmm(t0)
+        ),
+        Markup('<text x="{}" y="{}" text-anchor="end" font-size="11" fill="currentColor">{} UTC</text>').format(
+            WIDTH - PAD_RIGHT, HEIGHT - 6, _hhmm(t1)
+        ),
+    ]
+    for mark in marks:
+        parts.append(
+            Markup(
+                '<line class="alert-start" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" '
+                'stroke="#d92d20" stroke-width="1.5" stroke-dasharray="4 3"><title>alert started {at}</title></line>'
+            ).format(x=x(mark), top=PAD_TOP, bottom=PAD_TOP + plot_h, at=mark.strftime("%Y-%m-%d %H:%M:%S UTC"))
+        )
+    if path:
+        parts.append(
+            Markup('<polyline class="series" points="{}" fill="none" stroke="#2e6fdb" stroke-width="1.5"/>').format(
+                path
+            )
+        )
+    parts.append(Markup("</svg>"))
+    return Markup("").join(escape(p) for p in parts)

@@ -1,0 +1,116 @@
+"""Live view: incident events from `vigil.incidents`, fanned out to the browsers connected by SSE.
+
+Each web process declares its own exclusive, auto-delete, non-durable queue bound with `#`: every replica
+sees every event, and the queue disappears with the process (it is not part of the shared topology,
+and losing a live update is harmless: the page reads PostgreSQL on reload).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+
+from shared.contracts import INCIDENTS_EXCHANGE, IncidentEvent, RawEnvelope, ReportReady
+from shared.messaging import Broker
+
+log = logging.getLogger(__name__)
+CLIENT_BUFFER = 100
+
+
+def live_payload(envelope: RawEnvelope) -> dict[str, Any] | None:
+    """What a browser needs to update its list row or incident header; None for events it ignores."""
+    try:
+        if envelope.type.startswith("incident."):
+            event = IncidentEvent.model_validate(envelope.data)
+            snap = event.incident
+            return {
+                "type": envelope.type,
+                "change": event.change,
+                "actor": event.actor,
+                "key": snap.key,
+                "title": snap.title,
+                "state": snap.state.value,
+                "severity": snap.severity,
+                "hosts": snap.hosts,
+                "alert_count": snap.alert_count,
+                "firing_count": snap.firing_count,
+                "revision": snap.revision,
+                "opened_at": snap.opened_at.isoformat().replace("+00:00", "Z"),
+            }
+        if envelope.type == "report.ready":
+            ready = ReportReady.model_validate(envelope.data)
+            return {"type": envelope.type, "key": ready.key, "report_version": ready.report_version}
+    except ValidationError:
+        log.warning("undecodable live event ignored", extra={"type": envelope.type, "id": str(envelope.id)})
+    return None
+
+
+def sse_frame(payload: dict[str, Any], event_id: int) -> bytes:
+    # json.dumps never emits a raw newline, so the data stays one SSE line.
+    return f"id: {event_id}\nevent: incident\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+
+@dataclass
+class LiveHub:
+    """Subscribers get a bounded queue each; one too slow to keep up is dropped rather than slowing others."""
+
+    clients: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
+    sequence: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def publish(self, payload: dict[str, Any]) -> None:
+        self.sequence += 1
+        for queue in list(self.clients):
+            try:
+                queue.put_nowait(payload)
+            except asyncio.QueueFull:
+                self.clients.discard(queue)
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(None)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(CLIENT_BUFFER)
+        self.clients.add(queue)
+        try:
+            yield queue
+        finally:
+            self.clients.discard(queue)
+
+    def close(self) -> None:
+        for queue in list(self.clients):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+        self.clients.clear()
+
+
+async def feed(broker: Broker, hub: LiveHub) -> None:
+    """Consume incident events into the hub for as long as the process runs."""
+    await broker.wait_connected()
+    channel = await broker.connection.channel(publisher_confirms=False)
+    await channel.set_qos(prefetch_count=100)
+    exchange = await channel.get_exchange(INCIDENTS_EXCHANGE, ensure=False)
+    queue = await channel.declare_queue("", exclusive=True, auto_delete=True, durable=False)
+    await queue.bind(exchange, "#")
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = RawEnvelope.model_validate_json(message.body)
+        except ValidationError:
+            log.warning("undecodable message on the incidents exchange ignored by the live view")
+            return
+        payload = live_payload(envelope)
+        if payload is not None:
+            hub.publish(payload)
+
+    await queue.consume(on_message, no_ack=True)
+    hub.ready.set()
+    log.info("live view subscribed", extra={"queue": queue.name})

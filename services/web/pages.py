@@ -1,0 +1,177 @@
+"""The server-rendered dashboard: incident list, incident page, audit page, login and logout."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+
+from services.web import sessions, store
+from services.web.access import Principal, check_password, safe_next, same_secret
+from services.web.api import KEY_PATTERN, CommandRejected, send_command
+from services.web.appkeys import TEMPLATES, USERS
+from services.web.gate import PRINCIPAL, principal_of, set_session_cookie
+from services.web.listing import STATES, QueryError, encode_cursor, parse_list_query, query_string, unknown_params
+from services.web.presentation import incident_page
+from shared.contracts import CommandAction
+from shared.service import DB, SETTINGS
+
+LOGIN_CSRF_COOKIE = "vigil_login_csrf"
+FORM_ACTIONS = {
+    "ack": CommandAction.acknowledge,
+    "resolve": CommandAction.resolve,
+    "reopen": CommandAction.reopen,
+    "comment": CommandAction.comment,
+}
+SENT_WORDS = {"acknowledge": "Acknowledgement", "resolve": "Resolution", "reopen": "Reopening", "comment": "Comment"}
+FAILURE_WORDS = {
+    "403": "You may read incidents but not change them.",
+    "404": "That incident does not exist.",
+    "422": "A comment needs some text.",
+    "503": "The message broker is unreachable; nothing was sent. Try again in a moment.",
+}
+
+
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    env: jinja2.Environment = request.app[TEMPLATES]
+    principal: Principal | None = request.get(PRINCIPAL)
+    html = env.get_template(template).render(principal=principal, path=request.path, **context)
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+
+
+async def incident_list(request: web.Request) -> web.Response:
+    params = {name: request.query.getall(name) for name in request.query}
+    for name in unknown_params(params):
+        params.pop(name)
+    try:
+        f = parse_list_query(params)
+        page = await store.list_incidents(request.app[DB], f)
+    except QueryError as exc:
+        return render(
+            request, "list.html", status=422, error=exc, filters=parse_list_query({}), page=None, states=STATES
+        )
+    next_qs = query_string(f, cursor=encode_cursor(page.next_cursor)) if page.next_cursor else None
+    state_links = {state: query_string(f, state=state) for state in STATES}
+    return render(
+        request,
+        "list.html",
+        error=None,
+        filters=f,
+        page=page,
+        states=STATES,
+        next_qs=next_qs,
+        state_links=state_links,
+        all_states_qs=query_string(f, state=None),
+        first_qs=query_string(f),
+        first_page=f.cursor is None,
+    )
+
+
+async def incident(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    detail = await store.incident_detail(request.app[DB], key) if KEY_PATTERN.match(key) else None
+    if detail is None:
+        return render(request, "not_found.html", status=404, key=key)
+    view = incident_page(detail.incident, detail.alerts, detail.timeline, detail.enrichment, datetime.now(UTC))
+    sent = request.query.get("sent")
+    failed = request.query.get("failed")
+    return render(
+        request,
+        "incident.html",
+        **view,
+        sent=SENT_WORDS.get(sent or ""),
+        failure=FAILURE_WORDS.get(failed or ""),
+        csrf=principal_of(request).csrf_token,
+    )
+
+
+async def incident_form(request: web.Request) -> web.StreamResponse:
+    key = request.match_info["key"]
+    action = FORM_ACTIONS[request.match_info["action"]]
+    form = await request.post()
+    comment = str(form.get("comment", ""))
+    try:
+        await send_command(request, key, action, comment)
+    except CommandRejected as rejected:
+        if rejected.response.status == 404 and not KEY_PATTERN.match(key):
+            return rejected.response
+        return see_other(f"/incidents/{quote(key)}?failed={rejected.response.status}")
+    return see_other(f"/incidents/{quote(key)}?sent={action.value}")
+
+
+async def audit(request: web.Request) -> web.Response:
+    return render(request, "audit.html")
+
+
+async def login_form(request: web.Request) -> web.Response:
+    token = secrets.token_urlsafe(24)
+    response = render(request, "login.html", csrf=token, next=safe_next(request.query.get("next")), error=None)
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        path="/login",
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[SETTINGS].web_cookie_secure,
+    )
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    target = safe_next(str(form.get("next", "")))
+    # Login CSRF: the form's token must match the cookie set with the form, so another site cannot log a
+    # browser in as someone else.
+    if not same_secret(str(form.get("csrf", "")), request.cookies.get(LOGIN_CSRF_COOKIE)):
+        return render(request, "login.html", status=403, csrf="", next=target, error="The form expired; reload it.")
+    name, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
+    users = request.app[USERS]
+    loop = asyncio.get_running_loop()
+    user = await loop.run_in_executor(None, check_password, users, name, password) if name and password else None
+    if user is None:
+        token = secrets.token_urlsafe(24)
+        response = render(
+            request, "login.html", status=401, csrf=token, next=target, error="Wrong user name or password."
+        )
+        response.set_cookie(
+            LOGIN_CSRF_COOKIE,
+            token,
+            path="/login",
+            httponly=True,
+            samesite="Strict",
+            secure=request.app[SETTINGS].web_cookie_secure,
+        )
+        return response
+    session = await sessions.create(request.app[DB], user.name, "password")
+    response = see_other(target)
+    set_session_cookie(response, request, session.token)
+    response.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    cookie = request.cookies.get(sessions.COOKIE)
+    if cookie:
+        await sessions.delete(request.app[DB], cookie)
+    response = see_other("/login")
+    response.del_cookie(sessions.COOKIE, path="/")
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", incident_list)
+    app.router.add_get("/incidents/{key}", incident)
+    app.router.add_post("/incidents/{key}/{action:ack|resolve|reopen|comment}", incident_form)
+    app.router.add_get("/audit", audit)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)

@@ -1,0 +1,199 @@
+"""The web's pure parts: list query parsing, charts, presentation, access rules. No I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from services.web.access import Role, TokenBook, check_password, hash_password, load_users, safe_next
+from services.web.charts import MAX_MARKERS, render_chart
+from services.web.listing import (
+    Cursor,
+    Matcher,
+    QueryError,
+    decode_cursor,
+    encode_cursor,
+    parse_list_query,
+    parse_matcher,
+    query_string,
+    sql_params,
+)
+from services.web.presentation import duration, time_tag, timeline_summary, web_link
+
+T0 = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
+
+
+def q(**params: str | list[str]) -> dict[str, list[str]]:
+    return {k: v if isinstance(v, list) else [v] for k, v in params.items()}
+
+
+def test_matchers_follow_alertmanager_syntax() -> None:
+    assert parse_matcher('job="node"') == Matcher("job", "=", "node")
+    assert parse_matcher('instance=~"web-.*"') == Matcher("instance", "=~", "web-.*")
+    assert parse_matcher('env!="prod"') == Matcher("env", "!=", "prod")
+    assert parse_matcher(r'msg="say \"hi\""') == Matcher("msg", "=", 'say "hi"')
+    assert str(Matcher("msg", "=", 'say "hi"')) == r'msg="say \"hi\""'
+
+
+@pytest.mark.parametrize("text", ["job", "job=node", '1job="x"', 'job=="x"', 'job="x" extra'])
+def test_malformed_matcher_names_the_field(text: str) -> None:
+    with pytest.raises(QueryError) as err:
+        parse_matcher(text)
+    assert err.value.field == "matcher"
+
+
+@pytest.mark.parametrize("regex", ["(", "a**", "(?=x)", r"(a)\1", "x" * 600])
+def test_unusable_regex_is_refused(regex: str) -> None:
+    with pytest.raises(QueryError, match="matcher"):
+        parse_matcher(f'job=~"{regex}"')
+
+
+def test_list_query_parses_every_filter() -> None:
+    f = parse_list_query(
+        q(
+            state="open,acknowledged",
+            severity="critical",
+            host="web-1",
+            alertname="HostDown",
+            matcher=['job="node"', 'env=~"prod|stage"'],
+            q="disk 100%",
+            since="2026-11-01T00:00:00Z",
+            until="2026-11-02",
+            limit="20",
+        )
+    )
+    assert f.states == ("open", "acknowledged")
+    assert f.since == datetime(2026, 11, 1, tzinfo=UTC) and f.until == datetime(2026, 11, 2, tzinfo=UTC)
+    params = sql_params(f)
+    assert params["states"] == ["open", "acknowledged"]
+    assert params["m_names"] == ["job", "env", "alertname"]
+    assert params["m_ops"] == ["=", "=~", "="]
+    # LIKE wildcards typed by the user are matched literally.
+    assert params["text"] == r"%disk 100\%%"
+    assert params["limit"] == 21
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        (q(state="closed"), "state"),
+        (q(severity="huge"), "severity"),
+        (q(limit="0"), "limit"),
+        (q(limit="many"), "limit"),
+        (q(limit="501"), "limit"),
+        (q(since="yesterday"), "since"),
+        (q(since="2026-11-02T00:00:00Z", until="2026-11-01T00:00:00Z"), "until"),
+        (q(cursor="!!!"), "cursor"),
+        (q(host=["a", "b"]), "host"),
+        (q(q="x" * 201), "q"),
+    ],
+)
+def test_bad_list_parameters_name_their_field(params: dict[str, list[str]], field: str) -> None:
+    with pytest.raises(QueryError) as err:
+        parse_list_query(params)
+    assert err.value.field == field
+
+
+def test_cursor_round_trips() -> None:
+    cursor = Cursor(T0, 12345)
+    assert decode_cursor(encode_cursor(cursor)) == cursor
+
+
+def test_query_string_keeps_filters_and_replaces_one() -> None:
+    f = parse_list_query(q(severity="critical", matcher='job="node"', state="open"))
+    assert "state=resolved" in query_string(f, state="resolved")
+    assert "state=open" not in query_string(f, state="resolved")
+    assert "matcher=job%3D%22node%22" in query_string(f)
+    assert "state" not in query_string(f, state=None)
+
+
+def test_chart_marks_alert_starts_and_escapes_text() -> None:
+    points = [(T0 + timedelta(minutes=i), float(i % 7)) for i in range(60)]
+    svg = str(render_chart("<script>cpu</script>", points, [T0 + timedelta(minutes=30)], unit="%"))
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert "<script>" not in svg and "&lt;script&gt;cpu" in svg
+    assert svg.count('class="alert-start"') == 1
+    assert "polyline" in svg
+
+
+def test_chart_caps_markers_and_handles_flat_or_empty_series() -> None:
+    points = [(T0, 5.0), (T0 + timedelta(hours=1), 5.0)]
+    starts = [T0 + timedelta(seconds=i) for i in range(1000)]
+    assert str(render_chart("flat", points, starts)).count('class="alert-start"') == MAX_MARKERS
+    assert "no data points" in str(render_chart("empty", [], starts))
+
+
+def test_times_are_utc_in_markup_with_utc_on_hover() -> None:
+    tag = str(time_tag(datetime(2026, 11, 1, 4, 30, tzinfo=UTC)))
+    assert 'datetime="2026-11-01T04:30:00Z"' in tag and 'title="2026-11-01 04:30:00 UTC"' in tag
+
+
+def test_only_web_links_survive() -> None:
+    assert web_link("http://prometheus:9090/graph?g0.expr=up") == "http://prometheus:9090/graph?g0.expr=up"
+    assert web_link("javascript:alert(1)") is None
+    assert web_link("data:text/html,<script>") is None
+    assert web_link("//evil.example/x") is None
+    assert web_link("") is None
+
+
+def test_durations_read_like_a_person_says_them() -> None:
+    assert duration(42) == "42s"
+    assert duration(125) == "2m 5s"
+    assert duration(3 * 3600 + 60) == "3h 1m"
+    assert duration(2 * 86400 + 3600) == "2d 1h"
+    assert timeline_summary("comment", {"comment": "rebooted"}) == "rebooted"
+    assert (
+        timeline_summary("alert_added", {"alertname": "HostDown", "host": "web-1"}) == "alertname=HostDown, host=web-1"
+    )
+
+
+def test_users_file_and_passwords(tmp_path: Path) -> None:
+    path = tmp_path / "users.yml"
+    path.write_text(
+        f"users:\n  - name: alice\n    password_hash: '{hash_password('correct horse')}'\n    role: responder\n"
+        f"  - name: victor\n    password_hash: '{hash_password('battery staple')}'\n    role: viewer\n"
+    )
+    users = load_users(path)
+    assert users["alice"].role is Role.responder and users["victor"].role is Role.viewer
+    assert check_password(users, "alice", "correct horse") == users["alice"]
+    assert check_password(users, "alice", "battery staple") is None
+    assert check_password(users, "mallory", "correct horse") is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "users: nope",
+        "users:\n  - name: a\n    password_hash: plain\n",
+        "users:\n  - name: a\n    password_hash: '$argon2id$x'\n    role: admin\n",
+        "users: [",
+    ],
+)
+def test_bad_users_file_is_refused_with_its_name(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "users.yml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="VIGIL_WEB_USERS_FILE"):
+        load_users(path)
+
+
+def test_tokens_have_roles() -> None:
+    book = TokenBook(responder=("resp-token",), readonly=("ro-token",))
+    assert book.principal("resp-token").role is Role.responder  # type: ignore[union-attr]
+    assert book.principal("ro-token").role is Role.viewer  # type: ignore[union-attr]
+    assert book.principal("guess") is None
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/incidents/INC-000001", "/incidents/INC-000001"),
+        ("//evil.example", "/"),
+        ("https://evil.example", "/"),
+        (None, "/"),
+        ("/\\evil", "/"),
+    ],
+)
+def test_login_redirects_stay_on_site(target: str | None, expected: str) -> None:
+    assert safe_next(target) == expected
