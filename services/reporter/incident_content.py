@@ -6,14 +6,14 @@ all present this same content, so the three formats cannot disagree. It is also 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, Field
 
-from services.reporter.incident_report import IncidentReport, ReportAlert, TimelineEntry
-from shared.incident_context import ContextEvent, IncidentContext, LogBurst, LogLine, SecurityEvent
+from services.reporter.incident_report import IncidentReport, ReportAlert, TimelineEntry, UtcDatetime
+from shared.incident_context import ContextEvent, IncidentContext
 
 SCHEMA_VERSION = 1
 # Annotations that say what to do about an alert, in the order a reader wants them.
@@ -33,15 +33,15 @@ class Summary(BaseModel):
     revision: int
     alert_count: int
     firing_count: int
-    opened_at: datetime
-    first_alert_at: datetime
-    last_alert_at: datetime
-    acknowledged_at: datetime | None
+    opened_at: UtcDatetime
+    first_alert_at: UtcDatetime
+    last_alert_at: UtcDatetime
+    acknowledged_at: UtcDatetime | None
     acknowledged_by: str | None
-    resolved_at: datetime | None
+    resolved_at: UtcDatetime | None
     resolved_by: str | None
-    ended_at: datetime | None = Field(description="When it ended: its resolution time; null while unresolved.")
-    as_of: datetime = Field(description="The latest change in the data; durations of open incidents run to it.")
+    ended_at: UtcDatetime | None = Field(description="When it ended: its resolution time; null while unresolved.")
+    as_of: UtcDatetime = Field(description="The latest change in the data; durations of open incidents run to it.")
     duration_seconds: float = Field(description="Opened to resolved, or to `as_of` while unresolved.")
     time_to_acknowledge_seconds: float | None
     time_to_resolve_seconds: float | None
@@ -53,8 +53,8 @@ class AlertRow(BaseModel):
     severity: str
     host: str | None
     status: str
-    starts_at: datetime
-    ends_at: datetime | None
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime | None
     duration_seconds: float | None = Field(description="starts_at to ends_at; null while the alert fires.")
     summary: str
     labels: dict[str, str]
@@ -64,7 +64,7 @@ class AlertRow(BaseModel):
 
 
 class TimelineRow(BaseModel):
-    at: datetime
+    at: UtcDatetime
     source: Literal["incident", "enrichment"]
     kind: str
     actor: str | None
@@ -81,16 +81,36 @@ class MetricRow(BaseModel):
     max: float | None
     p95: float | None
     peak: float | None
-    peak_at: datetime | None
+    peak_at: UtcDatetime | None
     baseline: float | None
-    deviation_at: datetime | None
-    points: list[tuple[datetime, float]]
+    deviation_at: UtcDatetime | None
+    points: list[tuple[UtcDatetime, float]]
+
+
+class LogRow(BaseModel):
+    at: UtcDatetime
+    labels: dict[str, str]
+    line: str
+
+
+class BurstRow(BaseModel):
+    minute: UtcDatetime
+    errors: int
+
+
+class SecurityRow(BaseModel):
+    at: UtcDatetime
+    action: str
+    ip: str
+    jail: str
+    host: str
+    line: str
 
 
 class Logs(BaseModel):
-    lines_total: int
-    excerpt: list[LogLine]
-    error_bursts: list[LogBurst]
+    lines_total: int = Field(description="Log lines the enricher matched in the window; `excerpt` is capped.")
+    excerpt: list[LogRow]
+    error_bursts: list[BurstRow]
 
 
 class Recommendation(BaseModel):
@@ -113,9 +133,9 @@ class Enrichment(BaseModel):
     version: int | None
     complete: bool
     missing: list[str]
-    window_start: datetime
-    window_end: datetime
-    generated_at: datetime
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    generated_at: UtcDatetime
     upstreams: list[dict[str, object]]
 
 
@@ -126,7 +146,7 @@ class IncidentContent(BaseModel):
     alerts: list[AlertRow]
     metrics: list[MetricRow]
     logs: Logs
-    security_events: list[SecurityEvent]
+    security_events: list[SecurityRow]
     recommendations: list[Recommendation]
     links: list[Link]
     enrichment: Enrichment | None
@@ -145,10 +165,10 @@ def build(report: IncidentReport) -> IncidentContent:
         metrics=[MetricRow(**s.model_dump()) for s in context.metrics] if context else [],
         logs=Logs(
             lines_total=context.log_lines_total if context else 0,
-            excerpt=list(context.logs) if context else [],
-            error_bursts=list(context.error_bursts) if context else [],
+            excerpt=[LogRow(**line.model_dump()) for line in context.logs] if context else [],
+            error_bursts=[BurstRow(**burst.model_dump()) for burst in context.error_bursts] if context else [],
         ),
-        security_events=list(context.security_events) if context else [],
+        security_events=[SecurityRow(**event.model_dump()) for event in context.security_events] if context else [],
         recommendations=recommendations(report.alerts),
         links=links(report.alerts, report.alertmanager_url),
         enrichment=enrichment(context, report.context_version),

@@ -11,9 +11,8 @@ from pathlib import Path
 import jinja2
 
 from services.reporter import markdown_text as md
-from services.reporter.incident_content import IncidentContent, build, is_web_url
+from services.reporter.incident_content import IncidentContent, LogRow, build, is_web_url
 from services.reporter.incident_report import IncidentReport
-from shared.incident_context import LogLine
 
 
 def _finalize(value: object) -> object:
@@ -32,7 +31,7 @@ def _pairs(value: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
 
 
-def _log_block(lines: list[LogLine]) -> md.Md:
+def _log_block(lines: list[LogRow]) -> md.Md:
     rendered = []
     for line in lines:
         labels = ",".join(f'{k}="{v}"' for k, v in sorted(line.labels.items()))
