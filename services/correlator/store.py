@@ -193,6 +193,10 @@ async def write_world(conn: AsyncConnection[Any], world: World, events: list[Eve
     dirty = [world.incidents[i] for i in sorted(world.dirty_incidents)]
     new = [inc for inc in dirty if inc.id < 0]
     ids: dict[int, int] = {}
+    # Existing ones first: one may be resolved to make room for a new one of its group (unique index).
+    existing = [inc for inc in dirty if inc.id > 0]
+    if existing:
+        await conn.execute(Q.update_incidents, {"rows": dumps([_incident_row(i) for i in existing])})
     if new:
         cur = await conn.execute(Q.next_incident_numbers, {"count": len(new)})
         numbers = sorted(r["n"] for r in await cur.fetchall())
@@ -202,9 +206,6 @@ async def write_world(conn: AsyncConnection[Any], world: World, events: list[Eve
         by_key = {r["key"]: r["id"] for r in await cur.fetchall()}
         for inc in new:
             ids[inc.id] = by_key[inc.key]
-    existing = [inc for inc in dirty if inc.id > 0]
-    if existing:
-        await conn.execute(Q.update_incidents, {"rows": dumps([_incident_row(i) for i in existing])})
     if world.dirty_alerts:
         rows = [_alert_row(a, ids) for a in world.dirty_alerts.values()]
         await conn.execute(Q.upsert_alerts, {"rows": dumps(rows)})
