@@ -123,4 +123,8 @@ def _read_value(s: str, pos: int, text: str) -> tuple[str, int]:
     end = pos
     while end < len(s) and s[end] != ",":
         end += 1
-    return s[pos:end].strip(), end
+    value = s[pos:end].strip()
+    # Unquoted values are for the simple cases; anything odd must be quoted, so typos such as `a=="x"` fail.
+    if any(ch in value for ch in '"{}') or value[:1] in ("=", "~", "!"):
+        raise MatcherError(f"unquoted value {value!r} in {text!r}: quote it")
+    return value, end
