@@ -19,7 +19,7 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 NEW_SESSION = web.RequestKey("new_session", str)
 # Reachable without credentials: the login form, assets, probes, and the API's own description.
 PUBLIC_PREFIXES = ("/static/",)
-PUBLIC_PATHS = {"/login", "/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"}
+PUBLIC_PATHS = {"/login", "/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/favicon.ico"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 

@@ -113,7 +113,9 @@ async def audit(request: web.Request) -> web.Response:
 
 
 async def login_form(request: web.Request) -> web.Response:
-    token = secrets.token_urlsafe(24)
+    # Reuse the browser's token: a second tab (or a favicon request redirected here) must not invalidate the
+    # form already on screen.
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, "login.html", csrf=token, next=safe_next(request.query.get("next")), error=None)
     response.set_cookie(
         LOGIN_CSRF_COOKIE,

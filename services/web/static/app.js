@@ -52,10 +52,18 @@ function listRow(ev) {
   cells[2].append(badge("state", ev.state));
   cells[3].append(badge("sev", ev.severity));
   cells[4].className = "hosts"; cells[4].textContent = ev.hosts.join(", ");
+  cells[4].dataset.label = "Hosts: ";
+  cells[5].dataset.label = "Firing/alerts: ";
+  cells[6].dataset.label = "Opened: ";
   cells[5].className = "num"; cells[5].textContent = ev.firing_count + "/" + ev.alert_count;
   cells[6].className = "opened"; cells[6].append(timeElement(ev.opened_at));
   localTimes(tr);
   return tr;
+}
+
+function bumpCount(state, by) {
+  const el = document.querySelector('[data-count="' + state + '"]');
+  if (el) el.textContent = String(Math.max(0, Number(el.textContent) + by));
 }
 
 function onListEvent(ev) {
@@ -63,6 +71,11 @@ function onListEvent(ev) {
   if (!table) return;
   const row = table.querySelector('tr[data-key="' + CSS.escape(ev.key) + '"]');
   if (row) {
+    const before = row.querySelector(".state");
+    if (before && before.textContent !== ev.state) {
+      bumpCount(before.textContent, -1);
+      bumpCount(ev.state, 1);
+    }
     setBadge(row.querySelector(".state"), "state", ev.state);
     setBadge(row.querySelector(".sev"), "sev", ev.severity);
     const num = row.querySelector("td.num");
@@ -72,6 +85,8 @@ function onListEvent(ev) {
     const empty = table.tBodies[0].querySelector("tr.empty");
     if (empty) empty.remove();
     table.tBodies[0].prepend(listRow(ev));
+    bumpCount(ev.state, 1);
+    bumpCount("all", 1);
   } else if (ev.type === "incident.opened") {
     note("New incidents since this page was loaded: reload to see them.");
   }
@@ -94,19 +109,46 @@ function onIncidentEvent(ev) {
   }
 }
 
+// Events sent while the page loaded (or while the stream reconnected) are not replayed: on every (re)connect
+// the incident page asks the API for the incident's current revision and catches up.
+async function resyncIncident() {
+  const key = document.body.dataset.key;
+  const shown = Number(document.body.dataset.revision || 0);
+  try {
+    const answer = await fetch("/api/v1/incidents?limit=20&q=" + encodeURIComponent(key), { credentials: "same-origin" });
+    if (!answer.ok) return;
+    const body = await answer.json();
+    const current = body.items.find((item) => item.key === key);
+    if (current && current.revision > shown) {
+      document.body.dataset.revision = String(current.revision);
+      onIncidentEvent({ type: "incident.updated", key: key, state: current.state, severity: current.severity,
+        actor: current.state === "acknowledged" ? current.acknowledged_by : current.resolved_by });
+    }
+  } catch (e) { /* the next reconnect tries again */ }
+}
+
 function live() {
   const mode = document.body.dataset.live;
   if (!mode || !window.EventSource) return;
   const status = document.getElementById("live-status");
   const source = new EventSource("/events");
-  source.addEventListener("open", () => { if (status) status.textContent = "● live"; });
+  source.addEventListener("open", () => {
+    if (status) status.textContent = "● live";
+    if (mode === "incident") resyncIncident();
+  });
   source.addEventListener("error", () => { if (status) status.textContent = "○ reconnecting"; });
   source.addEventListener("incident", (message) => {
     let ev;
     try { ev = JSON.parse(message.data); } catch (e) { return; }
     if (!ev || typeof ev.key !== "string") return;
     if (mode === "list" && ev.type.startsWith("incident.")) onListEvent(ev);
-    if (mode === "incident") onIncidentEvent(ev);
+    if (mode === "incident") {
+      if (ev.key === document.body.dataset.key && ev.revision) {
+        if (ev.revision < Number(document.body.dataset.revision || 0)) return;  // older than what is shown
+        document.body.dataset.revision = String(ev.revision);
+      }
+      onIncidentEvent(ev);
+    }
   });
 }
 
