@@ -14,6 +14,7 @@ from aiohttp import web
 from services.ingest.auth import SenderTokens
 from services.ingest.handlers import Ingest, json_errors
 from services.ingest.openapi import EVENTS_PATH, WEBHOOK_PATH, openapi_document
+from services.ingest.publisher import BatchPublisher
 from services.ingest.translate import Publication
 from shared.config import Settings
 from shared.service import BROKER, READY_CHECKS, base_app, broker_ctx
@@ -28,8 +29,15 @@ def build_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(broker_ctx)
     tokens = SenderTokens.from_settings(settings)
 
+    publishers: list[BatchPublisher] = []
+
+    async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+        publishers.append(BatchPublisher(app[BROKER], settings.publish_timeout_s))
+        yield
+        await publishers[0].close()
+
     async def publish(publications: list[Publication]) -> None:
-        await app[BROKER].publish_many([p.as_tuple() for p in publications], mandatory=True)
+        await publishers[0].publish(publications)
 
     ingest = Ingest(tokens=tokens, max_body_bytes=settings.ingest_max_body_bytes, publish=publish)
     document = openapi_document(settings.ingest_max_body_bytes)
@@ -46,6 +54,7 @@ def build_app(settings: Settings) -> web.Application:
         app[READY_CHECKS]["sender_tokens"] = tokens_configured
         yield
 
+    app.cleanup_ctx.append(publisher_ctx)
     app.cleanup_ctx.append(sender_check)
     app.router.add_post(WEBHOOK_PATH, ingest.webhook)
     app.router.add_post(EVENTS_PATH, ingest.events)

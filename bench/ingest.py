@@ -1,0 +1,222 @@
+"""Ingest on its own: its own RabbitMQ node, `python -m services.ingest` as a real process, and a bounded
+load from this process over loopback.
+
+Prints one JSON line per figure:
+- ingest_50 / ingest_1: throughput (alerts/s) with webhooks of 50 and of 1 alert, closed loop;
+- ingest_rate_1000: latency p50/p99 of webhooks of one alert sent open-loop at a fixed 1,000 alerts/s
+  (each send is scheduled by the clock, not by the previous answer, so a stall shows up in the tail).
+Every accepted alert is counted in the correlator's queue afterwards: `lost` must be 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+
+from devstack.alertstorm import alert, webhook
+from devstack.procs import free_port, spawn, stop_pid
+from devstack.rabbitmq import RabbitMQ
+from shared.messaging import CORRELATOR_QUEUE
+
+TOKEN = "bench-" + secrets.token_hex(8)
+PATH = "/api/v1/webhooks/alertmanager"
+THROUGHPUT_ALERTS = {50: 100_000, 1: 15_000}
+CONCURRENCY = {50: 8, 1: 32}
+RATE = 1_000
+RATE_SECONDS = 15
+MAX_SECONDS = 120  # per phase: the load stops by itself even if ingest crawls
+
+
+def progress(message: str) -> None:
+    print(f"bench ingest: {message}", file=sys.stderr, flush=True)
+
+
+def bodies(size: int, count: int) -> list[bytes]:
+    """Distinct, realistic notifications, encoded once so the load generator spends little CPU."""
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    out = []
+    for i in range(count):
+        alerts = [
+            alert(f"Alert{(i * size + j) % 97}", f"host{(i * size + j) % 500}", starts_at=start, severity="critical")
+            for j in range(size)
+        ]
+        out.append(json.dumps(webhook(alerts)).encode())
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def closed_loop(http: aiohttp.ClientSession, url: str, size: int) -> dict[str, object]:
+    payloads = bodies(size, 200)
+    requests = THROUGHPUT_ALERTS[size] // size
+    latencies: list[float] = []
+    failures = 0
+    next_index = 0
+    deadline = time.monotonic() + MAX_SECONDS
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+    async def worker() -> None:
+        nonlocal next_index, failures
+        while next_index < requests and time.monotonic() < deadline:
+            body = payloads[next_index % len(payloads)]
+            next_index += 1
+            started = time.perf_counter()
+            async with http.post(url + PATH, data=body, headers=headers) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    failures += 1
+                    continue
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY[size])))
+    elapsed = time.perf_counter() - started
+    return {
+        "bench": f"ingest_{size}",
+        "alerts_per_s": round(len(latencies) * size / elapsed),
+        "webhooks_per_s": round(len(latencies) / elapsed),
+        "p50_ms": round(percentile(latencies, 0.5), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "alerts": len(latencies) * size,
+        "failed_requests": failures,
+        "concurrency": CONCURRENCY[size],
+    }
+
+
+async def fixed_rate(http: aiohttp.ClientSession, url: str) -> dict[str, object]:
+    payloads = bodies(1, 500)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    failures = 0
+    total = RATE * RATE_SECONDS
+
+    async def one(body: bytes) -> None:
+        nonlocal failures
+        started = time.perf_counter()
+        try:
+            async with http.post(url + PATH, data=body, headers=headers) as resp:
+                await resp.read()
+                ok = resp.status == 200
+        except aiohttp.ClientError:
+            ok = False
+        if ok:
+            latencies.append((time.perf_counter() - started) * 1000)
+        else:
+            failures += 1
+
+    tasks = []
+    begin = time.perf_counter()
+    for i in range(total):
+        delay = begin + i / RATE - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(payloads[i % len(payloads)])))
+    await asyncio.wait_for(asyncio.gather(*tasks), MAX_SECONDS)
+    elapsed = time.perf_counter() - begin
+    return {
+        "bench": "ingest_rate_1000",
+        "rate_alerts_per_s": RATE,
+        "achieved_alerts_per_s": round(len(latencies) / elapsed),
+        "p50_ms": round(percentile(latencies, 0.5), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "max_ms": round(max(latencies, default=float("nan")), 2),
+        "alerts": len(latencies),
+        "failed_requests": failures,
+    }
+
+
+async def queued(node: RabbitMQ, *, purge: bool = False) -> int:
+    """Messages in the correlator's queue, exact (AMQP passive declare; the management API's counts lag)."""
+    async with await aio_pika.connect(node.url()) as conn:
+        channel = await conn.channel()
+        queue = await channel.declare_queue(CORRELATOR_QUEUE.name, passive=True)
+        count = int(queue.declaration_result.message_count or 0)
+        if purge:
+            await queue.purge()
+        return count
+
+
+async def wait_ready(url: str, within: float = 60) -> None:
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("ingest did not become ready")
+
+
+async def run(node: RabbitMQ, url: str) -> list[dict[str, object]]:
+    await wait_ready(url)
+    results = []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        for size in (50, 1):
+            progress(f"throughput, webhooks of {size}")
+            await queued(node, purge=True)
+            result = await closed_loop(http, url, size)
+            stored = await queued(node)
+            result["lost"] = int(result["alerts"]) - stored  # type: ignore[call-overload]
+            results.append(result)
+            print(json.dumps(result), flush=True)
+        progress(f"latency at {RATE} alerts/s for {RATE_SECONDS}s")
+        await queued(node, purge=True)
+        result = await fixed_rate(http, url)
+        stored = await queued(node)
+        result["lost"] = int(result["alerts"]) - stored  # type: ignore[call-overload]
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    return results
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="vigil-bench-ingest-"))
+    root.chmod(0o755)
+    node = RabbitMQ(root / "rabbitmq", free_port(), free_port(), secrets.token_hex(12))
+    ingest = None
+    try:
+        progress("starting RabbitMQ")
+        node.start()
+        port = free_port()
+        env = {
+            "VIGIL_AMQP_URL": node.url(),
+            "VIGIL_INGEST_PORT": str(port),
+            "VIGIL_HOST": "127.0.0.1",
+            "VIGIL_INGEST_TOKEN": TOKEN,
+            "VIGIL_STATE_DIR": str(root),
+            "VIGIL_LOG_LEVEL": "WARNING",
+        }
+        ingest = spawn([sys.executable, "-m", "services.ingest"], log=root / "ingest.log", env=env, cwd=Path.cwd())
+        if os.environ.get("BENCH_INGEST_PID_FILE"):  # lets a profiler attach: py-spy record --pid
+            Path(os.environ["BENCH_INGEST_PID_FILE"]).write_text(str(ingest.pid))
+        asyncio.run(run(node, f"http://127.0.0.1:{port}"))
+        return 0
+    finally:
+        if ingest is not None:
+            stop_pid(ingest.pid, timeout=30)
+        node.stop()
+        if ingest is not None and ingest.returncode not in (None, 0, -15):
+            progress((root / "ingest.log").read_text()[-3000:])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
