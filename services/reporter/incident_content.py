@@ -5,8 +5,10 @@ all present this same content, so the three formats cannot disagree. It is also 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import timedelta
+from itertools import islice
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
@@ -19,6 +21,8 @@ SCHEMA_VERSION = 1
 # Annotations that say what to do about an alert, in the order a reader wants them.
 ADVICE_ANNOTATIONS = ("summary", "description", "actions")
 RUNBOOK_ANNOTATIONS = ("runbook_url", "runbook")
+MAX_VARIANTS = 3
+MAX_ACTIONS = 10
 
 
 class Summary(BaseModel):
@@ -114,13 +118,18 @@ class Logs(BaseModel):
 
 
 class Recommendation(BaseModel):
-    """Advice from the alerts' own annotations, once per distinct alert name and advice."""
+    """What the alerts' own annotations advise, once per alert name.
+
+    In a storm every alert of a name has its own summary; the distinct texts are listed most frequent first, capped
+    at `MAX_VARIANTS` each, with `alerts` saying how many alerts the advice stands for.
+    """
 
     alertname: str
-    summary: str
-    description: str
+    alerts: int
+    summaries: list[str]
+    descriptions: list[str]
     actions: list[str]
-    runbook_url: str
+    runbook_urls: list[str]
 
 
 class Link(BaseModel):
@@ -204,7 +213,8 @@ def summary(report: IncidentReport) -> Summary:
 
 
 def alert_row(alert: ReportAlert) -> AlertRow:
-    return AlertRow(
+    # Built from an already validated ReportAlert: skipping validation matters with 10,000 alerts.
+    return AlertRow.model_construct(
         fingerprint=alert.fingerprint,
         alertname=alert.alertname,
         severity=alert.severity,
@@ -256,7 +266,10 @@ def context_text(event: ContextEvent) -> str:
 
 def timeline(entries: Iterable[TimelineEntry], context_events: Iterable[ContextEvent]) -> list[TimelineRow]:
     """Incident changes and the enricher's linked events in one list; ties keep incident changes first."""
-    rows = [TimelineRow(at=e.at, source="incident", kind=e.kind, actor=e.actor, text=timeline_text(e)) for e in entries]
+    rows = [
+        TimelineRow.model_construct(at=e.at, source="incident", kind=e.kind, actor=e.actor, text=timeline_text(e))
+        for e in entries
+    ]
     rows += [
         TimelineRow(at=e.at, source="enrichment", kind=e.kind, actor=None, text=context_text(e)) for e in context_events
     ]
@@ -269,24 +282,42 @@ def action_lines(text: str) -> list[str]:
     return [line for line in lines if line]
 
 
-def recommendations(alerts: Iterable[ReportAlert]) -> list[Recommendation]:
-    seen: dict[tuple[str, ...], Recommendation] = {}
+def runbook_of(alert: ReportAlert) -> str:
+    return next((alert.annotations[k] for k in RUNBOOK_ANNOTATIONS if alert.annotations.get(k)), "")
+
+
+def most_frequent(counts: Counter[str], limit: int = MAX_VARIANTS, keep: Callable[[str], bool] = bool) -> list[str]:
+    """Distinct values that `keep` accepts, most frequent first, ties in text order (deterministic for any input
+    order); `keep` runs only until `limit` values are found."""
+    ranked = sorted(counts, key=lambda v: (-counts[v], v))
+    return list(islice((value for value in ranked if value and keep(value)), limit))
+
+
+def by_alertname(alerts: Iterable[ReportAlert]) -> dict[str, list[ReportAlert]]:
+    groups: dict[str, list[ReportAlert]] = {}
     for alert in alerts:
-        notes = alert.annotations
-        runbook = next((notes[k] for k in RUNBOOK_ANNOTATIONS if notes.get(k)), "")
-        advice = (alert.alertname, notes.get("summary", ""), notes.get("description", ""), notes.get("actions", ""))
-        if not any(advice[1:]) and not runbook:
-            continue
-        key = (*advice, runbook)
-        if key not in seen:
-            seen[key] = Recommendation(
-                alertname=alert.alertname,
-                summary=advice[1],
-                description=advice[2],
-                actions=action_lines(advice[3]),
-                runbook_url=runbook,
-            )
-    return sorted(seen.values(), key=lambda r: (r.alertname, r.summary, r.description, r.runbook_url))
+        groups.setdefault(alert.alertname, []).append(alert)
+    return dict(sorted(groups.items()))
+
+
+def recommendations(alerts: Iterable[ReportAlert]) -> list[Recommendation]:
+    found = []
+    for alertname, group in by_alertname(alerts).items():
+        summaries = Counter(a.annotations.get("summary", "") for a in group)
+        descriptions = Counter(a.annotations.get("description", "") for a in group)
+        actions = Counter(line for a in group for line in dict.fromkeys(action_lines(a.annotations.get("actions", ""))))
+        runbooks = Counter(runbook_of(a) for a in group)
+        advice = Recommendation(
+            alertname=alertname,
+            alerts=len(group),
+            summaries=most_frequent(summaries),
+            descriptions=most_frequent(descriptions),
+            actions=most_frequent(actions, MAX_ACTIONS),
+            runbook_urls=most_frequent(runbooks),
+        )
+        if advice.summaries or advice.descriptions or advice.actions or advice.runbook_urls:
+            found.append(advice)
+    return found
 
 
 def is_web_url(url: str) -> bool:
@@ -302,31 +333,32 @@ def matcher_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def silence_url(alertmanager_url: str, alert: ReportAlert) -> str:
-    """Alertmanager's 'new silence' form, prefilled with the alert's identifying labels."""
-    names = ("alertname", "instance", "host", "job")
-    matchers = [f'{n}="{matcher_value(alert.labels[n])}"' for n in names if alert.labels.get(n)]
-    if not matchers:
-        matchers = [f'alertname="{matcher_value(alert.alertname)}"']
+SILENCE_LABELS = ("alertname", "instance", "host", "job")
+
+
+def silence_url(alertmanager_url: str, group: list[ReportAlert]) -> str:
+    """Alertmanager's 'new silence' form, prefilled with the identifying labels all alerts of the group share."""
+    matchers = []
+    for name in SILENCE_LABELS:
+        values = {a.labels.get(name) or (a.alertname if name == "alertname" else "") for a in group}
+        if len(values) == 1 and (value := values.pop()):
+            matchers.append(f'{name}="{matcher_value(value)}"')
     flt = "{" + ",".join(matchers) + "}"
     return f"{alertmanager_url.rstrip('/')}/#/silences/new?filter={quote(flt, safe='')}"
 
 
 def links(alerts: Iterable[ReportAlert], alertmanager_url: str) -> list[Link]:
-    found: dict[tuple[str, str, str], Link] = {}
-    silenced: set[str] = set()
-    for alert in alerts:
-        runbook = next((alert.annotations[k] for k in RUNBOOK_ANNOTATIONS if alert.annotations.get(k)), "")
-        for kind, url in (("source", alert.generator_url), ("runbook", runbook)):
-            if url and is_web_url(url):
-                found.setdefault((kind, alert.alertname, url), Link(kind=kind, alertname=alert.alertname, url=url))
-        if alertmanager_url and is_web_url(alertmanager_url) and alert.fingerprint not in silenced:
-            silenced.add(alert.fingerprint)
-            url = silence_url(alertmanager_url, alert)
-            link = Link(kind="silence", alertname=alert.alertname, url=url)
-            found.setdefault(("silence", alert.alertname, url), link)
+    """Per alert name: its most common source (generator) URLs and runbooks, and one silence for all its alerts."""
+    found: list[Link] = []
+    for alertname, group in by_alertname(alerts).items():
+        sources = Counter(a.generator_url for a in group)
+        runbooks = Counter(runbook_of(a) for a in group)
+        found += [Link(kind="source", alertname=alertname, url=u) for u in most_frequent(sources, keep=is_web_url)]
+        found += [Link(kind="runbook", alertname=alertname, url=u) for u in most_frequent(runbooks, keep=is_web_url)]
+        if alertmanager_url and is_web_url(alertmanager_url):
+            found.append(Link(kind="silence", alertname=alertname, url=silence_url(alertmanager_url, group)))
     order = {"source": 0, "runbook": 1, "silence": 2}
-    return sorted(found.values(), key=lambda link: (order[link.kind], link.alertname, link.url))
+    return sorted(found, key=lambda link: (order[link.kind], link.alertname))
 
 
 def enrichment(context: IncidentContext | None, version: int | None) -> Enrichment | None:

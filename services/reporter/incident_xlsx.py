@@ -182,16 +182,17 @@ def _security(ws: WriteOnlyWorksheet, c: IncidentContent) -> None:
 
 
 def _recommendations(ws: WriteOnlyWorksheet, c: IncidentContent) -> None:
-    columns = [("Alert", 28), ("Summary", 50), ("Description", 70), ("Actions", 50), ("Runbook", 40)]
+    columns = [("Alert", 28), ("Alerts", 8), ("Summary", 50), ("Description", 70), ("Actions", 50), ("Runbook", 40)]
     xc.start_table(ws, columns, len(c.recommendations))
     for r in c.recommendations:
         ws.append(
             [
                 xc.text(ws, r.alertname),
-                xc.text(ws, r.summary),
-                xc.text(ws, r.description),
+                r.alerts,
+                xc.text(ws, "\n".join(r.summaries)),
+                xc.text(ws, "\n\n".join(r.descriptions)),
                 xc.text(ws, "\n".join(r.actions)),
-                xc.text(ws, r.runbook_url),
+                xc.text(ws, "\n".join(r.runbook_urls)),
             ]
         )
 

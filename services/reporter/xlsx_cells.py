@@ -27,7 +27,6 @@ MAX_CELL_TEXT = 32_767  # Excel's limit per cell
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # XML 1.0 cannot carry these control characters; openpyxl refuses them.
 _ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
 BOLD = Font(bold=True)
 
 
@@ -52,13 +51,12 @@ def text(ws: WriteOnlyWorksheet, value: object) -> WriteOnlyCell | str | None:
     return cell
 
 
-def when(ws: WriteOnlyWorksheet, value: datetime | None) -> WriteOnlyCell | None:
-    """A real Excel date-time in UTC (Excel has no time zones: the header says UTC)."""
-    if value is None:
-        return None
-    cell = WriteOnlyCell(ws, value.astimezone(UTC).replace(tzinfo=None))
-    cell.number_format = DATE_FORMAT
-    return cell
+def when(ws: WriteOnlyWorksheet, value: datetime | None) -> datetime | None:
+    """A real Excel date-time in UTC (Excel has no time zones: the header says UTC).
+
+    openpyxl gives a datetime its date format (yyyy-mm-dd h:mm:ss) by itself; no styled cell is needed.
+    """
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
 def naive_utc(value: datetime | None) -> datetime | None:
