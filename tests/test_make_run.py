@@ -1,0 +1,116 @@
+"""`make run`'s engine (`python -m devstack.run`) as an operator uses it: everything comes up ready, a
+SIGTERM leaves no process behind, and a second run finds the first run's data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from devstack.procs import free_port, pid_alive, read_pid
+
+SERVICES = ("ingest", "correlator", "enricher", "reporter", "web")
+pytestmark = pytest.mark.slow
+
+
+class RunningStack:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "devstack.run"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, text: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no {text!r} in output:\n" + "\n".join(self.lines[-60:]))
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=120)
+
+
+@pytest.fixture
+def stack_env() -> Iterator[dict[str, str]]:
+    state = Path(tempfile.mkdtemp(prefix="vigil-run-"))
+    state.chmod(0o755)
+    env = {"VIGIL_STATE_DIR": str(state)}
+    for name in (*SERVICES, "postgres", "rabbitmq", "rabbitmq_management", "prometheus", "alertmanager"):
+        env[f"VIGIL_{name.upper()}_PORT"] = str(free_port())
+    for name in ("DATABASE_URL", "AMQP_URL", "PROMETHEUS_URL", "INGEST_TOKEN", "API_TOKEN"):
+        env[f"VIGIL_{name}"] = ""
+    yield env
+    subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def server_pids(state: Path) -> list[int]:
+    candidates = [
+        *(state / "pids").glob("*.pid"),
+        state / "postgres" / "data" / "postmaster.pid",
+        state / "rabbitmq" / "rabbitmq.pid",
+        state / "prometheus" / "prometheus.pid",
+        state / "alertmanager" / "alertmanager.pid",
+    ]
+    return [pid for path in candidates if (pid := read_pid(path))]
+
+
+def test_make_run_brings_everything_up_and_down_and_keeps_data(stack_env: dict[str, str]) -> None:
+    state = Path(stack_env["VIGIL_STATE_DIR"])
+    first = RunningStack(stack_env)
+    try:
+        first.wait_for("Vigil is running")
+        for name in SERVICES:
+            answer = httpx.get(f"http://127.0.0.1:{stack_env[f'VIGIL_{name.upper()}_PORT']}/readyz", timeout=5)
+            assert answer.status_code == 200, (name, answer.text)
+            assert answer.json()["checks"]["broker"] is True
+        made = json.loads((state / "secrets.json").read_text())
+        assert any(made["ingest_token"] in line for line in first.lines), "the ingest token is printed"
+        pids = server_pids(state)
+        assert len(pids) >= 7, pids  # five services, PostgreSQL, RabbitMQ (and monitoring)
+        db = f"postgresql://vigil:{made['postgres']}@127.0.0.1:{stack_env['VIGIL_POSTGRES_PORT']}/vigil"
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept_across_runs (note text)")
+            conn.execute("INSERT INTO kept_across_runs VALUES ('first run')")
+    finally:
+        code = first.terminate()
+    assert code == 0, "\n".join(first.lines[-40:])
+    time.sleep(0.5)
+    assert [pid for pid in pids if pid_alive(pid)] == [], "processes left running after SIGTERM"
+
+    second = RunningStack(stack_env)
+    try:
+        second.wait_for("Vigil is running")
+        with psycopg.connect(db) as conn:
+            assert conn.execute("SELECT note FROM kept_across_runs").fetchall() == [("first run",)]
+        pids = server_pids(state)
+    finally:
+        assert second.terminate() == 0
+    time.sleep(0.5)
+    assert [pid for pid in pids if pid_alive(pid)] == []
