@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from services.reporter import incident_markdown, incident_report
+from services.reporter import incident_markdown, incident_report, report_store
 from services.reporter.app import build_app
 from shared.config import Settings
 from shared.contracts import (
@@ -146,6 +146,11 @@ async def test_enriched_incident_gets_stored_reports_and_report_ready(
     assert [(r["version"], r["format"]) for r in rows if r["version"] == 2] == [(2, "json"), (2, "md"), (2, "xlsx")]
     markdown_v2 = next(bytes(r["content"]) for r in rows if r["version"] == 2 and r["format"] == "md")
     assert b"postmortem scheduled" in markdown_v2
+
+    async with await psycopg.AsyncConnection.connect(settings.database_url, row_factory=dict_row) as c:
+        newest = await report_store.latest(c, KEY, "md")
+        assert await report_store.latest(c, "INC-999999", "md") is None
+    assert newest is not None and newest.version == 2 and newest.content == markdown_v2
 
     async with httpx.AsyncClient(base_url=service) as client:
         metrics = (await client.get("/metrics")).text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,19 @@ async def store(conn: psycopg.AsyncConnection[Any], key: str, rendered: Mapping[
                     {**ids, "version": decision.version, "format": fmt, "content": r.content, "sha256": r.sha256},
                 )
     return Stored(key=key, severity=incident["severity"], version=decision.version, new=decision.new)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    version: int
+    content: bytes
+    sha256: str
+    created_at: datetime
+
+
+async def latest(conn: psycopg.AsyncConnection[Any], key: str, fmt: str) -> StoredFile | None:
+    """The newest stored report of incident `key` in `fmt` (md, xlsx, json), or None when none is stored yet."""
+    row = await (await conn.execute(QUERIES.latest_report_content, {"key": key, "format": fmt})).fetchone()
+    if row is None:
+        return None
+    return StoredFile(row["version"], bytes(row["content"]), row["sha256"], row["created_at"])
