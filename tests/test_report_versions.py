@@ -1,0 +1,57 @@
+"""Pure rules of the reporter: when a rendering becomes a new stored version, and how open incidents are measured."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.reporter import incident_json, incident_markdown
+from services.reporter.incident_report import IncidentReport
+from services.reporter.versions import Decision, decide
+
+HASHES = {"md": "a", "xlsx": "b", "json": "c"}
+
+
+def test_first_rendering_is_version_one() -> None:
+    assert decide(None, {}, HASHES) == Decision(1, new=True)
+
+
+def test_same_bytes_keep_the_newest_version() -> None:
+    assert decide(3, HASHES, HASHES) == Decision(3, new=False)
+
+
+def test_any_changed_format_makes_the_next_version() -> None:
+    assert decide(3, HASHES, {**HASHES, "xlsx": "changed"}) == Decision(4, new=True)
+    # A format missing from the stored version (an older reporter stored fewer) also counts as a change.
+    assert decide(3, {"md": "a"}, HASHES) == Decision(4, new=True)
+
+
+def open_report() -> IncidentReport:
+    t0 = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
+    return IncidentReport(
+        key="INC-000007",
+        title="Still burning",
+        state="open",
+        severity="warning",
+        rule="default",
+        revision=2,
+        alert_count=0,
+        firing_count=0,
+        opened_at=t0,
+        first_alert_at=t0,
+        last_alert_at=t0,
+        # A time in another zone: the report shows it in UTC.
+        as_of=(t0 + timedelta(minutes=95)).astimezone(datetime.now().astimezone().tzinfo),
+    )
+
+
+def test_open_incident_is_measured_to_the_data_not_the_clock() -> None:
+    report = open_report()
+    text = incident_markdown.render(report)
+    assert "| Duration | 1h 35m 00s (still open) |" in text
+    assert "| Time to acknowledge | not acknowledged |" in text
+    assert "| Data as of | 2026-11-01 04:35:00 |" in text
+    assert incident_markdown.render(open_report()) == text
+    summary = incident_json.render(report)["summary"]
+    assert summary["duration_seconds"] == 95 * 60 and summary["ended_at"] is None
+    assert summary["as_of"] == "2026-11-01T04:35:00Z"
+    assert "Not enriched yet" in text
