@@ -79,7 +79,7 @@ async def test_silence_links_need_the_alertmanager_url(conn: psycopg.AsyncConnec
     assert len(silences) == 2  # one per alert name
     assert all(url.startswith("https://am.example/#/silences/new?filter=%7Balertname%3D%22") for url in silences)
     # HighLatency fired on two hosts: its silence matches the labels both alerts share, not one host's.
-    high_latency = next(link["url"] for link in links if link["kind"] == "silence" and link["alertname"] == "HighLatency")
+    high_latency = next(u["url"] for u in links if u["kind"] == "silence" and u["alertname"] == "HighLatency")
     assert unquote(high_latency.split("filter=")[1]) == '{alertname="HighLatency",job="nginx"}'
     # The `javascript:` generator URL of the hostile alert is not offered as a link at all.
     assert not [link for link in links if link["url"].startswith("javascript")]
