@@ -44,6 +44,7 @@ from shared.db import migrate
 from shared.messaging import Broker
 
 HOSTS = 20
+SCRAPE_S = 30
 SEQUENTIAL = 30
 BURST = 100
 LOG_LINES_PER_HOST = 2000
@@ -108,7 +109,7 @@ async def seed(db_url: str, count: int, offset: int, now: datetime) -> list[Inci
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
         for n in range(offset, offset + count):
             host = f"host-{n % HOSTS:02d}"
-            first = now - timedelta(minutes=5)
+            first = datetime.now(UTC) - timedelta(seconds=15)
             row = await (
                 await conn.execute(
                     """INSERT INTO incidents (key, rule, group_key, group_labels, title, state, announced, severity,
@@ -171,7 +172,7 @@ async def run(base: Path) -> None:
     prometheus = Prometheus(
         base / "prometheus",
         free_port(),
-        "global: {scrape_interval: 2s}\nscrape_configs:\n  - job_name: node\n    honor_labels: true\n"
+        "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: node\n    honor_labels: true\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n",
     )
     loki_proc = None
@@ -197,8 +198,8 @@ async def run(base: Path) -> None:
         await migrate(postgres.url)
         now = datetime.now(UTC)
         await push_logs(loki_url, now)
-        progress("waiting for a few scrapes")
-        while exporter.scrapes < 5:
+        progress(f"letting Prometheus scrape for {SCRAPE_S} s")
+        while exporter.scrapes < SCRAPE_S:
             await asyncio.sleep(0.5)
 
         settings = Settings(
@@ -209,7 +210,16 @@ async def run(base: Path) -> None:
             enricher_port=free_port(),
             database_pool_size=8,
         )
-        config = load_config(Path("deploy/enrichment.yml"))
+        deploy = load_config(Path("deploy/enrichment.yml"))
+        # The deploy config, but a window Prometheus has data for: 5 min at 1 s steps (300 points per series,
+        # as many as an hour at the deploy's 15 s step would give).
+        config = deploy.model_copy(
+            update={
+                "window": deploy.window.model_copy(
+                    update={"before": timedelta(minutes=5), "min_step": timedelta(seconds=1)}
+                )
+            }
+        )
         broker = Broker(settings.amqp_url, producer="bench")
         await broker.start()
         await asyncio.wait_for(broker.wait_connected(), 60)
@@ -289,9 +299,18 @@ async def run(base: Path) -> None:
         )
         async with await psycopg.AsyncConnection.connect(postgres.url) as conn:
             row = await (
-                await conn.execute("SELECT count(*), count(*) FILTER (WHERE complete) FROM enrichments")
+                await conn.execute(
+                    """SELECT count(*), count(*) FILTER (WHERE complete),
+                              avg(jsonb_array_length(context->'metrics')), avg(jsonb_array_length(context->'logs')),
+                              avg(pg_column_size(context))
+                       FROM enrichments"""
+                )
             ).fetchone()
-        progress(f"enrichments stored: {row[0]}, complete: {row[1]}")  # type: ignore[index]
+        assert row is not None
+        progress(
+            f"enrichments stored: {row[0]}, complete: {row[1]}, per incident: {float(row[2]):.1f} series, "
+            f"{float(row[3]):.0f} log lines, {float(row[4]) / 1024:.1f} KiB stored"
+        )
         await channel.close()
         await broker.close()
     finally:
