@@ -324,3 +324,22 @@ def test_breaker_opens_after_failures_then_lets_one_trial_through() -> None:
     breaker.succeeded()
     assert breaker.state == "closed"
     breaker.before_call()
+
+
+def test_service_refuses_to_start_with_an_unsafe_config(tmp_path: Path) -> None:
+    from services.enricher.app import build_app
+    from shared.config import ConfigError, Settings
+
+    path = tmp_path / "enrichment.yml"
+    path.write_text("loki:\n  logs: '{host=~{{host_regex}}}'\n")
+    with pytest.raises(ConfigError):
+        build_app(Settings(enrichment_config=path))
+
+
+def test_hosts_are_capped_and_empty_labels_ignored() -> None:
+    from services.enricher.plan import MAX_HOSTS, template_values
+
+    many = incident([f"h{i:03d}" for i in range(MAX_HOSTS + 20)], [alert(host="", job="")])
+    values = template_values(many)
+    assert values["host_regex"].count("|") == MAX_HOSTS - 1
+    assert "job_regex" not in values

@@ -60,6 +60,8 @@ def build_app(settings: Settings, config: EnrichmentConfig | None = None) -> web
         except EnrichmentConfigError as exc:
             print(f"vigil: invalid enrichment config (VIGIL_ENRICHMENT_CONFIG)\n  {exc}", file=sys.stderr)
             raise ConfigError(2) from None
+    # Competing replicas share the queue: each holds only a few more incidents than it works on at once.
+    settings = settings.model_copy(update={"prefetch": min(settings.prefetch, config.concurrency * 2)})
     app = base_app("enricher", settings)
     app[CONFIG] = config
     app.cleanup_ctx.append(database_ctx)

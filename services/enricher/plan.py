@@ -10,6 +10,10 @@ from typing import Literal
 from services.enricher import logql, promql
 from services.enricher.config import EnrichmentConfig
 
+# An incident spanning hundreds of hosts would make queries too long for a URL and too broad to explain
+# anything; the first hosts (sorted) are enough to show the pattern.
+MAX_HOSTS = 50
+
 
 @dataclass(frozen=True)
 class AlertFacts:
@@ -55,9 +59,9 @@ class Plan:
 
 def template_values(incident: IncidentFacts) -> dict[str, str]:
     """Regexes for the template variables; a variable without any value is absent (its queries are skipped)."""
-    hosts = {h for h in incident.hosts if h} | {a.host for a in incident.alerts if a.host}
-    instances = {a.labels.get("instance", "") for a in incident.alerts}
-    jobs = {a.labels.get("job", "") for a in incident.alerts}
+    hosts = sorted({h for h in incident.hosts if h} | {a.host for a in incident.alerts if a.host})[:MAX_HOSTS]
+    instances = sorted({a.labels.get("instance", "") for a in incident.alerts} - {""})[:MAX_HOSTS]
+    jobs = sorted({a.labels.get("job", "") for a in incident.alerts} - {""})[:MAX_HOSTS]
     values: dict[str, str] = {}
     if host_regex := promql.alternation(hosts):
         values["host_regex"] = host_regex
