@@ -168,7 +168,7 @@ async def run_drill(drill: Drill, *, alerts_per_s: int = 200, seconds: float = 1
     )
 
 
-async def settle(db_url: str, expected: int, quiet_s: float = 10, limit_s: float = 120) -> tuple[set, int, int]:
+async def settle(db_url: str, expected: int, quiet_s: float = 30, limit_s: float = 120) -> tuple[set, int, int]:
     """Wait until every expected alert is stored and the outbox is drained, or nothing changes for `quiet_s`.
 
     Returns the stored occurrences, the number of incidents and the number of distinct hosts alerted on (the

@@ -31,7 +31,7 @@ ALL_SERVICES = ("ingest", "correlator", "enricher", "reporter", "web")
 class LocalVigil:
     services: Sequence[str] = ALL_SERVICES
     extra_env: dict[str, str] = field(default_factory=dict)
-    quiet: bool = True
+    quiet: bool = os.environ.get("VIGIL_HARNESS_VERBOSE", "") == ""
     root: Path = field(init=False)
     postgres: Postgres = field(init=False)
     rabbitmq: RabbitMQ = field(init=False)

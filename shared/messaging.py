@@ -28,6 +28,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
@@ -187,7 +188,11 @@ class Broker:
 
     async def _connect(self) -> None:
         connection = await aio_pika.connect_robust(
-            self.url, timeout=10, client_properties={"connection_name": self.producer}
+            self.url,
+            timeout=10,
+            # aio-pika's default of 5 s between attempts adds up to 5 s of refused webhooks after a broker restart.
+            reconnect_interval=1,
+            client_properties={"connection_name": self.producer},
         )
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -326,22 +331,24 @@ class _Consumer:
         self.idle = asyncio.Event()
         self.idle.set()
         self.channel: AbstractChannel | None = None
+        self.queue: AbstractQueue | None = None
         self.tag: str | None = None
 
     async def start(self) -> None:
         self.channel = await self.broker.connection.channel(publisher_confirms=False)
         await self.channel.set_qos(prefetch_count=self.broker.prefetch)
-        queue = await self.channel.get_queue(self.spec.name, ensure=False)
-        self.tag = await queue.consume(self.inbox.put, no_ack=False)
+        # A passive declare, not get_queue(ensure=False): only declared queues are registered with the robust
+        # channel, and only registered queues get their consumers back after the broker restarts.
+        self.queue = await self.channel.declare_queue(self.spec.name, passive=True)
+        self.tag = await self.queue.consume(self.inbox.put, no_ack=False)
         self.workers = [
             asyncio.create_task(self._work(), name=f"consume-{self.spec.name}-{i}") for i in range(self.concurrency)
         ]
 
     async def stop(self) -> None:
-        if self.channel is not None and not self.channel.is_closed and self.tag is not None:
+        if self.channel is not None and not self.channel.is_closed and self.queue is not None and self.tag:
             with contextlib.suppress(AMQPError, aiormq.exceptions.AMQPError, RuntimeError, OSError):
-                queue = await self.channel.get_queue(self.spec.name, ensure=False)
-                await queue.cancel(self.tag)
+                await self.queue.cancel(self.tag)
         # Let the batches in hand finish, so their work commits and their acks go out before the channel
         # closes; deliveries not started yet go back to the queue when it does.
         with contextlib.suppress(TimeoutError):
