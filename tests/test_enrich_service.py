@@ -451,3 +451,23 @@ async def test_one_slow_incident_does_not_hold_up_the_others(settings: Settings,
             elapsed = time.monotonic() - started
     assert keys == {s.key for s in snapshots}
     assert elapsed < 4.5, elapsed  # one after another would take at least 6 s
+
+
+async def test_oversized_answer_is_refused_not_parsed() -> None:
+    from services.enricher.upstream import QueryRejectedError
+
+    async def huge(_: web.Request) -> web.Response:
+        values = [[i, "1"] for i in range(10_000)]
+        body = {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": values}]}}
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/query_range", huge)
+    async with running(app, free_port()) as url:
+        upstream = Upstream.create("prometheus", url, PrometheusConfig(max_response_bytes=4096))
+        now = datetime.now(UTC)
+        try:
+            with pytest.raises(QueryRejectedError, match="larger than 4096 bytes"):
+                await prometheus_range(upstream, "up", now, now, 15, time.monotonic() + 5)
+        finally:
+            await upstream.close()

@@ -55,6 +55,7 @@ class UpstreamConfig(_Strict):
     backoff: Duration = Field(timedelta(milliseconds=200))
     budget: Duration = Field(timedelta(seconds=20), description="Total time for all of one incident's queries.")
     concurrency: int = Field(8, ge=1, le=100, description="Queries in flight to this upstream, all incidents.")
+    max_response_bytes: int = Field(16 * 1024**2, ge=1024, description="A larger answer is refused, not parsed.")
     breaker_failures: int = Field(5, ge=1, description="Consecutive failures that open the circuit.")
     breaker_cooldown: Duration = Field(timedelta(seconds=30))
 

@@ -4,6 +4,7 @@ per upstream, and the parsing of their `query_range` answers into plain data."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -77,27 +78,21 @@ class Upstream:
                     if remaining <= 0:
                         raise BudgetExhaustedError("time budget for this incident used up")
                     timeout = min(self.config.timeout.total_seconds(), remaining)
-                    response = await self.client.request(
-                        method,
-                        self.base_url + path,
-                        params=params if method == "GET" else None,
-                        data=params if method == "POST" else None,
-                        timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
-                    )
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise UpstreamError(f"HTTP {response.status_code}: {_error_text(response)}")
+                    status, raw = await self._fetch(method, path, params, timeout)
+                if status >= 500 or status == 429:
+                    raise UpstreamError(f"HTTP {status}: {_error_text(raw)}")
                 self.breaker.succeeded()
                 verdict = True
-                if response.status_code >= 400:
-                    raise QueryRejectedError(f"query refused (HTTP {response.status_code}): {_error_text(response)}")
+                if status >= 400:
+                    raise QueryRejectedError(f"query refused (HTTP {status}): {_error_text(raw)}")
                 try:
-                    body = response.json()
+                    body = json.loads(raw)
                 except ValueError as exc:
                     raise QueryRejectedError(f"answer is not JSON: {exc}") from None
                 if not isinstance(body, dict) or body.get("status") != "success":
-                    raise QueryRejectedError(f"query failed: {_error_text(response)}")
+                    raise QueryRejectedError(f"query failed: {_error_text(raw)}")
                 return body
-            except (httpx.TimeoutException, httpx.TransportError, UpstreamError) as exc:
+            except (TimeoutError, httpx.HTTPError, UpstreamError) as exc:
                 if isinstance(exc, QueryRejectedError | BudgetExhaustedError):
                     raise
                 reason = _describe(exc, self.config)
@@ -115,25 +110,46 @@ class Upstream:
                 if not verdict:
                     self.breaker.abandoned()
 
+    async def _fetch(self, method: str, path: str, params: dict[str, str], timeout: float) -> tuple[int, bytes]:
+        """Status and body, within `timeout` in all (httpx's own timeouts are per read) and `max_response_bytes`."""
+        async with asyncio.timeout(timeout):
+            async with self.client.stream(
+                method,
+                self.base_url + path,
+                params=params if method == "GET" else None,
+                data=params if method == "POST" else None,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+            ) as response:
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.config.max_response_bytes:
+                        raise QueryRejectedError(
+                            f"answer larger than {self.config.max_response_bytes} bytes; narrow the query"
+                        )
+                    chunks.append(chunk)
+                return response.status_code, b"".join(chunks)
+
 
 def _describe(exc: Exception, config: UpstreamConfig) -> str:
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return f"timed out after {config.timeout.total_seconds():g}s"
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect: {exc}"[:MAX_ERROR_CHARS]
-    if isinstance(exc, httpx.TransportError):
-        return f"transport error: {type(exc).__name__} {exc}"[:MAX_ERROR_CHARS]
+    if isinstance(exc, httpx.HTTPError):
+        return f"HTTP error: {type(exc).__name__} {exc}"[:MAX_ERROR_CHARS]
     return str(exc)[:MAX_ERROR_CHARS]
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(raw: bytes) -> str:
+    """Prometheus puts the reason in JSON `error`; Loki answers plain text."""
     try:
-        body = response.json()
+        body = json.loads(raw)
         if isinstance(body, dict) and body.get("error"):
             return str(body["error"])[:MAX_ERROR_CHARS]
     except ValueError:
         pass
-    return response.text.strip()[:MAX_ERROR_CHARS] or response.reason_phrase
+    return raw[:MAX_ERROR_CHARS].decode(errors="replace").strip() or "no reason given"
 
 
 # --- Prometheus ----------------------------------------------------------------------------------
