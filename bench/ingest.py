@@ -5,7 +5,10 @@ Prints one JSON line per figure:
 - ingest_50 / ingest_1: throughput (alerts/s) with webhooks of 50 and of 1 alert, closed loop;
 - ingest_rate_1000: latency p50/p99 of webhooks of one alert sent open-loop at a fixed 1,000 alerts/s
   (each send is scheduled by the clock, not by the previous answer, so a stall shows up in the tail).
-Every accepted alert is counted in the correlator's queue afterwards: `lost` must be 0.
+Every accepted alert is counted in the correlator's queue afterwards: `lost` must be 0 (negative: a request
+answered 503 whose messages the broker still took, which the sender's retry duplicates; at least once).
+`*_cpu_us_per_alert` is the CPU time ingest and RabbitMQ spent per alert, which other load on a shared
+machine does not skew: 1e6 / that is what one free core sustains.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import aio_pika
 import aiohttp
 
 from devstack.alertstorm import alert, webhook
-from devstack.procs import free_port, spawn, stop_pid
+from devstack.procs import free_port, read_pid, spawn, stop_pid
 from devstack.rabbitmq import RabbitMQ
 from shared.messaging import CORRELATOR_QUEUE
 
@@ -53,6 +56,19 @@ def bodies(size: int, count: int) -> list[bytes]:
         ]
         out.append(json.dumps(webhook(alerts)).encode())
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used: a figure the other load on a shared machine does not skew."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(result: dict[str, object], pids: dict[str, int], before: dict[str, float]) -> dict[str, object]:
+    alerts = int(result["alerts"]) or 1  # type: ignore[call-overload]
+    for name, pid in pids.items():
+        result[f"{name}_cpu_us_per_alert"] = round((cpu_seconds(pid) - before[name]) * 1e6 / alerts, 1)
+    return result
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -164,7 +180,7 @@ async def wait_ready(url: str, within: float = 60) -> None:
     raise RuntimeError("ingest did not become ready")
 
 
-async def run(node: RabbitMQ, url: str) -> list[dict[str, object]]:
+async def run(node: RabbitMQ, url: str, pids: dict[str, int]) -> list[dict[str, object]]:
     await wait_ready(url)
     results = []
     connector = aiohttp.TCPConnector(limit=0)
@@ -172,14 +188,16 @@ async def run(node: RabbitMQ, url: str) -> list[dict[str, object]]:
         for size in (50, 1):
             progress(f"throughput, webhooks of {size}")
             await queued(node, purge=True)
-            result = await closed_loop(http, url, size)
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            result = with_cpu(await closed_loop(http, url, size), pids, before)
             stored = await queued(node)
             result["lost"] = int(result["alerts"]) - stored  # type: ignore[call-overload]
             results.append(result)
             print(json.dumps(result), flush=True)
         progress(f"latency at {RATE} alerts/s for {RATE_SECONDS}s")
         await queued(node, purge=True)
-        result = await fixed_rate(http, url)
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        result = with_cpu(await fixed_rate(http, url), pids, before)
         stored = await queued(node)
         result["lost"] = int(result["alerts"]) - stored  # type: ignore[call-overload]
         results.append(result)
@@ -207,7 +225,8 @@ def main() -> int:
         ingest = spawn([sys.executable, "-m", "services.ingest"], log=root / "ingest.log", env=env, cwd=Path.cwd())
         if os.environ.get("BENCH_INGEST_PID_FILE"):  # lets a profiler attach: py-spy record --pid
             Path(os.environ["BENCH_INGEST_PID_FILE"]).write_text(str(ingest.pid))
-        asyncio.run(run(node, f"http://127.0.0.1:{port}"))
+        pids = {"ingest": ingest.pid, "rabbitmq": read_pid(node.pid_file) or 0}
+        asyncio.run(run(node, f"http://127.0.0.1:{port}", {k: v for k, v in pids.items() if v}))
         return 0
     finally:
         if ingest is not None:

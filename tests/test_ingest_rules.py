@@ -4,13 +4,30 @@ routing key looks like, and how a refusal names the field."""
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
+from typing import Any
 
+from aiormq.abc import ChannelFrame
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pamqp import commands as spec
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 from pydantic import SecretStr, ValidationError
 
+from services.ingest.amqp_frames import JsonPublisherFrames
 from services.ingest.auth import SenderTokens
 from services.ingest.problems import validation_problem
-from services.ingest.translate import event_alert, nul_character_fields, routing_key_for, webhook_publications
+from services.ingest.translate import (
+    ALERT_ENVELOPE,
+    event_alert,
+    new_ids,
+    nul_character_fields,
+    routing_key_for,
+    webhook_messages,
+    webhook_publications,
+)
 from shared.config import Settings
 from shared.contracts import AlertmanagerWebhook, GenericEvent, WebhookAlert
 from shared.fingerprint import label_fingerprint
@@ -131,3 +148,76 @@ def test_refusal_names_each_field_by_its_wire_name() -> None:
     except ValidationError as exc:
         status, body = validation_problem(exc)
     assert status == 400 and body["error"] == "invalid_json" and body["errors"][0]["field"] == "body"
+
+
+# --- the fast encodings are the contract's bytes -------------------------------------------------
+
+label_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
+labels = st.dictionaries(label_text, label_text, max_size=5)
+
+
+@st.composite
+def webhooks(draw: st.DrawFn) -> AlertmanagerWebhook:
+    alerts = [
+        {
+            "status": draw(st.sampled_from(["firing", "resolved"])),
+            "labels": draw(labels),
+            "annotations": draw(labels),
+            "startsAt": draw(st.datetimes(timezones=st.just(UTC))).isoformat(),
+            "endsAt": draw(st.sampled_from(["0001-01-01T00:00:00Z", "2030-01-01T00:00:00.5+02:00"])),
+            "generatorURL": draw(label_text),
+            "fingerprint": draw(label_text),
+            **draw(st.dictionaries(st.sampled_from(["values", "valueString", "panelURL"]), st.none() | label_text)),
+        }
+        for _ in range(draw(st.integers(1, 4)))
+    ]
+    body = {
+        "receiver": draw(label_text),
+        "status": "firing",
+        "groupKey": draw(label_text),
+        "groupLabels": draw(labels),
+        "externalURL": draw(label_text),
+        "alerts": alerts,
+    }
+    return AlertmanagerWebhook.model_validate_json(json.dumps(body))
+
+
+@settings(max_examples=200, deadline=None)
+@given(webhook=webhooks(), sender=label_text)
+def test_fast_message_bodies_equal_the_envelope_models(webhook: AlertmanagerWebhook, sender: str) -> None:
+    ids = new_ids(len(webhook.alerts))
+    models = [p.encoded() for p in webhook_publications(webhook, sender, NOW, ids)]
+    assert webhook_messages(webhook, sender, NOW, ids) == models
+    for message in models:
+        assert ALERT_ENVELOPE.model_validate_json(message.body).data.sender == sender
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    routing_key=st.text(max_size=60),
+    body=st.binary(max_size=300),
+    max_frame=st.integers(1, 100),
+    mandatory=st.booleans(),
+    channel=st.integers(1, 2047),
+)
+def test_publish_frames_equal_pamqps_encoding(
+    routing_key: str, body: bytes, max_frame: int, mandatory: bool, channel: int
+) -> None:
+    stamp = datetime(2026, 11, 25, 10, 0, 1, 999_999, tzinfo=UTC)
+    ours = JsonPublisherFrames(channel, "vigil.alerts", "alert.received", "ingest", max_frame).message(
+        routing_key, "id-1", stamp, body, mandatory=mandatory
+    )
+    properties = spec.Basic.Properties(
+        content_type="application/json",
+        delivery_mode=2,
+        message_id="id-1",
+        timestamp=stamp.replace(microsecond=0),
+        message_type="alert.received",
+        app_id="ingest",
+    )
+    frames: list[Any] = [
+        spec.Basic.Publish(exchange="vigil.alerts", routing_key=routing_key, mandatory=mandatory),
+        ContentHeader(properties=properties, body_size=len(body)),
+    ]
+    frames += [ContentBody(body[i : i + max_frame]) for i in range(0, len(body), max_frame)]
+    assert ours == ChannelFrame.marshall(channel_number=channel, frames=frames).payload

@@ -15,7 +15,7 @@ from services.ingest.auth import SenderTokens
 from services.ingest.handlers import Ingest, json_errors
 from services.ingest.openapi import EVENTS_PATH, WEBHOOK_PATH, openapi_document
 from services.ingest.publisher import BatchPublisher
-from services.ingest.translate import Publication
+from services.ingest.translate import OutgoingMessage
 from shared.config import Settings
 from shared.service import BROKER, READY_CHECKS, base_app, broker_ctx
 
@@ -36,8 +36,8 @@ def build_app(settings: Settings) -> web.Application:
         yield
         await publishers[0].close()
 
-    async def publish(publications: list[Publication]) -> None:
-        await publishers[0].publish(publications)
+    async def publish(messages: list[OutgoingMessage]) -> None:
+        await publishers[0].publish(messages)
 
     ingest = Ingest(tokens=tokens, max_body_bytes=settings.ingest_max_body_bytes, publish=publish)
     document = openapi_document(settings.ingest_max_body_bytes)

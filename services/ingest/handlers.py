@@ -22,10 +22,10 @@ from services.ingest.metrics import ALERTS_ACCEPTED, PUBLISH_SECONDS, REJECTS, R
 from services.ingest.openapi import EVENTS_PATH, MAX_EVENTS_PER_REQUEST, WEBHOOK_PATH
 from services.ingest.problems import nul_problem, problem, validation_problem
 from services.ingest.translate import (
-    Publication,
+    OutgoingMessage,
     event_publication,
     nul_character_fields,
-    webhook_publications,
+    webhook_messages,
 )
 from shared.contracts import AlertmanagerWebhook, GenericEvent, utcnow
 from shared.messaging import BrokerUnavailable
@@ -37,7 +37,7 @@ RETRY_AFTER_S = 5
 # `\u0000` escapes are the only way a NUL reaches a JSON string; the raw check skips the walk for most bodies.
 NUL_ESCAPE = b"\\u0000"
 
-Publish = Callable[[list[Publication]], Awaitable[None]]
+Publish = Callable[[list[OutgoingMessage]], Awaitable[None]]
 
 EVENT_LIST = TypeAdapter(Annotated[list[GenericEvent], Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)])
 
@@ -64,8 +64,8 @@ class Ingest:
         except ValidationError as exc:
             raise _invalid(exc) from None
         _refuse_nul(body, webhook)
-        publications = webhook_publications(webhook, sender, utcnow())
-        return await self._publish(publications, sender, "alertmanager")
+        messages = webhook_messages(webhook, sender, utcnow())
+        return await self._publish(messages, sender, "alertmanager")
 
     async def events(self, request: web.Request) -> web.Response:
         sender = self._authenticate(request)
@@ -81,7 +81,8 @@ class Ingest:
         received_at = utcnow()
         publications = [event_publication(event, sender, received_at) for event in events]
         fingerprints = [p.envelope.data.alert.fingerprint for p in publications]
-        return await self._publish(publications, sender, "event", fingerprints=fingerprints)
+        messages = [p.encoded() for p in publications]
+        return await self._publish(messages, sender, "event", fingerprints=fingerprints)
 
     def _authenticate(self, request: web.Request) -> str:
         sender = self.tokens.sender(request.headers.get("Authorization"))
@@ -127,18 +128,18 @@ class Ingest:
         return b"".join(chunks)
 
     async def _publish(
-        self, publications: list[Publication], sender: str, source: str, *, fingerprints: list[str] | None = None
+        self, messages: list[OutgoingMessage], sender: str, source: str, *, fingerprints: list[str] | None = None
     ) -> web.Response:
         started = time.perf_counter()
         try:
-            await self.publish(publications)
+            await self.publish(messages)
         except BrokerUnavailable as exc:
-            log.warning("publish failed, answering 503", extra={"error": str(exc), "alerts": len(publications)})
+            log.warning("publish failed, answering 503", extra={"error": str(exc), "alerts": len(messages)})
             body = problem(503, "broker_unavailable", f"alerts not stored, retry later: {exc}")
             return web.json_response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
         PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        ALERTS_ACCEPTED.labels(sender, source).inc(len(publications))
-        answer: dict[str, Any] = {"status": "accepted", "accepted": len(publications), "sender": sender}
+        ALERTS_ACCEPTED.labels(sender, source).inc(len(messages))
+        answer: dict[str, Any] = {"status": "accepted", "accepted": len(messages), "sender": sender}
         if fingerprints is not None:
             answer["fingerprints"] = fingerprints
         return web.json_response(answer)
