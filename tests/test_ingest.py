@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import configparser
 import gzip
 import json
+import os
+import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -480,3 +485,61 @@ def _secret(value: str):  # type: ignore[no-untyped-def]
     from pydantic import SecretStr
 
     return SecretStr(value)
+
+
+# --- the examples in docs/ingest.md work as written ----------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "ingest.md"
+
+
+def _doc_block(language: str, containing: str) -> str:
+    blocks = re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.S)
+    return next(b for b in blocks if containing in b)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+async def test_documented_curl_example_is_accepted(
+    ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession
+) -> None:
+    command = _doc_block("sh", "/api/v1/events").split("\n# ")[0]
+    async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
+        command = command.replace("http://127.0.0.1:8081", url)
+        result = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", "-c", command],
+            env={**os.environ, "VIGIL_TOKEN": "test-token"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["accepted"] == 1
+        [message] = await tap.take(1)
+    assert message.routing_key == "alert.firing.error.backup_failed"
+    assert envelopes([message])[0].data.alert.labels["job"] == "nightly-db"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+async def test_documented_fail2ban_action_reports_a_ban_and_its_end(
+    ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession
+) -> None:
+    parser = configparser.RawConfigParser()
+    parser.read_string(_doc_block("ini", "actionban"))
+    tags = dict(parser["Init"]) | {"token": "f2b-secret", "fq-hostname": "vpn1.example", "name": "sshd"}
+    tags |= {"ip": "192.0.2.10", "failures": "5"}
+    ingest_settings = ingest_settings.model_copy(update={"ingest_tokens": {"fail2ban": _secret("f2b-secret")}})
+    async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
+        tags["url"] = url + EVENTS
+        for action in ("actionban", "actionunban"):
+            # Fail2Ban replaces <tag>s and runs the line in a shell; so does this test.
+            command = re.sub(r"<([\w-]+)>", lambda m: tags[m.group(1)], parser["Definition"][action].replace("%%", "%"))
+            result = await asyncio.to_thread(
+                subprocess.run, ["sh", "-c", command], capture_output=True, text=True, timeout=30
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+        messages = await tap.take(2)
+    ban, unban = envelopes(messages)
+    assert [m.routing_key for m in messages] == ["alert.firing.warning.ban", "alert.resolved.warning.ban"]
+    assert ban.data.sender == "fail2ban" and ban.data.alert.labels["ip"] == "192.0.2.10"
+    assert ban.data.alert.labels["host"] == "vpn1.example"
+    assert ban.data.alert.fingerprint == unban.data.alert.fingerprint

@@ -164,7 +164,9 @@ HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):  # type: ignore[no-untyped-def]
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Every refusal is JSON, counted, and never a 500 for what a client sent."""
     endpoint = ENDPOINTS.get(request.path)
     try:
