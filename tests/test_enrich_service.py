@@ -384,9 +384,10 @@ async def test_dead_prometheus_and_slow_loki_give_a_partial_enrichment_quickly(s
             await asyncio.sleep(1.0)
             assert harness.received.empty()
             channel = await harness.broker.connection.channel()
-            for name in [ENRICHER_QUEUE.name, *(f"{ENRICHER_QUEUE.name}.retry.{d}" for d in settings.retry_delays_ms)]:
-                declared = await channel.declare_queue(name, passive=True)
-                assert declared.declaration_result.message_count == 0, name
+            waiting = [f"{ENRICHER_QUEUE.name}.retry.{d}" for d in settings.retry_delays_ms]
+            for name in [*waiting, f"{ENRICHER_QUEUE.name}.parking"]:
+                queue = await channel.get_queue(name)
+                assert await queue.get(fail=False, no_ack=True) is None, name
             await channel.close()
 
     assert elapsed < 5, elapsed
@@ -471,3 +472,23 @@ async def test_oversized_answer_is_refused_not_parsed() -> None:
                 await prometheus_range(upstream, "up", now, now, 15, time.monotonic() + 5)
         finally:
             await upstream.close()
+
+
+async def test_event_for_an_unknown_incident_is_parked_not_retried(settings: Settings, loki: str) -> None:
+    now = datetime.now(UTC)
+    ghost = IncidentSnapshot(
+        key="INC-999999", title="ghost", state="open", severity="warning", rule="default", group_labels={},
+        hosts=["web-1"], alert_count=1, firing_count=1, revision=1, opened_at=now, first_alert_at=now,
+        last_alert_at=now,
+    )  # fmt: skip
+    async with enricher(with_upstreams(settings, f"http://127.0.0.1:{free_port()}", loki), make_config()) as harness:
+        await harness.publish(ghost)
+        channel = await harness.broker.connection.channel()
+        parking = await channel.get_queue(f"{ENRICHER_QUEUE.name}.parking")
+        deadline = time.monotonic() + 10
+        while (message := await parking.get(fail=False, no_ack=True)) is None:
+            assert time.monotonic() < deadline, "the message was not parked"
+            await asyncio.sleep(0.1)
+        assert "INC-999999 is not in the database" in str(message.headers["x-vigil-error"])
+        await channel.close()
+        assert harness.received.empty()
