@@ -432,26 +432,27 @@ async def test_breaker_opens_after_failures_and_short_circuits() -> None:
             started = time.monotonic()
             with pytest.raises(CircuitOpenError):
                 await prometheus_range(upstream, "up", now, now, 15, time.monotonic() + 5)
-            assert hits == 4 and time.monotonic() - started < 0.1
+            assert hits == 4 and time.monotonic() - started < 0.5
         finally:
             await upstream.close()
 
 
 async def test_one_slow_incident_does_not_hold_up_the_others(settings: Settings, stack: Stack) -> None:
-    """Four incidents against a Loki that takes 1.5 s per query: enriched side by side, not one after another."""
-    async with running(fake_loki_app(delay=1.5), free_port()) as slow_loki:
+    """Four incidents against a Loki that takes 3 s per query: enriched side by side, not one after another."""
+    async with running(fake_loki_app(delay=3.0), free_port()) as slow_loki:
         now = datetime.now(UTC)
         snapshots = [
             await seed(settings.database_url, hosts=("web-1",), first_alert_at=now, number=n) for n in range(1, 5)
         ]
-        async with enricher(with_upstreams(settings, stack.prometheus.url, slow_loki), make_config()) as harness:
+        config = make_config(timeout=timedelta(seconds=6), budget=timedelta(seconds=12), concurrency=16)
+        async with enricher(with_upstreams(settings, stack.prometheus.url, slow_loki), config) as harness:
             started = time.monotonic()
             for snapshot in snapshots:
                 await harness.publish(snapshot)
-            keys = {(await harness.next_enriched())["data"]["incident"]["key"] for _ in snapshots}
+            keys = {(await harness.next_enriched(timeout=30))["data"]["incident"]["key"] for _ in snapshots}
             elapsed = time.monotonic() - started
     assert keys == {s.key for s in snapshots}
-    assert elapsed < 4.5, elapsed  # one after another would take at least 6 s
+    assert elapsed < 9, elapsed  # one after another would take at least 12 s
 
 
 async def test_oversized_answer_is_refused_not_parsed() -> None:
