@@ -15,6 +15,7 @@ import httpx
 import pytest
 from psycopg.types.json import Jsonb
 
+from services.web import listing, store
 from services.web.app import build_app
 from shared.config import Settings
 from shared.contracts import (
@@ -259,13 +260,18 @@ async def test_anonymous_read_only_when_configured(settings: Settings, tmp_path:
 # --- the incident list --------------------------------------------------------------------------
 
 
-async def test_list_filters_newest_first_with_counts(web: Web, db_url: str) -> None:
+@pytest.mark.parametrize("sparse_alerts", [2_000, 0], ids=["collect-matching-alerts", "probe-each-incident"])
+async def test_list_filters_newest_first_with_counts(
+    web: Web, db_url: str, monkeypatch: pytest.MonkeyPatch, sparse_alerts: int
+) -> None:
+    # Both ways of answering a label matcher (chosen by how many alerts match) give the same answers.
+    monkeypatch.setattr(store, "SPARSE_ALERTS", sparse_alerts)
     await seed_three(db_url)
     async with web.client(READONLY_TOKEN) as client:
         everything = await client.get("/api/v1/incidents")
         body = everything.json()
         assert [i["key"] for i in body["items"]] == ["INC-000003", "INC-000002", "INC-000001"]
-        assert body["counts"] == {"open": 1, "acknowledged": 1, "resolved": 1}
+        assert body["counts"] == {"open": 1, "acknowledged": 1, "resolved": 1} and body["counts_capped"] == []
         assert body["items"][2]["opened_at"] == "2026-11-01T03:00:00Z"
         assert await keys(client, "state=open,acknowledged") == ["INC-000002", "INC-000001"]
         assert await keys(client, "severity=warning") == ["INC-000002"]
@@ -300,6 +306,23 @@ async def test_cursor_pagination_visits_every_incident_once(web: Web, db_url: st
                 break
     assert len(seen) == 23 and len(set(seen)) == 23
     assert seen[0] == "INC-000023" and seen[-1] == "INC-000001"
+
+
+async def test_counts_stop_at_the_cap_and_say_so(web: Web, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(listing, "COUNT_CAP", 10)
+    monkeypatch.setattr(store, "COUNT_CAP", 10)
+    async with await connect(db_url) as conn:
+        for n in range(1, 13):
+            await insert_incident(conn, number=n, opened_at=T0 + timedelta(minutes=n))
+        await insert_incident(conn, number=13, state="resolved", resolved_at=T0)
+    async with web.client(READONLY_TOKEN) as client:
+        body = (await client.get("/api/v1/incidents")).json()
+    assert body["counts"] == {"open": 10, "acknowledged": 0, "resolved": 1}
+    assert body["counts_capped"] == ["open"]
+    async with web.client() as client:
+        await login(client, "victor")
+        page = await client.get("/")
+    assert 'data-count="open">10</span>+' in page.text
 
 
 @pytest.mark.parametrize(

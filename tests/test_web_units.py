@@ -68,8 +68,9 @@ def test_list_query_parses_every_filter() -> None:
     assert f.since == datetime(2026, 11, 1, tzinfo=UTC) and f.until == datetime(2026, 11, 2, tzinfo=UTC)
     params = sql_params(f)
     assert params["states"] == ["open", "acknowledged"]
-    assert params["m_names"] == ["job", "env", "alertname"]
-    assert params["m_ops"] == ["=", "=~", "="]
+    # Equality matchers become one indexable JSONB containment; the rest are checked one by one.
+    assert params["label_eq"].obj == {"job": "node", "alertname": "HostDown"}
+    assert (params["m_names"], params["m_ops"]) == (["env"], ["=~"])
     # LIKE wildcards typed by the user are matched literally.
     assert params["text"] == r"%disk 100\%%"
     assert params["limit"] == 21
@@ -94,6 +95,13 @@ def test_bad_list_parameters_name_their_field(params: dict[str, list[str]], fiel
     with pytest.raises(QueryError) as err:
         parse_list_query(params)
     assert err.value.field == field
+
+
+def test_conflicting_and_empty_equality_matchers_keep_their_meaning() -> None:
+    both = sql_params(parse_list_query(q(matcher=['job="a"', 'job="b"'])))
+    assert both["m_values"] == ["a", "b"]  # checked one by one: no alert has two values, nothing matches
+    empty = sql_params(parse_list_query(q(matcher=['team=""'])))
+    assert empty["label_eq"] is None and empty["m_values"] == [""]  # matches alerts without the label
 
 
 def test_cursor_round_trips() -> None:

@@ -88,6 +88,7 @@ async def list_incidents(request: web.Request) -> web.Response:
             "items": [incident_summary_json(row) for row in page.items],
             "next_cursor": encode_cursor(page.next_cursor) if page.next_cursor else None,
             "counts": page.counts,
+            "counts_capped": sorted(page.capped),
         }
     )
 

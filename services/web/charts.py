@@ -6,10 +6,11 @@ escaped; numbers are formatted by us. No inline styles, so the page's CSP can fo
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 WIDTH, HEIGHT = 640, 160
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 8, 8, 22
@@ -31,6 +32,17 @@ def _hhmm(at: datetime) -> str:
     return at.strftime("%H:%M")
 
 
+def markers_within(markers: Sequence[datetime], start: datetime, end: datetime) -> list[datetime]:
+    """The markers (sorted, distinct) in [start, end], at most MAX_MARKERS of them, cut by bisection: an
+    incident of 10,000 alerts has 10,000 starts to consider for each chart."""
+    inside = markers[bisect_left(markers, start) : bisect_right(markers, end)]
+    if len(inside) > MAX_MARKERS:
+        # Thousands of alerts would paint the chart red; evenly spaced samples keep where they cluster.
+        step = len(inside) / MAX_MARKERS
+        inside = [inside[int(i * step)] for i in range(MAX_MARKERS)]
+    return list(inside)
+
+
 def render_chart(
     title: str,
     points: Sequence[tuple[datetime, float]],
@@ -40,7 +52,7 @@ def render_chart(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> Markup:
-    """One series as an SVG; `markers` (alert starts) inside the time range are drawn as red lines."""
+    """One series as an SVG; `markers` (alert starts, sorted and distinct) in the time range are red lines."""
     label = f"{title} ({unit})" if unit else title
     if not points:
         return Markup('<p class="muted">{}: no data points</p>').format(label)
@@ -63,12 +75,8 @@ def render_chart(
         return PAD_TOP + plot_h * (1 - (value - lo) / (hi - lo))
 
     path = " ".join(f"{x(at):.1f},{y(v):.1f}" for at, v in points if t0 <= at <= t1)
-    marks = sorted({m for m in markers if t0 <= m <= t1})
-    if len(marks) > MAX_MARKERS:
-        # Thousands of alerts would paint the chart red; evenly spaced samples keep where they cluster.
-        step = len(marks) / MAX_MARKERS
-        marks = [marks[int(i * step)] for i in range(MAX_MARKERS)]
-    parts = [
+    marks = markers_within(markers, t0, t1)
+    parts: list[str] = [
         Markup(
             '<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{label}" '
             'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none">'
@@ -90,18 +98,14 @@ def render_chart(
             WIDTH - PAD_RIGHT, HEIGHT - 6, _hhmm(t1)
         ),
     ]
+    # Numbers only from here on: plain f-strings (thousands of Markup.format calls were most of the page's time).
     for mark in marks:
+        at = mark.strftime("%Y-%m-%d %H:%M:%S UTC")
         parts.append(
-            Markup(
-                '<line class="alert-start" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" '
-                'stroke="#d92d20" stroke-width="1.5" stroke-dasharray="4 3"><title>alert started {at}</title></line>'
-            ).format(x=x(mark), top=PAD_TOP, bottom=PAD_TOP + plot_h, at=mark.strftime("%Y-%m-%d %H:%M:%S UTC"))
+            f'<line class="alert-start" x1="{x(mark):.1f}" x2="{x(mark):.1f}" y1="{PAD_TOP}" y2="{PAD_TOP + plot_h}" '
+            f'stroke="#d92d20" stroke-width="1.5" stroke-dasharray="4 3"><title>alert started {at}</title></line>'
         )
     if path:
-        parts.append(
-            Markup('<polyline class="series" points="{}" fill="none" stroke="#2e6fdb" stroke-width="1.5"/>').format(
-                path
-            )
-        )
-    parts.append(Markup("</svg>"))
-    return Markup("").join(escape(p) for p in parts)
+        parts.append(f'<polyline class="series" points="{path}" fill="none" stroke="#2e6fdb" stroke-width="1.5"/>')
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 (text parts are escaped above, the rest are numbers)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 STATES = ("open", "acknowledged", "resolved")
 SEVERITIES = ("critical", "error", "warning", "info", "none")
 DEFAULT_LIMIT = 50
@@ -21,6 +23,8 @@ MAX_LIMIT = 500
 MAX_MATCHERS = 10
 MAX_TEXT = 200
 MAX_REGEX = 500
+# Counts per state are exact up to this many; above, the page says "1000+".
+COUNT_CAP = 1_000
 
 _MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
@@ -188,6 +192,13 @@ def sql_params(f: ListFilter, *, with_cursor: bool = True) -> dict[str, Any]:
     matchers = list(f.matchers)
     if f.alertname:
         matchers.append(Matcher("alertname", "=", f.alertname))
+    # `name="value"` with a value is exactly JSONB containment, which an index answers; `name=""` also
+    # matches alerts without the label, so it stays with the other operators.
+    equal = {m.name: m.value for m in matchers if m.op == "=" and m.value}
+    conflicting = any(m.op == "=" and m.value and equal[m.name] != m.value for m in matchers)
+    rest = [m for m in matchers if not (m.op == "=" and m.value)] + (
+        [m for m in matchers if m.op == "=" and m.value] if conflicting else []
+    )
     text_pattern = None
     if f.text:
         # The text is matched literally: LIKE's wildcards in it are escaped.
@@ -201,13 +212,15 @@ def sql_params(f: ListFilter, *, with_cursor: bool = True) -> dict[str, Any]:
         "since": f.since,
         "until": f.until,
         "has_matchers": bool(matchers),
-        "m_names": [m.name for m in matchers],
-        "m_ops": [m.op for m in matchers],
-        "m_values": [m.value for m in matchers],
+        "label_eq": Jsonb(equal) if equal else None,
+        "m_names": [m.name for m in rest],
+        "m_ops": [m.op for m in rest],
+        "m_values": [m.value for m in rest],
         "cursor_at": cursor.opened_at if cursor else None,
         "cursor_id": cursor.id if cursor else None,
         # One row more than asked tells whether there is a next page.
         "limit": f.limit + 1,
+        "count_cap": COUNT_CAP + 1,
     }
 
 

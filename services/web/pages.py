@@ -22,6 +22,10 @@ from shared.contracts import CommandAction
 from shared.service import DB, SETTINGS
 
 LOGIN_CSRF_COOKIE = "vigil_login_csrf"
+# The incident page lists this many alerts (all with ?alerts=all) and this many entries of each per-alert
+# timeline kind: at 3 a.m. on a phone, 10,000 rows are a summary's job.
+PAGE_ALERTS = 500
+TIMELINE_PER_KIND = 50
 FORM_ACTIONS = {
     "ack": CommandAction.acknowledge,
     "resolve": CommandAction.resolve,
@@ -78,10 +82,26 @@ async def incident_list(request: web.Request) -> web.Response:
 
 async def incident(request: web.Request) -> web.Response:
     key = request.match_info["key"]
-    detail = await store.incident_detail(request.app[DB], key) if KEY_PATTERN.match(key) else None
+    show_all = request.query.get("alerts") == "all"
+    detail = (
+        await store.incident_page_detail(
+            request.app[DB], key, alert_limit=None if show_all else PAGE_ALERTS, per_kind=TIMELINE_PER_KIND
+        )
+        if KEY_PATTERN.match(key)
+        else None
+    )
     if detail is None:
         return render(request, "not_found.html", status=404, key=key)
-    view = incident_page(detail.incident, detail.alerts, detail.timeline, detail.enrichment, datetime.now(UTC))
+    view = incident_page(
+        detail.incident,
+        detail.alerts,
+        detail.alert_summary,
+        detail.alert_starts,
+        detail.timeline,
+        detail.timeline_counts,
+        detail.enrichment,
+        datetime.now(UTC),
+    )
     sent = request.query.get("sent")
     failed = request.query.get("failed")
     return render(

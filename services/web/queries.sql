@@ -3,7 +3,10 @@
 -- PostgreSQL plans each call with its actual values (a generic plan would ignore the indexes).
 
 -- name: list_incidents
--- Newest first, keyset-paginated on (opened_at, id) along the incidents_newest index.
+-- Newest first, keyset-paginated on (opened_at, id) along the incidents_newest index. Label matchers keep
+-- the incidents having one alert that satisfies all of them, probed per incident (alerts_incident) so a
+-- page stops after `limit` matches: equality matchers as JSONB containment, the others (!=, =~, !~, ="")
+-- one by one; a missing label matches like "", and regexes are anchored, as in Alertmanager.
 SELECT i.id, i.key, i.title, i.state, i.severity, i.hosts, i.rule, i.alert_count, i.firing_count, i.flapping,
        i.revision, i.opened_at, i.first_alert_at, i.last_alert_at, i.acknowledged_at, i.acknowledged_by,
        i.resolved_at, i.resolved_by, i.updated_at
@@ -18,9 +21,10 @@ WHERE i.announced
   AND (%(cursor_at)s::timestamptz IS NULL
        OR (i.opened_at, i.id) < (%(cursor_at)s::timestamptz, %(cursor_id)s::bigint))
   AND (NOT %(has_matchers)s::boolean OR EXISTS (
-        -- One alert of the incident satisfies every matcher; a missing label matches like "" (Alertmanager).
-        SELECT 1 FROM alerts a
+        SELECT 1
+        FROM alerts a
         WHERE a.incident_id = i.id
+          AND (%(label_eq)s::jsonb IS NULL OR a.labels @> %(label_eq)s::jsonb)
           AND NOT EXISTS (
             SELECT 1
             FROM unnest(%(m_names)s::text[], %(m_ops)s::text[], %(m_values)s::text[]) AS m (name, op, value)
@@ -33,19 +37,27 @@ WHERE i.announced
 ORDER BY i.opened_at DESC, i.id DESC
 LIMIT %(limit)s;
 
--- name: count_by_state
--- The same filters without the state and the cursor: the counts shown beside each state's tab.
-SELECT i.state, count(*) AS n
+-- name: list_incidents_probe
+-- list_incidents when many alerts match: OFFSET 0 keeps the alert check a per-incident probe, so the page
+-- stops after `limit` matches instead of first collecting every matching alert (which the planner prefers).
+SELECT i.id, i.key, i.title, i.state, i.severity, i.hosts, i.rule, i.alert_count, i.firing_count, i.flapping,
+       i.revision, i.opened_at, i.first_alert_at, i.last_alert_at, i.acknowledged_at, i.acknowledged_by,
+       i.resolved_at, i.resolved_by, i.updated_at
 FROM incidents i
 WHERE i.announced
+  AND (%(states)s::text[] IS NULL OR i.state = ANY (%(states)s::text[]))
   AND (%(severities)s::text[] IS NULL OR i.severity = ANY (%(severities)s::text[]))
   AND (%(host)s::text IS NULL OR i.hosts @> ARRAY[%(host)s::text])
   AND (%(text)s::text IS NULL OR i.title ILIKE %(text)s::text OR i.key ILIKE %(text)s::text)
   AND (%(since)s::timestamptz IS NULL OR i.opened_at >= %(since)s::timestamptz)
   AND (%(until)s::timestamptz IS NULL OR i.opened_at < %(until)s::timestamptz)
+  AND (%(cursor_at)s::timestamptz IS NULL
+       OR (i.opened_at, i.id) < (%(cursor_at)s::timestamptz, %(cursor_id)s::bigint))
   AND (NOT %(has_matchers)s::boolean OR EXISTS (
-        SELECT 1 FROM alerts a
+        SELECT 1
+        FROM alerts a
         WHERE a.incident_id = i.id
+          AND (%(label_eq)s::jsonb IS NULL OR a.labels @> %(label_eq)s::jsonb)
           AND NOT EXISTS (
             SELECT 1
             FROM unnest(%(m_names)s::text[], %(m_ops)s::text[], %(m_values)s::text[]) AS m (name, op, value)
@@ -54,8 +66,51 @@ WHERE i.announced
                 WHEN '!=' THEN coalesce(a.labels ->> m.name, '') <> m.value
                 WHEN '=~' THEN coalesce(a.labels ->> m.name, '') ~ ('^(?:' || m.value || ')$')
                 WHEN '!~' THEN coalesce(a.labels ->> m.name, '') !~ ('^(?:' || m.value || ')$')
-            END)))
-GROUP BY i.state;
+            END) OFFSET 0))
+ORDER BY i.opened_at DESC, i.id DESC
+LIMIT %(limit)s;
+
+
+-- name: count_by_state
+-- The same filters without the state and the cursor, for the counts beside each state's tab. Each count
+-- stops at count_cap (shown as "N+"): exact counts of a long history would cost a scan per page view.
+-- Here the matching incidents are collected once from the alerts (GIN index alerts_labels for equality).
+WITH matching AS MATERIALIZED (
+    SELECT DISTINCT a.incident_id
+    FROM alerts a
+    WHERE %(has_matchers)s::boolean
+      AND (%(label_eq)s::jsonb IS NULL OR a.labels @> %(label_eq)s::jsonb)
+      AND NOT EXISTS (
+        SELECT 1
+        FROM unnest(%(m_names)s::text[], %(m_ops)s::text[], %(m_values)s::text[]) AS m (name, op, value)
+        WHERE NOT CASE m.op
+            WHEN '=' THEN coalesce(a.labels ->> m.name, '') = m.value
+            WHEN '!=' THEN coalesce(a.labels ->> m.name, '') <> m.value
+            WHEN '=~' THEN coalesce(a.labels ->> m.name, '') ~ ('^(?:' || m.value || ')$')
+            WHEN '!~' THEN coalesce(a.labels ->> m.name, '') !~ ('^(?:' || m.value || ')$')
+        END)
+)
+SELECT s.state, (
+    SELECT count(*) FROM (
+        SELECT 1
+        FROM incidents i
+        WHERE i.state = s.state
+          AND i.announced
+          AND (%(severities)s::text[] IS NULL OR i.severity = ANY (%(severities)s::text[]))
+          AND (%(host)s::text IS NULL OR i.hosts @> ARRAY[%(host)s::text])
+          AND (%(text)s::text IS NULL OR i.title ILIKE %(text)s::text OR i.key ILIKE %(text)s::text)
+          AND (%(since)s::timestamptz IS NULL OR i.opened_at >= %(since)s::timestamptz)
+          AND (%(until)s::timestamptz IS NULL OR i.opened_at < %(until)s::timestamptz)
+          AND (NOT %(has_matchers)s::boolean OR i.id IN (SELECT incident_id FROM matching))
+        LIMIT %(count_cap)s
+    ) AS capped) AS n
+FROM unnest(ARRAY['open', 'acknowledged', 'resolved']) AS s (state);
+
+-- name: matching_alerts_capped
+-- How many alerts the equality matchers select, counted up to a bound: tells a sparse matcher (collect the
+-- few matching alerts through the GIN index) from a dense one (probe incidents newest first).
+SELECT count(*) AS n
+FROM (SELECT 1 FROM alerts a WHERE a.labels @> %(label_eq)s::jsonb LIMIT %(bound)s) AS capped;
 
 -- name: incident_by_key
 SELECT i.id, i.key, i.title, i.state, i.severity, i.hosts, i.rule, i.group_labels, i.alert_count, i.firing_count,
@@ -70,6 +125,48 @@ SELECT a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity,
 FROM alerts a
 WHERE a.incident_id = %(incident_id)s
 ORDER BY a.starts_at, a.id;
+
+-- name: incident_alerts_first
+-- The incident page lists the first alerts by start time; the summary below counts them all.
+SELECT a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host, a.labels, a.annotations,
+       a.generator_url, a.source, a.sender, a.first_seen_at, a.last_seen_at, a.resolved_at
+FROM alerts a
+WHERE a.incident_id = %(incident_id)s
+ORDER BY a.starts_at, a.id
+LIMIT %(limit)s;
+
+-- name: incident_alert_summary
+SELECT a.alertname, a.status, count(*) AS n, count(DISTINCT a.host) AS hosts, min(a.starts_at) AS first_start,
+       max(a.starts_at) AS last_start
+FROM alerts a
+WHERE a.incident_id = %(incident_id)s
+GROUP BY a.alertname, a.status
+ORDER BY n DESC, a.alertname, a.status;
+
+-- name: incident_alert_starts
+-- Chart markers: a minute is finer than a chart's pixel, and 10,000 alerts fit in far fewer minutes.
+SELECT DISTINCT date_trunc('minute', a.starts_at) AS starts_at
+FROM alerts a
+WHERE a.incident_id = %(incident_id)s
+ORDER BY 1;
+
+-- name: incident_timeline_page
+-- The page's timeline: every entry, except that the per-alert kinds stop after `per_kind` entries each (an
+-- incident of 10,000 alerts would otherwise list 10,000 "alert added" lines); the counts say how many more.
+SELECT t.at, t.kind, t.actor, t.detail
+FROM (
+    SELECT t.*, row_number() OVER (PARTITION BY t.kind ORDER BY t.at, t.id) AS nth
+    FROM incident_timeline t
+    WHERE t.incident_id = %(incident_id)s
+) t
+WHERE t.nth <= %(per_kind)s OR t.kind NOT IN ('alert_added', 'alert_resolved', 'alert_stale', 'alert_refired')
+ORDER BY t.at, t.id;
+
+-- name: incident_timeline_counts
+SELECT t.kind, count(*) AS n
+FROM incident_timeline t
+WHERE t.incident_id = %(incident_id)s
+GROUP BY t.kind;
 
 -- name: incident_timeline
 SELECT t.at, t.kind, t.actor, t.detail
