@@ -343,3 +343,31 @@ def test_hosts_are_capped_and_empty_labels_ignored() -> None:
     values = template_values(many)
     assert values["host_regex"].count("|") == MAX_HOSTS - 1
     assert "job_regex" not in values
+
+
+def test_alert_expression_keeps_the_series_of_the_alerting_instance() -> None:
+    url = "http://p/graph?g0.expr=" + "avg+by+(instance)+(rate(x[5m]))+%3E+0.9"
+    facts = incident(["web-1"], [alert(url=url), alert(host="web-2", url=url)])
+    plan = build_plan(facts, EnrichmentConfig())
+    assert [p.name for p in plan.prometheus] == ["alert: HighCpu"]
+    query = plan.prometheus[0]
+    fleet = [({"instance": f"web-{i}:9100"}, [(T0.timestamp(), float(i))]) for i in range(1, 20)]
+    fleet.append(({}, [(T0.timestamp(), 1.0)]))  # an aggregate without labels agrees with any alert
+    context = assemble(
+        facts,
+        incident_window(
+            first_alert_at=T0,
+            resolved_at=None,
+            now=T0 + timedelta(minutes=1),
+            before=timedelta(minutes=5),
+            after=timedelta(0),
+            max_span=timedelta(days=1),
+            max_points=300,
+            min_step=timedelta(seconds=15),
+        ),
+        [PromResult(query, series=fleet)],
+        [],
+        EnrichmentConfig(),
+        generated_at=T0,
+    )
+    assert sorted(m.labels.get("instance", "") for m in context.metrics) == ["", "web-1:9100", "web-2:9100"]

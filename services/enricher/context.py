@@ -49,7 +49,8 @@ def metric_summaries(
     summaries: list[SeriesSummary] = []
     for result in results:
         # Many series (an expression over every instance): the highest peaks are the ones that explain.
-        kept = sorted(result.series or [], key=_peak, reverse=True)[:max_series]
+        wanted = [series for series in result.series or [] if result.plan.wants(series[0])]
+        kept = sorted(wanted, key=_peak, reverse=True)[:max_series]
         for labels, points in kept:
             s = summarise(points, alert_at=alert_at, keep_points=keep_points)
             summaries.append(

@@ -42,6 +42,15 @@ class PromQueryPlan:
     name: str
     query: str
     unit: str = ""
+    # For an alert's own expression: the labels of the alerts it fired for. A series is kept only if it agrees
+    # with one of them on every label both carry, so `avg by (instance) (...)` shows the alerting instance,
+    # not the ten busiest of the fleet. Empty: every series is kept.
+    alert_labels: tuple[dict[str, str], ...] = ()
+
+    def wants(self, series_labels: dict[str, str]) -> bool:
+        if not self.alert_labels:
+            return True
+        return any(all(labels[k] == v for k, v in series_labels.items() if k in labels) for labels in self.alert_labels)
 
 
 @dataclass(frozen=True)
@@ -78,20 +87,20 @@ def _renderable(template: str, values: dict[str, str]) -> bool:
 
 
 def alert_expressions(alerts: Sequence[AlertFacts], limit: int) -> list[PromQueryPlan]:
-    seen: set[str] = set()
-    plans: list[PromQueryPlan] = []
+    """One query per distinct expression (threshold removed), remembering the labels of every alert it fired."""
+    names: dict[str, str] = {}
+    labels: dict[str, list[dict[str, str]]] = {}
     for alert in sorted(alerts, key=lambda a: a.starts_at):
         expr = promql.alert_expression(alert.generator_url)
         if expr is None:
             continue
         query = promql.without_threshold(expr)
-        if query in seen:
-            continue
-        seen.add(query)
-        plans.append(PromQueryPlan(name=f"alert: {alert.alertname}", query=query))
-        if len(plans) >= limit:
-            break
-    return plans
+        if query not in names:
+            if len(names) >= limit:
+                continue
+            names[query] = f"alert: {alert.alertname}"
+        labels.setdefault(query, []).append(alert.labels)
+    return [PromQueryPlan(name=names[q], query=q, alert_labels=tuple(labels[q])) for q in names]
 
 
 def build_plan(incident: IncidentFacts, config: EnrichmentConfig) -> Plan:
