@@ -512,7 +512,7 @@ async def test_reports_stored_or_rendered_on_demand(web: Web, db_url: str) -> No
     async with web.client(READONLY_TOKEN) as client:
         stored = await client.get("/api/v1/incidents/INC-000002/report.md")
         assert stored.status_code == 200 and stored.text == "# stored version 2"
-        assert stored.headers["X-Vigil-Report"] == "stored"
+        assert stored.headers["X-Vigil-Report"] == "stored v2"
         assert 'filename="INC-000002.md"' in stored.headers["Content-Disposition"]
         md = await client.get("/api/v1/incidents/INC-000001/report.md")
         assert md.status_code == 200 and md.headers["X-Vigil-Report"] == "rendered"

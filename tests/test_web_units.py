@@ -205,3 +205,29 @@ def test_tokens_have_roles() -> None:
 )
 def test_login_redirects_stay_on_site(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+def test_example_users_file_loads_and_its_documented_password_works() -> None:
+    users = load_users(Path("deploy/users.example.yml"))
+    assert {u.role for u in users.values()} == {Role.responder, Role.viewer}
+    assert check_password(users, "alice", "a-long-example-password") == users["alice"]
+
+
+def test_hash_password_command_prints_a_hash_the_users_file_accepts(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    made = subprocess.run(
+        [sys.executable, "-m", "services.web.hash_password"],
+        input="another-long-password\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    path = tmp_path / "users.yml"
+    path.write_text(f"users:\n  - name: bob\n    password_hash: '{made.stdout.strip()}'\n    role: viewer\n")
+    assert check_password(load_users(path), "bob", "another-long-password") is not None
+    short = subprocess.run(
+        [sys.executable, "-m", "services.web.hash_password"], input="short\n", capture_output=True, text=True
+    )
+    assert short.returncode == 1 and "12 characters" in short.stderr

@@ -115,7 +115,7 @@ async def incident_report(request: web.Request) -> web.Response:
     token = incident_key.set(key)
     try:
         found = await downloads.incident_file(
-            request.app[DB], incident, fmt, alertmanager_url=request.app[SETTINGS].alertmanager_url
+            request.app[DB], key, fmt, alertmanager_url=request.app[SETTINGS].alertmanager_url
         )
     finally:
         incident_key.reset(token)

@@ -20,8 +20,8 @@ from services.reporter import (
     incident_markdown,
     incident_report,
     incident_xlsx,
+    report_store,
 )
-from services.web import store
 
 CONTENT_TYPES = {
     "md": "text/markdown; charset=utf-8",
@@ -39,14 +39,14 @@ def _render_incident(report: incident_report.IncidentReport, fmt: str) -> bytes:
 
 
 async def incident_file(
-    pool: AsyncConnectionPool[Any], incident: dict[str, Any], fmt: str, *, alertmanager_url: str = ""
+    pool: AsyncConnectionPool[Any], key: str, fmt: str, *, alertmanager_url: str = ""
 ) -> tuple[bytes, str] | None:
-    """The report's bytes and where they came from (`stored` or `rendered`); None if the incident vanished."""
-    stored = await store.stored_report(pool, incident["id"], fmt)
-    if stored is not None:
-        return stored, "stored"
+    """The report's bytes and where they came from (`stored v<N>` or `rendered`); None if there is no incident."""
     async with pool.connection() as conn:
-        report = await incident_report.load(conn, incident["key"], alertmanager_url=alertmanager_url)
+        stored = await report_store.latest(conn, key, fmt)
+        if stored is not None:
+            return stored.content, f"stored v{stored.version}"
+        report = await incident_report.load(conn, key, alertmanager_url=alertmanager_url)
     if report is None:
         return None
     content = await asyncio.get_running_loop().run_in_executor(None, _render_incident, report, fmt)

@@ -179,13 +179,6 @@ SELECT e.version, e.complete, e.context, e.created_at
 FROM enrichments e
 WHERE e.incident_id = %(incident_id)s;
 
--- name: latest_report
-SELECT r.version, r.content, r.created_at
-FROM reports r
-WHERE r.incident_id = %(incident_id)s AND r.format = %(format)s
-ORDER BY r.version DESC
-LIMIT 1;
-
 -- name: session_create
 INSERT INTO web_sessions (token_hash, username, method, csrf_token, expires_at)
 VALUES (%(token_hash)s, %(username)s, %(method)s, %(csrf_token)s, now() + make_interval(secs => %(ttl_s)s));

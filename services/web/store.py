@@ -112,9 +112,3 @@ async def incident_page_detail(
         if enrichment is not None:
             starts = [r["starts_at"] for r in await (await conn.execute(Q.incident_alert_starts, ident)).fetchall()]
     return PageDetail(row, alerts, summary, starts, timeline, {r["kind"]: r["n"] for r in counts}, enrichment)
-
-
-async def stored_report(pool: AsyncConnectionPool[Any], incident_id: int, fmt: str) -> bytes | None:
-    async with pool.connection() as conn:
-        row = await (await conn.execute(Q.latest_report, {"incident_id": incident_id, "format": fmt})).fetchone()
-    return bytes(row["content"]) if row else None
