@@ -245,6 +245,14 @@ async def test_trusted_header_is_honoured_only_when_configured(settings: Setting
         async with web.client(**{"X-Forwarded-User": "somebody"}) as client:
             page = await client.get("/incidents/INC-000001")
             assert page.status_code == 200 and 'id="ack"' not in page.text  # not in the users file: a viewer
+        async with await connect(db_url) as conn:
+            before = (await (await conn.execute("SELECT count(*) AS n FROM web_sessions")).fetchone())["n"]  # type: ignore[index]
+            async with web.client(**{"X-Forwarded-User": "alice"}) as client:
+                for _ in range(3):
+                    assert (await client.get("/api/v1/incidents")).status_code == 200
+                assert (await client.post("/api/v1/incidents/INC-000001/ack")).status_code == 403  # no CSRF token
+            after = (await (await conn.execute("SELECT count(*) AS n FROM web_sessions")).fetchone())["n"]  # type: ignore[index]
+        assert after == before  # API calls through the proxy leave no session rows behind
         async with web.client() as client:
             assert (await client.get("/")).status_code == 302
 
@@ -602,3 +610,15 @@ async def test_openapi_documents_every_api_route(web: Web) -> None:
         assert any(pattern.match(path) for path in documented), resource.canonical
     assert checked >= 7
     assert doc["openapi"].startswith("3.")
+
+
+async def test_metrics_name_routes_not_paths(web: Web, db_url: str) -> None:
+    await seed_three(db_url)
+    async with web.client(RESPONDER_TOKEN) as client:
+        assert (await client.get("/api/v1/incidents/INC-000002")).status_code == 200
+        assert (await client.post("/api/v1/incidents/INC-000002/ack")).status_code == 202
+        metrics = (await client.get("/metrics")).text
+    assert 'vigil_web_request_seconds_count{method="GET",route="/api/v1/incidents/{key}",status="200"}' in metrics
+    assert "INC-000002" not in metrics
+    assert 'vigil_web_commands_total{action="acknowledge",outcome="sent"}' in metrics
+    assert "vigil_web_live_clients" in metrics

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import jinja2
 from aiohttp import web
+from prometheus_client import Histogram
 
 from services.web import api, pages
 from services.web.access import TokenBook, load_users
@@ -25,6 +27,35 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
+
+
+REQUEST_SECONDS = Histogram(
+    "vigil_web_request_seconds",
+    "Time to answer a web request, by route and status",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2.5, 5),
+)
+
+
+@web.middleware
+async def timing(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        # The route's pattern, not the path: one series per route, whatever the incident keys.
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        if route not in ("/api/v1/stream", "/events"):
+            REQUEST_SECONDS.labels(route, request.method, str(status)).observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -76,7 +107,7 @@ async def close_streams(app: web.Application) -> None:
 
 def build_app(settings: Settings) -> web.Application:
     app = base_app("web", settings)
-    app.middlewares.extend([security_headers, gate])
+    app.middlewares.extend([timing, security_headers, gate])
     app[USERS] = load_users(settings.web_users_file)
     app[TOKENS] = TokenBook.from_settings(settings)
     env = templates()

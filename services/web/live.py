@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from shared.contracts import INCIDENTS_EXCHANGE, IncidentEvent, RawEnvelope, ReportReady
@@ -23,6 +24,8 @@ from shared.messaging import Broker
 
 log = logging.getLogger(__name__)
 CLIENT_BUFFER = 100
+CLIENTS = Gauge("vigil_web_live_clients", "Browsers and scripts connected to the live event stream")
+DROPPED = Counter("vigil_web_live_dropped_total", "Live clients dropped for falling behind")
 
 
 def live_payload(envelope: RawEnvelope) -> dict[str, Any] | None:
@@ -73,6 +76,7 @@ class LiveHub:
                 queue.put_nowait(payload)
             except asyncio.QueueFull:
                 self.clients.discard(queue)
+                DROPPED.inc()
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(None)
 
@@ -80,10 +84,12 @@ class LiveHub:
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(CLIENT_BUFFER)
         self.clients.add(queue)
+        CLIENTS.inc()
         try:
             yield queue
         finally:
             self.clients.discard(queue)
+            CLIENTS.dec()
 
     def close(self) -> None:
         for queue in list(self.clients):
