@@ -231,3 +231,42 @@ def test_hash_password_command_prints_a_hash_the_users_file_accepts(tmp_path: Pa
         [sys.executable, "-m", "services.web.hash_password"], input="short\n", capture_output=True, text=True
     )
     assert short.returncode == 1 and "12 characters" in short.stderr
+
+
+def test_live_payload_carries_what_a_page_updates_and_ignores_the_rest() -> None:
+    import uuid
+
+    from services.web.live import live_payload, sse_frame
+    from shared.contracts import RawEnvelope
+
+    def envelope(kind: str, data: dict[str, object]) -> RawEnvelope:
+        return RawEnvelope(id=uuid.uuid4(), type=kind, occurred_at=T0, producer="test", data=data)
+
+    snapshot = {
+        "key": "INC-000001", "title": "t\nwith a newline", "state": "resolved", "severity": "critical",
+        "rule": "default", "group_labels": {}, "hosts": ["web-1"], "alert_count": 2, "firing_count": 0,
+        "revision": 7, "opened_at": T0.isoformat(), "first_alert_at": T0.isoformat(), "last_alert_at": T0.isoformat(),
+    }  # fmt: skip
+    payload = live_payload(envelope("incident.resolved", {"incident": snapshot, "change": "resolved"}))
+    assert payload is not None
+    assert (payload["key"], payload["state"], payload["revision"]) == ("INC-000001", "resolved", 7)
+    frame = sse_frame(payload, 1).decode()
+    assert frame.count("\n") == 4 and frame.endswith("\n\n")  # one data line: the newline stays escaped
+    ready = live_payload(envelope("report.ready", {"key": "INC-000001", "report_version": 2, "formats": ["md"]}))
+    assert ready == {"type": "report.ready", "key": "INC-000001", "report_version": 2}
+    assert live_payload(envelope("incident.updated", {"nonsense": True})) is None
+    assert live_payload(envelope("something.else", {})) is None
+
+
+async def test_a_live_client_that_falls_behind_is_dropped_not_waited_for() -> None:
+    from services.web.live import CLIENT_BUFFER, LiveHub
+
+    hub = LiveHub()
+    async with hub.subscribe() as slow, hub.subscribe() as fast:
+        for n in range(CLIENT_BUFFER):
+            hub.publish({"n": n})
+            assert fast.get_nowait() == {"n": n}
+        hub.publish({"n": "one too many"})
+        assert slow not in hub.clients and fast in hub.clients
+        assert fast.get_nowait() == {"n": "one too many"}
+        assert slow.get_nowait() is None  # its stream ends at once instead of idling forever

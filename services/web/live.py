@@ -77,8 +77,11 @@ class LiveHub:
             except asyncio.QueueFull:
                 self.clients.discard(queue)
                 DROPPED.inc()
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(None)
+                # Its backlog is dropped too, so the end-of-stream mark fits and its stream closes now; the
+                # browser reconnects and the page catches up from the database.
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(None)
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
