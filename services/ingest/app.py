@@ -21,6 +21,8 @@ from shared.service import BROKER, READY_CHECKS, base_app, broker_ctx
 
 log = logging.getLogger(__name__)
 
+PUBLISHER = web.AppKey("publisher", BatchPublisher)
+
 
 def build_app(settings: Settings) -> web.Application:
     # aiohttp's own limit would answer 413 in plain text; ingest counts the body itself and answers JSON.
@@ -29,15 +31,13 @@ def build_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(broker_ctx)
     tokens = SenderTokens.from_settings(settings)
 
-    publishers: list[BatchPublisher] = []
-
     async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
-        publishers.append(BatchPublisher(app[BROKER], settings.publish_timeout_s))
+        app[PUBLISHER] = BatchPublisher(app[BROKER], settings.publish_timeout_s)
         yield
-        await publishers[0].close()
+        await app[PUBLISHER].close()
 
     async def publish(messages: list[OutgoingMessage]) -> None:
-        await publishers[0].publish(messages)
+        await app[PUBLISHER].publish(messages)
 
     ingest = Ingest(tokens=tokens, max_body_bytes=settings.ingest_max_body_bytes, publish=publish)
     document = openapi_document(settings.ingest_max_body_bytes)

@@ -73,8 +73,8 @@ def _routing_key(status: str, severity: str | None, alertname: str | None) -> st
     """`alert.<status>.<severity>.<alertname>`, cut to AMQP's limit on a character boundary.
 
     `topic_word` keeps up to 100 characters per word, and a label in a non-Latin script can take three or
-    four bytes a character; only the alertname (the last word) is shortened, so filters on status and
-    severity keep working for every alert.
+    four bytes a character; the key is cut from its end, so status comes first and always survives, and
+    the words subscribers filter on (status, then severity) are the last to be cut.
     """
     key = alert_routing_key(status, severity, alertname)
     encoded = key.encode()
