@@ -12,6 +12,7 @@ Prints one JSON line per figure:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
@@ -159,7 +160,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-async def run(base: Path) -> None:
+async def run(base: Path, concurrency: int | None) -> None:
     postgres = Postgres(base / "pg" / "data", free_port(), secrets.token_hex(12))
     (base / "pg").mkdir()
     (base / "pg").chmod(0o755)
@@ -213,13 +214,8 @@ async def run(base: Path) -> None:
         deploy = load_config(Path("deploy/enrichment.yml"))
         # The deploy config, but a window Prometheus has data for: 5 min at 1 s steps (300 points per series,
         # as many as an hour at the deploy's 15 s step would give).
-        config = deploy.model_copy(
-            update={
-                "window": deploy.window.model_copy(
-                    update={"before": timedelta(minutes=5), "min_step": timedelta(seconds=1)}
-                )
-            }
-        )
+        window = deploy.window.model_copy(update={"before": timedelta(minutes=5), "min_step": timedelta(seconds=1)})
+        config = deploy.model_copy(update={"window": window, "concurrency": concurrency or deploy.concurrency})
         broker = Broker(settings.amqp_url, producer="bench")
         await broker.start()
         await asyncio.wait_for(broker.wait_connected(), 60)
@@ -328,10 +324,13 @@ async def run(base: Path) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Enrichment latency per incident")
+    parser.add_argument("--concurrency", type=int, help="incidents enriched at once (default: deploy/enrichment.yml)")
+    args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="vigil-bench-enricher-"))
     base.chmod(0o755)
     try:
-        asyncio.run(run(base))
+        asyncio.run(run(base, args.concurrency))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
