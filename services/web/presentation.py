@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,10 +60,11 @@ def time_tag(at: datetime | None) -> Markup:
     """UTC in the markup; static/app.js rewrites the text into the viewer's zone, UTC stays on hover."""
     if at is None:
         return Markup('<span class="muted">—</span>')
-    utc = at.astimezone(UTC)
-    # Only digits from strftime reach the markup; one f-string keeps 10,000 rows quick.
-    return Markup(  # noqa: S704 (no text from outside: formatted digits only)
-        f'<time datetime="{utc:%Y-%m-%dT%H:%M:%S}Z" title="{utc:%Y-%m-%d %H:%M:%S} UTC">{utc:%Y-%m-%d %H:%M} UTC</time>'
+    # Only digits of an isoformat reach the markup; slicing one keeps 10,000 rows quick.
+    utc = at.astimezone(UTC).isoformat()
+    day, clock = utc[:10], utc[11:19]
+    return Markup(  # noqa: S704 (no text from outside)
+        f'<time datetime="{day}T{clock}Z" title="{day} {clock} UTC">{day} {clock[:5]} UTC</time>'
     )
 
 
@@ -82,15 +84,18 @@ def duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def web_link(url: str | None) -> str | None:
-    """Only http(s) links leave an alert for the page: `javascript:` or `data:` URLs would run code."""
-    if not url:
-        return None
+@lru_cache(maxsize=4096)
+def _checked_link(url: str) -> str | None:
     try:
         parts = urlsplit(url.strip())
     except ValueError:
         return None
     return url.strip() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def web_link(url: str | None) -> str | None:
+    """Only http(s) links leave an alert for the page: `javascript:` or `data:` URLs would run code."""
+    return _checked_link(url) if url else None
 
 
 def incident_durations(row: dict[str, Any], now: datetime) -> dict[str, str]:
@@ -157,7 +162,7 @@ def alert_row(row: dict[str, Any]) -> str:
     thousands of alerts renders several times faster)."""
     name = escape(row["alertname"])
     link = web_link(row["generator_url"])
-    name_cell = Markup('<a href="{}" rel="noopener noreferrer">{}</a>').format(link, name) if link else name
+    name_cell = f'<a href="{escape(link)}" rel="noopener noreferrer">{name}</a>' if link else name
     status = escape(row["status"])
     labels = escape(", ".join(f"{k}={v}" for k, v in sorted(row["labels"].items()) if k != "alertname"))
     notes = "".join(f"<div><b>{escape(k)}</b>: {escape(v)}</div>" for k, v in sorted(row["annotations"].items()))
