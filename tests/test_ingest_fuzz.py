@@ -179,3 +179,32 @@ def test_random_credentials_and_content_types_never_5xx(
     response = client.post(ingest_url + EVENTS, content=b'{"source":"s","host":"h","kind":"k"}', headers=headers)
     check(response)
     assert response.status_code == 401
+
+
+@FUZZ
+@given(
+    event=st.fixed_dictionaries(
+        {
+            "source": st.text(max_size=210),
+            "host": st.text(max_size=260),
+            "kind": st.text(max_size=210),
+        },
+        optional={
+            "severity": st.sampled_from(["critical", "error", "warning", "info", "none", "CRITICAL", ""]),
+            "status": st.sampled_from(["firing", "resolved", "pending"]),
+            "labels": st.dictionaries(st.text(max_size=20), st.text(max_size=50) | st.integers(), max_size=5),
+            "message": st.text(max_size=200),
+            "time": st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()) | st.text(max_size=30),
+            "ends_at": st.none() | st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+        },
+    ),
+    as_array=st.booleans(),
+)
+def test_any_event_is_accepted_or_named(
+    ingest_url: str, client: httpx.Client, event: dict[str, Any], as_array: bool
+) -> None:
+    body = json.dumps([event] if as_array else event).encode()
+    response = client.post(ingest_url + EVENTS, content=body, headers=AUTH)
+    check(response)
+    if response.status_code == 200:
+        assert response.json()["accepted"] == 1 and len(response.json()["fingerprints"]) == 1
