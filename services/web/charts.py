@@ -79,7 +79,7 @@ def render_chart(
     parts: list[str] = [
         Markup(
             '<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{label}" '
-            'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none">'
+            'xmlns="http://www.w3.org/2000/svg">'
         ).format(w=WIDTH, h=HEIGHT, label=label),
         Markup("<title>{}</title>").format(label),
         Markup('<rect class="plot" x="{}" y="{}" width="{}" height="{}" fill="none" stroke="#8a94a6"/>').format(

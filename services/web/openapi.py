@@ -65,7 +65,6 @@ def _download(summary: str, types: dict[str, str], parameters: list[dict[str, An
                 },
                 **READ_ERRORS,
                 "422": _error("Invalid parameter"),
-                "503": _error("No stored report and the renderer is unavailable"),
             },
         }
     }

@@ -177,19 +177,23 @@ def alert_row(row: dict[str, Any]) -> str:
     )
 
 
-def charts(context: IncidentContext | None, alert_starts: Sequence[datetime]) -> list[Markup]:
+def charts(context: IncidentContext | None, alert_starts: Sequence[datetime]) -> list[dict[str, Any]]:
     if context is None:
         return []
     alert_starts = sorted(set(alert_starts))
     return [
-        render_chart(
-            series.name,
-            series.points,
-            alert_starts,
-            unit=series.unit,
-            start=context.window_start,
-            end=context.window_end,
-        )
+        {
+            "title": f"{series.name} ({series.unit})" if series.unit else series.name,
+            "query": series.query,
+            "svg": render_chart(
+                series.name,
+                series.points,
+                alert_starts,
+                unit=series.unit,
+                start=context.window_start,
+                end=context.window_end,
+            ),
+        }
         for series in context.metrics
     ]
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
+from psycopg.types.json import Jsonb
 
 from services.correlator.app import build_app as build_correlator
 from shared.config import Settings
@@ -66,6 +68,31 @@ class System:
     async def fire(self, alertname: str, host: str, severity: str = "critical", **annotations: str) -> None:
         envelope = alert(alertname, host, severity, annotations)
         await self.publisher.publish(ALERTS_EXCHANGE, alert_routing_key("firing", severity, alertname), envelope)
+
+    async def enrich(self, key: str) -> None:
+        """Store a context as the enricher would (a reader's test: the enricher has its own)."""
+        now = datetime.now(UTC)
+        points = [
+            ((now + timedelta(minutes=m)).isoformat(), 40 + (m % 9) * 6 + (45 if m > -3 else 0)) for m in range(-60, 1)
+        ]
+        context = {
+            "incident_key": key,
+            "window_start": (now - timedelta(hours=1)).isoformat(),
+            "window_end": (now + timedelta(minutes=1)).isoformat(),
+            "generated_at": now.isoformat(),
+            "complete": True,
+            "metrics": [{"name": "cpu", "query": 'rate(node_cpu_seconds_total{mode!="idle"}[5m])',
+                         "labels": {}, "unit": "%", "points": points}],
+            "logs": [{"at": now.isoformat(), "labels": {"job": "nginx"}, "line": "upstream timed out <script>"}],
+            "log_lines_total": 1,
+            "security_events": [{"at": now.isoformat(), "action": "ban", "ip": "203.0.113.7", "jail": "sshd"}],
+        }  # fmt: skip
+        async with await psycopg.AsyncConnection.connect(self.web.settings.database_url, autocommit=True) as conn:
+            await conn.execute(
+                "INSERT INTO enrichments (incident_id, incident_revision, complete, context)"
+                " SELECT id, revision, true, %s FROM incidents WHERE key = %s",
+                (Jsonb(context), key),
+            )
 
     async def incident_key(self, host: str) -> str:
         async with self.web.client(RESPONDER_TOKEN) as client:
@@ -133,6 +160,7 @@ async def test_responder_works_an_incident_in_the_browser(
     await system.fire("DiskFull", "db-1", severity="warning", summary="disk 95% on db-1")
     first = await system.incident_key("web-1")
     await system.incident_key("db-1")
+    await system.enrich(first)
 
     context = await browser.new_context(
         viewport={"width": 1280, "height": 900}, timezone_id="America/New_York", accept_downloads=True
@@ -173,6 +201,11 @@ async def test_responder_works_an_incident_in_the_browser(
     await expect(page).to_have_url(f"{base}/incidents/{first}")
     await expect(page.locator("h1")).to_have_text("HostDown on web-1")
     await expect(page.locator("#state")).to_have_text("open")
+    # The enricher's context: a chart with the alert's start marked, logs and security events, all as text.
+    await expect(page.locator("svg.chart")).to_have_count(1)
+    await expect(page.locator("svg.chart line.alert-start")).to_have_count(1)
+    await expect(page.locator("pre.logs")).to_contain_text("upstream timed out <script>")
+    await expect(page.locator("table.security")).to_contain_text("203.0.113.7")
     # The annotation's markup is shown as text, never run.
     await expect(page.locator("td.annotations")).to_contain_text("<script>alert('xss')</script>")
 
