@@ -436,6 +436,11 @@ async def test_everything_from_an_alert_is_escaped(web: Web, db_url: str) -> Non
         assert "&lt;script&gt;alert(&#39;annotation&#39;)&lt;/script&gt;" in page.text
         assert "&lt;b&gt;bold&lt;/b&gt;" in page.text
         assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+        assert page.headers["Cache-Control"] == "no-store"
+        script = re.search(r'<script src="(/static/app\.js\?v=[^"]+)"', page.text)
+        assert script is not None  # served locally, no CDN
+        asset = await client.get(script.group(1))
+        assert asset.status_code == 200 and "immutable" in asset.headers["Cache-Control"]
         assert "'unsafe-inline'" not in page.headers["Content-Security-Policy"]
 
 

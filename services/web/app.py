@@ -67,7 +67,10 @@ async def security_headers(
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Frame-Options", "DENY")
-    if not request.path.startswith("/static/"):
+    if request.path.startswith("/static/") and "v" in request.query:
+        # Versioned asset URLs (static('app.js') adds a content hash) never change content: cache for good.
+        response.headers.setdefault("Cache-Control", "public, max-age=31536000, immutable")
+    else:
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 
