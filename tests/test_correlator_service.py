@@ -121,6 +121,12 @@ class Harness:
             else:
                 await self.publisher.publish(COMMANDS_EXCHANGE, env.type, env)
 
+    async def send_in_order(self, *envelopes: Envelope[Any]) -> None:
+        """One at a time: two batches in flight may apply messages sent together in either order."""
+        for env in envelopes:
+            await self.send(env)
+            await self.settled(_true)
+
     async def sweep(self, now: datetime) -> None:
         ids = await sweep(self.app[DB], self.app[RULES], now)
         if ids:
@@ -159,7 +165,7 @@ class Harness:
                 body["routing_key"] = message.routing_key
                 got.append(body)
 
-    async def settled(self, check: Callable[[], Awaitable[bool]], timeout: float = 15) -> None:
+    async def settled(self, check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
         """Wait until the queue is drained and `check` holds."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -256,7 +262,10 @@ async def test_severity_follows_firing_alerts_and_incident_resolves_after_grace(
     settings: Settings, tmp_path: Path
 ) -> None:
     async with correlator(settings, tmp_path) as h:
-        await h.send(alert_envelope(), alert_envelope("DiskFull", severity="error"))
+        # One at a time: two batches in flight may apply messages sent together in either order.
+        await h.send(alert_envelope())
+        await h.settled(lambda: _firing_is(h, 1))
+        await h.send(alert_envelope("DiskFull", severity="error"))
         await h.settled(lambda: _firing_is(h, 2))
         resolved_at = T0 + timedelta(minutes=10)
         await h.send(alert_envelope(status="resolved", received_at=resolved_at))
@@ -351,8 +360,10 @@ async def test_flapping_alert_is_one_incident_marked_flapping(settings: Settings
         t = T0
         for cycle in range(4):
             starts = T0 + timedelta(minutes=4 * cycle)
-            await h.send(alert_envelope(starts_at=starts, received_at=starts))
-            await h.send(alert_envelope(starts_at=starts, status="resolved", received_at=starts + timedelta(minutes=2)))
+            await h.send_in_order(
+                alert_envelope(starts_at=starts, received_at=starts),
+                alert_envelope(starts_at=starts, status="resolved", received_at=starts + timedelta(minutes=2)),
+            )
             t = starts + timedelta(minutes=2)
         await h.settled(await count_is(h, 4))
         # Grace has passed since the last resolve, but a flapping incident does not resolve itself.
@@ -415,8 +426,9 @@ async def test_matchers_and_group_by_route_generic_events(settings: Settings, tm
 async def test_window_and_reopen_window(settings: Settings, tmp_path: Path) -> None:
     async with correlator(settings, tmp_path) as h:
         # Resolved, then the host fires again 20 minutes later: the same incident is reopened.
-        await h.send(alert_envelope())
-        await h.send(alert_envelope(status="resolved", received_at=T0 + timedelta(minutes=5)))
+        await h.send_in_order(
+            alert_envelope(), alert_envelope(status="resolved", received_at=T0 + timedelta(minutes=5))
+        )
         await h.settled(await count_is(h, 1))
         await h.sweep(T0 + timedelta(minutes=11))
         t2 = T0 + timedelta(minutes=30)
@@ -442,7 +454,9 @@ async def test_window_and_reopen_window(settings: Settings, tmp_path: Path) -> N
 
 async def test_alert_after_a_quiet_window_opens_a_new_incident(settings: Settings, tmp_path: Path) -> None:
     async with correlator(settings, tmp_path) as h:
-        await h.send(alert_envelope(), alert_envelope(status="resolved", received_at=T0 + timedelta(minutes=1)))
+        await h.send_in_order(
+            alert_envelope(), alert_envelope(status="resolved", received_at=T0 + timedelta(minutes=1))
+        )
         await h.settled(await count_is(h, 1))
         # No sweep ran (grace not applied), and the group was quiet for longer than the 1h window.
         later = T0 + timedelta(hours=2)
@@ -460,9 +474,9 @@ async def test_commands_acknowledge_comment_resolve_reopen(settings: Settings, t
         await h.settled(await count_is(h, 1))
         ack = command_envelope("INC-000001", "acknowledge", "alice")
         comment = command_envelope("INC-000001", "comment", "bob", "looking at <script>disk</script>")
-        await h.send(ack, ack, comment, comment)  # each delivered twice
-        await h.send(command_envelope("INC-000001", "resolve", "alice", "fixed"))
-        await h.send(command_envelope("INC-000001", "reopen", "carol"))
+        await h.send_in_order(ack, ack, comment, comment)  # each delivered twice
+        await h.send_in_order(command_envelope("INC-000001", "resolve", "alice", "fixed"))
+        await h.send_in_order(command_envelope("INC-000001", "reopen", "carol"))
         await h.settled(lambda: _incident_state(h, "open", acknowledged=False))
         [inc] = await h.incidents()
         timeline = await h.query(
@@ -561,7 +575,7 @@ async def test_two_correlators_on_one_queue_make_the_incidents_one_would(setting
                 queue = await (await conn.channel()).declare_queue("vigil.correlator", passive=True)
                 consumers = queue.declaration_result.consumer_count
             await h.send(*messages)
-            await h.settled(await count_is(h, len(firing)))
+            await h.settled(await count_is(h, len(firing)), timeout=120)
             incidents = await h.incidents()
             alerts = await h.query("SELECT fingerprint, starts_at, status, incident_id FROM alerts")
             added = await h.query(

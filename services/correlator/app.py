@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from services.correlator.batches import correlate_batch, sweep
-from services.correlator.outbox import drain_forever, publish_rows
+from services.correlator.outbox import AfterCommit, drain_forever
 from services.correlator.rules import RulesError, RuleSet, load_rules
 from shared.asyncapi import asyncapi_document
 from shared.config import ConfigError, Settings
@@ -26,6 +26,8 @@ RULES = web.AppKey("rules", RuleSet)
 # One transaction per batch is what makes thousands of alerts per second possible.
 BATCH_SIZE = 200
 BATCH_WAIT_S = 0.02
+# Two batches in flight: one computes while the other waits on PostgreSQL. Per-group locks keep them apart.
+CONCURRENCY = 2
 SWEEP_INTERVAL_S = 15.0
 OUTBOX_INTERVAL_S = 2.0
 
@@ -49,17 +51,11 @@ async def asyncapi_json(_: web.Request) -> web.Response:
     return web.json_response(asyncapi_document())
 
 
-def make_handler(app: web.Application) -> Callable[[list[Delivery]], Awaitable[None]]:
-    pool, broker, rules = app[DB], app[BROKER], app[RULES]
+def make_handler(app: web.Application, after_commit: AfterCommit) -> Callable[[list[Delivery]], Awaitable[None]]:
+    pool, rules = app[DB], app[RULES]
 
     async def handle(deliveries: list[Delivery]) -> None:
-        outbox_ids = await correlate_batch(pool, rules, deliveries)
-        if outbox_ids:
-            try:
-                await publish_rows(pool, broker, outbox_ids)
-            except Exception:
-                # Committed already: the background drainer publishes them; the batch must not be redone.
-                log.exception("publishing after commit failed; left to the outbox drainer")
+        after_commit.submit(await correlate_batch(pool, rules, deliveries))
 
     return handle
 
@@ -68,13 +64,16 @@ def _correlator_ctx(sweep_interval_s: float) -> Callable[[web.Application], Asyn
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         pool, broker, rules = app[DB], app[BROKER], app[RULES]
         consuming = asyncio.Event()
+        after_commit = AfterCommit(pool, broker)
 
         async def start_consumer() -> None:
             await broker.consume(
                 CORRELATOR_QUEUE,
-                make_handler(app),
-                batch_size=min(BATCH_SIZE, app[SETTINGS].prefetch),
+                make_handler(app, after_commit),
+                # Both batches in flight must fit in the prefetch window, or the second one starves.
+                batch_size=max(1, min(BATCH_SIZE, app[SETTINGS].prefetch // CONCURRENCY)),
                 batch_wait_s=BATCH_WAIT_S,
+                concurrency=CONCURRENCY,
             )
             consuming.set()
             log.info("consuming", extra={"queue": CORRELATOR_QUEUE.name})
@@ -83,10 +82,7 @@ def _correlator_ctx(sweep_interval_s: float) -> Callable[[web.Application], Asyn
             while True:
                 await asyncio.sleep(sweep_interval_s)
                 try:
-                    ids = await sweep(pool, rules, datetime.now(UTC))
-                    if ids:
-                        with contextlib.suppress(Exception):
-                            await publish_rows(pool, broker, ids)
+                    after_commit.submit(await sweep(pool, rules, datetime.now(UTC)))
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -98,6 +94,7 @@ def _correlator_ctx(sweep_interval_s: float) -> Callable[[web.Application], Asyn
         app[READY_CHECKS]["consumer"] = consumer_ready
         tasks = [
             asyncio.create_task(start_consumer(), name="correlator-consume"),
+            asyncio.create_task(after_commit.run_forever(), name="correlator-publish"),
             asyncio.create_task(drain_forever(pool, broker, OUTBOX_INTERVAL_S), name="correlator-outbox"),
             asyncio.create_task(sweep_forever(), name="correlator-sweep"),
         ]

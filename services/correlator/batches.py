@@ -26,7 +26,7 @@ from services.correlator.lifecycle import (
     settle_flapping,
 )
 from services.correlator.rules import RuleSet
-from services.correlator.store import SWEEP_LOCK, Q, load_world, lock_groups, write_world
+from services.correlator.store import SWEEP_LOCK, Q, lock_and_load, write_world
 from shared.contracts import AlertReceived, IncidentCommand
 from shared.jsonlog import incident_key
 from shared.messaging import Delivery, PermanentError
@@ -82,18 +82,17 @@ async def correlate_batch(pool: AsyncConnectionPool, rules: RuleSet, deliveries:
                 # or never existed: waiting would not help.
                 raise PermanentError(f"unknown incident key(s): {', '.join(unknown)}")
             groups |= {t["group_key"] for t in targets.values()}
-        await lock_groups(conn, groups)
-        done: set[uuid.UUID] = set()
-        if batch.commands:
-            cur = await conn.execute(Q.processed_commands, {"ids": [mid for mid, _ in batch.commands]})
-            done = {r["message_id"] for r in await cur.fetchall()}
-        world = await load_world(
+        world = await lock_and_load(
             conn,
             rules,
             [(a.fingerprint, a.starts_at) for a in batch.alerts],
             groups,
             [t["id"] for t in targets.values()],
         )
+        done: set[uuid.UUID] = set()
+        if batch.commands:
+            cur = await conn.execute(Q.processed_commands, {"ids": [mid for mid, _ in batch.commands]})
+            done = {r["message_id"] for r in await cur.fetchall()}
         by_key = {inc.key: inc for inc in world.incidents.values()}
         applied_commands: list[uuid.UUID] = []
         for kind, index in batch.order:
@@ -143,9 +142,8 @@ async def sweep(pool: AsyncConnectionPool, rules: RuleSet, now: datetime, *, lim
         if not stale and not incidents:
             return []
         groups = {r["group_key"] for r in stale} | {r["group_key"] for r in incidents}
-        await lock_groups(conn, groups)
         # Loaded again under the locks: a batch may have changed them since the lookups above.
-        world = await load_world(
+        world = await lock_and_load(
             conn, rules, [(r["fingerprint"], r["starts_at"]) for r in stale], groups, [r["id"] for r in incidents]
         )
         for r in stale:

@@ -196,6 +196,8 @@ class World:
     events: list[EventOut] = field(default_factory=list)
     dirty_incidents: set[int] = field(default_factory=set)
     dirty_alerts: dict[tuple[str, datetime], StoredAlert] = field(default_factory=dict)
+    # Repeats that only moved last_seen_at: written with a much cheaper statement than a full upsert.
+    seen_alerts: dict[tuple[str, datetime], StoredAlert] = field(default_factory=dict)
     next_temp_id: int = -1
 
     def add_incident(self, incident: Incident, *, current: bool = True) -> None:
@@ -241,7 +243,7 @@ def apply_alert(world: World, change: AlertChange) -> str:
     seen = change.seen_at
     if seen > existing.last_seen_at:
         existing.last_seen_at = seen
-        world.dirty_alerts[existing.key] = existing
+        world.seen_alerts[existing.key] = existing
     if seen > inc.last_seen_at:
         inc.last_seen_at = seen
         world.dirty_incidents.add(inc.id)

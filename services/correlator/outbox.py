@@ -89,3 +89,28 @@ async def drain_forever(pool: AsyncConnectionPool, broker: Broker, interval_s: f
         except Exception:
             log.exception("outbox drain failed; will retry")
         await asyncio.sleep(interval_s)
+
+
+class AfterCommit:
+    """Publishes the outbox rows of committed batches off the consumer's path: the next batch does not wait
+    for broker confirms. Rows not confirmed stay in the outbox for `drain_forever`."""
+
+    def __init__(self, pool: AsyncConnectionPool, broker: Broker) -> None:
+        self.pool, self.broker = pool, broker
+        self.pending: asyncio.Queue[list[int]] = asyncio.Queue()
+
+    def submit(self, ids: list[int]) -> None:
+        if ids:
+            self.pending.put_nowait(ids)
+
+    async def run_forever(self) -> None:
+        while True:
+            ids = await self.pending.get()
+            while not self.pending.empty():
+                ids.extend(self.pending.get_nowait())
+            try:
+                await publish_rows(self.pool, self.broker, ids)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("publishing after commit failed; left to the outbox drainer")

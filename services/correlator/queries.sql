@@ -20,18 +20,25 @@ SELECT 'correlator', id FROM unnest(%(ids)s::uuid[]) AS id
 ON CONFLICT DO NOTHING;
 
 -- name: load_alerts
--- The exact occurrences of the batch, plus the newest occurrence of each fingerprint (to spot a refire).
-SELECT a.* FROM alerts a
+-- The exact occurrences of the batch (exact = true), plus the newest occurrence of each fingerprint (to spot
+-- a refire).
+SELECT a.*, true AS exact FROM alerts a
 JOIN unnest(%(fps)s::text[], %(starts)s::timestamptz[]) AS k(fp, s) ON a.fingerprint = k.fp AND a.starts_at = k.s
 UNION ALL
-SELECT n.* FROM unnest(%(distinct_fps)s::text[]) AS f(fp)
+SELECT n.*, false AS exact FROM unnest(%(distinct_fps)s::text[]) AS f(fp)
 CROSS JOIN LATERAL (
     SELECT * FROM alerts a WHERE a.fingerprint = f.fp ORDER BY a.starts_at DESC LIMIT 1
 ) n;
 
 -- name: load_incidents
--- Incidents of the loaded alerts, and per group the unresolved incident or else the newest one.
-SELECT i.* FROM incidents i WHERE i.id = ANY(%(ids)s)
+-- Incidents of the batch's known alerts and of the given ids, and per group the unresolved incident or else
+-- the newest one. Sent in the same round trip as load_alerts, so it finds the alerts' incidents itself.
+SELECT i.* FROM incidents i
+WHERE i.id = ANY(%(ids)s)
+   OR i.id IN (
+       SELECT a.incident_id FROM alerts a
+       JOIN unnest(%(fps)s::text[], %(starts)s::timestamptz[]) AS k(fp, s)
+         ON a.fingerprint = k.fp AND a.starts_at = k.s)
 UNION ALL
 SELECT c.* FROM unnest(%(groups)s::text[]) AS g(gk)
 CROSS JOIN LATERAL (
@@ -88,6 +95,12 @@ FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
 ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
     incident_id = EXCLUDED.incident_id, ends_at = EXCLUDED.ends_at, status = EXCLUDED.status,
     last_seen_at = EXCLUDED.last_seen_at, resolved_at = EXCLUDED.resolved_at;
+
+-- name: refresh_alerts
+-- Repeats of a known state: only last_seen_at moves (never backwards).
+UPDATE alerts a SET last_seen_at = k.seen
+FROM unnest(%(fps)s::text[], %(starts)s::timestamptz[], %(seen)s::timestamptz[]) AS k(fp, s, seen)
+WHERE a.fingerprint = k.fp AND a.starts_at = k.s AND a.last_seen_at < k.seen;
 
 -- name: insert_timeline
 INSERT INTO incident_timeline (incident_id, at, kind, actor, detail)

@@ -3,6 +3,7 @@ compute its group and render an incident title."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import TemplateError, Undefined
+from jinja2 import Template, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from services.correlator.matchers import Matcher, MatcherError, matches_all, parse_matcher_list
@@ -145,11 +146,16 @@ def render_title(
         "rule": rule.name,
     }
     try:
-        text = _env.from_string(rule.title).render(context)
+        text = _compiled(rule.title).render(context)
     except TemplateError:
         text = f"{context['alertname'] or rule.name} on {context['host']}"
     text = " ".join(text.split())  # no newlines or control whitespace in a title
     return text[:TITLE_MAX] or rule.name
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(title: str) -> Template:
+    return _env.from_string(title)
 
 
 # --- the file -----------------------------------------------------------------------------------

@@ -40,41 +40,55 @@ def dumps(rows: object) -> str:
     return json.dumps(rows, default=_json_default, ensure_ascii=False, separators=(",", ":"))
 
 
+def lock_ids(group_keys: Iterable[str]) -> list[int]:
+    return sorted({group_lock_id(g) for g in group_keys})
+
+
 async def lock_groups(conn: AsyncConnection[Any], group_keys: Iterable[str]) -> None:
-    ids = sorted({group_lock_id(g) for g in group_keys})
+    ids = lock_ids(group_keys)
     if ids:
         await conn.execute(Q.lock_groups, {"keys": ids})
 
 
-async def load_world(
+async def lock_and_load(
     conn: AsyncConnection[Any],
     rules: RuleSet,
     alert_keys: Iterable[tuple[str, datetime]],
     group_keys: Iterable[str],
     incident_ids: Iterable[int] = (),
 ) -> World:
+    """Lock the groups, then load their state: one round trip (pipelined), reads after the locks."""
     world = World(rules)
     keys = list(dict.fromkeys(alert_keys))
-    if keys:
-        cur = await conn.execute(
-            Q.load_alerts,
-            {
-                "fps": [k[0] for k in keys],
-                "starts": [k[1] for k in keys],
-                "distinct_fps": list(dict.fromkeys(k[0] for k in keys)),
-            },
-        )
-        for row in await cur.fetchall():
-            world.add_alert(alert_from_row(row))
-    ids = {a.incident_id for a in world.alerts.values()} | set(incident_ids)
-    cur = await conn.execute(Q.load_incidents, {"ids": sorted(ids), "groups": sorted(set(group_keys))})
-    rows = await cur.fetchall()
-    for row in rows:
+    groups = sorted(set(group_keys))
+    params = {
+        "fps": [k[0] for k in keys],
+        "starts": [k[1] for k in keys],
+        "distinct_fps": list(dict.fromkeys(k[0] for k in keys)),
+        "ids": sorted(set(incident_ids)),
+        "groups": groups,
+    }
+    async with conn.pipeline():
+        if groups:
+            await conn.execute(Q.lock_groups, {"keys": lock_ids(groups)})
+        alerts_cur = await conn.execute(Q.load_alerts, params) if keys else None
+        incidents_cur = await conn.execute(Q.load_incidents, params)
+        alert_rows = await alerts_cur.fetchall() if alerts_cur is not None else []
+        incident_rows = await incidents_cur.fetchall()
+    for row in incident_rows:
         if row["id"] not in world.incidents:
             world.add_incident(incident_from_row(row), current=False)
     # The current incident of a group: the unresolved one, else the newest.
     for inc in sorted(world.incidents.values(), key=lambda i: (i.state != "resolved", i.id)):
         world.current[inc.group_key] = inc.id
+    for row in alert_rows:
+        alert = alert_from_row(row)
+        if row["exact"] and alert.incident_id in world.incidents:
+            world.add_alert(alert)
+        else:
+            newest = world.latest.get(alert.fingerprint)
+            if newest is None or newest.starts_at < alert.starts_at:
+                world.latest[alert.fingerprint] = alert
     return world
 
 
@@ -192,37 +206,58 @@ async def write_world(conn: AsyncConnection[Any], world: World, events: list[Eve
     """Persist the batch's changes; returns the ids of the outbox rows to publish after commit."""
     dirty = [world.incidents[i] for i in sorted(world.dirty_incidents)]
     new = [inc for inc in dirty if inc.id < 0]
-    ids: dict[int, int] = {}
-    # Existing ones first: one may be resolved to make room for a new one of its group (unique index).
     existing = [inc for inc in dirty if inc.id > 0]
-    if existing:
-        await conn.execute(Q.update_incidents, {"rows": dumps([_incident_row(i) for i in existing])})
+    ids: dict[int, int] = {}
     if new:
         cur = await conn.execute(Q.next_incident_numbers, {"count": len(new)})
         numbers = sorted(r["n"] for r in await cur.fetchall())
         for inc, number in zip(new, numbers, strict=True):
             inc.key = incident_key(number)
-        cur = await conn.execute(Q.insert_incidents, {"rows": dumps([_incident_row(i) for i in new])})
-        by_key = {r["key"]: r["id"] for r in await cur.fetchall()}
+        async with conn.pipeline():
+            # Existing ones first: one may be resolved to make room for a new one of its group (unique index).
+            if existing:
+                await conn.execute(Q.update_incidents, {"rows": dumps([_incident_row(i) for i in existing])})
+            cur = await conn.execute(Q.insert_incidents, {"rows": dumps([_incident_row(i) for i in new])})
+            by_key = {r["key"]: r["id"] for r in await cur.fetchall()}
         for inc in new:
             ids[inc.id] = by_key[inc.key]
-    if world.dirty_alerts:
-        rows = [_alert_row(a, ids) for a in world.dirty_alerts.values()]
-        await conn.execute(Q.upsert_alerts, {"rows": dumps(rows)})
-    if world.timeline:
-        rows = [
-            {
-                "incident_id": ids.get(t.incident_id, t.incident_id),
-                "at": t.at,
-                "kind": t.kind,
-                "actor": t.actor,
-                "detail": t.detail,
-            }
-            for t in world.timeline
-        ]
-        await conn.execute(Q.insert_timeline, {"rows": dumps(rows)})
-    if not events:
-        return []
+        existing = []
+    outbox_rows = _outbox_rows(world, events)
+    refresh = [a for k, a in world.seen_alerts.items() if k not in world.dirty_alerts]
+    async with conn.pipeline():
+        if existing:
+            await conn.execute(Q.update_incidents, {"rows": dumps([_incident_row(i) for i in existing])})
+        if world.dirty_alerts:
+            rows = [_alert_row(a, ids) for a in world.dirty_alerts.values()]
+            await conn.execute(Q.upsert_alerts, {"rows": dumps(rows)})
+        if refresh:
+            await conn.execute(
+                Q.refresh_alerts,
+                {
+                    "fps": [a.fingerprint for a in refresh],
+                    "starts": [a.starts_at for a in refresh],
+                    "seen": [a.last_seen_at for a in refresh],
+                },
+            )
+        if world.timeline:
+            rows = [
+                {
+                    "incident_id": ids.get(t.incident_id, t.incident_id),
+                    "at": t.at,
+                    "kind": t.kind,
+                    "actor": t.actor,
+                    "detail": t.detail,
+                }
+                for t in world.timeline
+            ]
+            await conn.execute(Q.insert_timeline, {"rows": dumps(rows)})
+        if not outbox_rows:
+            return []
+        cur = await conn.execute(Q.insert_outbox, {"rows": dumps(outbox_rows)})
+        return [r["id"] for r in await cur.fetchall()]
+
+
+def _outbox_rows(world: World, events: list[EventOut]) -> list[dict[str, Any]]:
     keys = {inc.id: inc.key for inc in world.incidents.values()}
     rows = []
     for ev in events:
@@ -240,5 +275,4 @@ async def write_world(conn: AsyncConnection[Any], world: World, events: list[Eve
                 "body": envelope.model_dump(mode="json"),
             }
         )
-    cur = await conn.execute(Q.insert_outbox, {"rows": dumps(rows)})
-    return [r["id"] for r in await cur.fetchall()]
+    return rows
