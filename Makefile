@@ -12,6 +12,13 @@ run:
 	scripts/provision run
 	$(PY) -m devstack.run
 
+demo:
+	scripts/provision run
+	$(PY) -m devstack.run --demo
+
+chaos: setup
+	$(PY) -m devstack.chaos
+
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

@@ -39,13 +39,15 @@ def prometheus_config(
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def alertmanager_config(settings: Settings, token_file: Path, *, group_wait: str = "10s") -> str:
+def alertmanager_config(
+    settings: Settings, token_file: Path, *, group_wait: str = "10s", group_interval: str = "1m"
+) -> str:
     config = {
         "route": {
             "receiver": "vigil",
             "group_by": ["alertname", "instance"],
             "group_wait": group_wait,
-            "group_interval": "1m",
+            "group_interval": group_interval,
             "repeat_interval": "4h",
         },
         "receivers": [
@@ -80,12 +82,12 @@ def start_prometheus(
     return server
 
 
-def start_alertmanager(base: Path, port: int, settings: Settings, ingest_token: str) -> Alertmanager:
+def start_alertmanager(base: Path, port: int, settings: Settings, ingest_token: str, **timing: str) -> Alertmanager:
     base.mkdir(parents=True, exist_ok=True)
     token_file = base / "ingest_token"
     token_file.write_text(ingest_token)
     token_file.chmod(0o600)
-    server = Alertmanager(base, port, alertmanager_config(settings, token_file))
+    server = Alertmanager(base, port, alertmanager_config(settings, token_file, **timing))
     print(f"vigil: starting Alertmanager on 127.0.0.1:{port}", flush=True)
     server.start()
     return server

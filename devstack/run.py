@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class StackSettings(BaseSettings):
     prometheus_port: int = Field(59090, ge=1, le=65535)
     alertmanager_port: int = Field(59093, ge=1, le=65535)
     with_monitoring: bool = Field(True, description="Start Prometheus and Alertmanager too.")
+    loki_port: int = Field(53100, ge=1, le=65535, description="The demo's Loki-API server.")
+    node_exporter_port: int = Field(59100, ge=1, le=65535, description="The demo's node exporter, if installed.")
 
 
 class Server(Protocol):
@@ -94,7 +97,7 @@ def _reachable_by_postgres(path: Path) -> bool:
     return subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(path)], check=False).returncode == 0
 
 
-def start_servers(stack: Stack, settings: Settings, ports: StackSettings) -> dict[str, str]:
+def start_servers(stack: Stack, settings: Settings, ports: StackSettings, *, demo: bool) -> dict[str, str]:
     """Start what is not given from outside; returns the VIGIL_* variables the services need."""
     made = stack.secrets()
     env: dict[str, str] = {}
@@ -119,23 +122,39 @@ def start_servers(stack: Stack, settings: Settings, ports: StackSettings) -> dic
     env.setdefault("VIGIL_API_TOKEN", os.environ.get("VIGIL_API_TOKEN") or made["api_token"])
     # Plain http on loopback: a Secure cookie would never be sent back.
     env.setdefault("VIGIL_WEB_COOKIE_SECURE", os.environ.get("VIGIL_WEB_COOKIE_SECURE", "false"))
-    if ports.with_monitoring:
-        env.update(start_monitoring(stack, settings, ports, env["VIGIL_INGEST_TOKEN"]))
+    if demo:
+        env["VIGIL_LOKI_URL"] = f"http://127.0.0.1:{ports.loki_port}"
+        # Short grace and flapping windows, so the storm's incidents resolve and flap within the minute.
+        env["VIGIL_CORRELATION_RULES"] = str(Path(__file__).with_name("demo-correlation.yml"))
+    if ports.with_monitoring or demo:
+        env.update(start_monitoring(stack, settings, ports, env["VIGIL_INGEST_TOKEN"], demo=demo))
     return env
 
 
-def start_monitoring(stack: Stack, settings: Settings, ports: StackSettings, ingest_token: str) -> dict[str, str]:
+def node_exporter() -> str | None:
+    """Debian's prometheus-node-exporter, if installed: the demo then charts this machine's real resources."""
+    return shutil.which("prometheus-node-exporter")
+
+
+def start_monitoring(
+    stack: Stack, settings: Settings, ports: StackSettings, ingest_token: str, *, demo: bool
+) -> dict[str, str]:
     """Prometheus scraping the services, Alertmanager sending to ingest: what a user of them would run."""
     from devstack.monitoring import start_alertmanager, start_prometheus
 
     env: dict[str, str] = {}
     if not os.environ.get("VIGIL_PROMETHEUS_URL"):
+        extra = {"node": [f"127.0.0.1:{ports.node_exporter_port}"]} if demo and node_exporter() else {}
         prometheus = start_prometheus(
-            stack.state / "prometheus", ports.prometheus_port, settings, ports.alertmanager_port
+            stack.state / "prometheus", ports.prometheus_port, settings, ports.alertmanager_port, extra
         )
         stack.started.append(("Prometheus", prometheus))
         env["VIGIL_PROMETHEUS_URL"] = f"http://127.0.0.1:{ports.prometheus_port}"
-    alertmanager = start_alertmanager(stack.state / "alertmanager", ports.alertmanager_port, settings, ingest_token)
+    # The demo wants each flap of its flapping alert notified, not batched for a minute.
+    timing = {"group_wait": "1s", "group_interval": "2s"} if demo else {}
+    alertmanager = start_alertmanager(
+        stack.state / "alertmanager", ports.alertmanager_port, settings, ingest_token, **timing
+    )
     stack.started.append(("Alertmanager", alertmanager))
     return env
 
@@ -162,10 +181,15 @@ def banner(settings: Settings, env: dict[str, str], ports: StackSettings) -> str
     return "\n".join(lines) + "\n"
 
 
-async def supervise(settings: Settings, env: dict[str, str], ports: StackSettings) -> None:
+async def supervise(settings: Settings, env: dict[str, str], ports: StackSettings, *, demo: bool) -> None:
     supervisor = Supervisor(settings.state_dir / "pids")
     for name in SERVICES:
         supervisor.add(name, [sys.executable, "-m", f"services.{name}"], env)
+    if demo:
+        supervisor.add("loki", [sys.executable, "-m", "devstack.fakeloki", "--port", str(ports.loki_port)], {})
+        if exporter := node_exporter():
+            listen = f"--web.listen-address=127.0.0.1:{ports.node_exporter_port}"
+            supervisor.add("node-exporter", [exporter, listen], {})
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, supervisor.stop)
@@ -177,10 +201,41 @@ async def supervise(settings: Settings, env: dict[str, str], ports: StackSetting
     except TimeoutError as exc:
         print(f"vigil: {exc}; still trying, see the output above", flush=True)
     print(banner(settings, env, ports), flush=True)
+    if demo:
+        demo_task = asyncio.create_task(run_demo(settings, env, ports))
+        demo_task.add_done_callback(_report_demo_failure)
     await runner
 
 
+async def run_demo(settings: Settings, env: dict[str, str], ports: StackSettings) -> None:
+    from devstack.demo import Storm
+
+    storm = Storm(
+        alertmanager_url=f"http://127.0.0.1:{ports.alertmanager_port}",
+        prometheus_url=env.get("VIGIL_PROMETHEUS_URL", settings.prometheus_url),
+        ingest_url=f"http://{settings.host}:{settings.ingest_port}",
+        ingest_token=env["VIGIL_INGEST_TOKEN"],
+        loki_url=env["VIGIL_LOKI_URL"],
+        local_instance=f"127.0.0.1:{ports.node_exporter_port}" if node_exporter() else None,
+        vigil_instance=f"{settings.host}:{settings.ingest_port}",
+    )
+    try:
+        await storm.run()
+    finally:
+        await storm.aclose()
+
+
+def _report_demo_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        print(f"vigil: the demo storm failed: {task.exception()!r}", file=sys.stderr, flush=True)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    demo = "--demo" in sys.argv[1:]
     ports = StackSettings()
     settings = load_settings()
     state = settings.state_dir.resolve()
@@ -189,14 +244,14 @@ def main() -> int:
         print(f"vigil: stopped a service left over from an earlier run (pid {pid})", flush=True)
     stack = Stack(state)
     # SIGTERM during start-up must still stop what was started.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        env = start_servers(stack, settings, ports)
+        env = start_servers(stack, settings, ports, demo=demo)
         os.environ.update(env)
         settings = load_settings()
         asyncio.run(migrate(settings.database_url))
         print("vigil: database migrated", flush=True)
-        asyncio.run(supervise(settings, env, ports))
+        asyncio.run(supervise(settings, env, ports, demo=demo))
     except StackError as exc:
         print(f"vigil: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -139,7 +139,7 @@ def kill_leftovers(pid_dir: Path) -> list[int]:
     for pid_file in pid_dir.glob("*.pid"):
         pid = read_pid(pid_file)
         # Only a process that still is one of ours: a recycled PID belongs to someone else.
-        if pid and pid_alive(pid) and b"services." in _cmdline(pid):
+        if pid and pid_alive(pid) and any(mark in _cmdline(pid) for mark in (b"services.", b"devstack.", b"exporter")):
             stop_pid(pid, timeout=20)
             stopped.append(pid)
         pid_file.unlink(missing_ok=True)

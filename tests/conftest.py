@@ -118,3 +118,11 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("VIGIL_TEST_ARTIFACTS", "test-artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture
+def stack_env() -> Iterator[dict[str, str]]:
+    """Environment for `python -m devstack.run` in a temporary state directory, every port free."""
+    from tests.running_stack import stack_env_for_test
+
+    yield from stack_env_for_test()
