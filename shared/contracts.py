@@ -249,7 +249,12 @@ def incident_routing_key(event: IncidentEventType | str, severity: str) -> str:
     return f"{event}.{topic_word(severity)}"
 
 
+TOPIC_WORD_MAX_BYTES = 60
+
+
 def topic_word(value: str) -> str:
-    """A value as one word of a topic routing key: dots and wildcards would change its meaning."""
-    cleaned = "".join(ch if ch.isalnum() or ch in "-_:" else "_" for ch in value)[:100]
-    return cleaned or "_"
+    """A value as one word of a topic routing key: dots and wildcards would change its meaning.
+
+    At most 60 bytes of UTF-8 (cut on a character boundary), so four words stay inside AMQP's 255-byte key."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_:" else "_" for ch in value[:TOPIC_WORD_MAX_BYTES])
+    return cleaned.encode()[:TOPIC_WORD_MAX_BYTES].decode(errors="ignore") or "_"

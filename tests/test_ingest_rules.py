@@ -72,6 +72,7 @@ def test_routing_key_lets_subscribers_filter_and_stays_within_amqp_limits() -> N
     long_key = routing_key_for(alert(alertname="字" * 100, severity="重" * 100))
     assert len(long_key.encode()) <= 255
     assert long_key.startswith("alert.firing." + "重" * 10)
+    assert long_key.endswith("." + "字" * 20)
 
 
 def test_event_becomes_an_alert_with_explicit_fields_winning_over_labels() -> None:

@@ -218,3 +218,13 @@ async def test_database_outage_holds_the_batch_without_counting_attempts(amqp_ur
     # Four tries of the same delivery, none counted as a failed attempt, nothing parked despite max_attempts=2.
     assert calls == [0, 0, 0, 0]
     assert parked == []
+
+
+def test_routing_keys_stay_within_amqp_limits_whatever_the_labels() -> None:
+    from shared.contracts import alert_routing_key, incident_routing_key
+
+    hostile = "ü" * 300 + ".#*" + "x" * 300
+    key = alert_routing_key(hostile, hostile, hostile)
+    assert len(key.encode()) <= 255
+    assert key.count(".") == 3 and "#" not in key and "*" not in key
+    assert len(incident_routing_key("incident.opened", hostile).encode()) <= 255

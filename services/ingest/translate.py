@@ -32,7 +32,6 @@ from shared.fingerprint import label_fingerprint
 MESSAGE_TYPE = "alert.received"
 PRODUCER = "ingest"
 # AMQP routing keys are short strings: at most 255 bytes on the wire, whatever the characters.
-MAX_ROUTING_KEY_BYTES = 255
 
 
 ALERT_ENVELOPE = Envelope[AlertReceived]
@@ -70,17 +69,7 @@ def routing_key_for(alert: WebhookAlert) -> str:
 # Alert names and severities repeat endlessly; bounded, so hostile variety only costs cache misses.
 @lru_cache(maxsize=4096)
 def _routing_key(status: str, severity: str | None, alertname: str | None) -> str:
-    """`alert.<status>.<severity>.<alertname>`, cut to AMQP's limit on a character boundary.
-
-    `topic_word` keeps up to 100 characters per word, and a label in a non-Latin script can take three or
-    four bytes a character; the key is cut from its end, so status comes first and always survives, and
-    the words subscribers filter on (status, then severity) are the last to be cut.
-    """
-    key = alert_routing_key(status, severity, alertname)
-    encoded = key.encode()
-    if len(encoded) <= MAX_ROUTING_KEY_BYTES:
-        return key
-    return encoded[:MAX_ROUTING_KEY_BYTES].decode(errors="ignore")
+    return alert_routing_key(status, severity, alertname)
 
 
 def webhook_publications(
