@@ -156,6 +156,7 @@ def start_monitoring(
         stack.state / "alertmanager", ports.alertmanager_port, settings, ingest_token, **timing
     )
     stack.started.append(("Alertmanager", alertmanager))
+    env["VIGIL_ALERTMANAGER_URL"] = os.environ.get("VIGIL_ALERTMANAGER_URL") or alertmanager.url
     return env
 
 
