@@ -15,6 +15,7 @@ import httpx
 import pytest
 from psycopg.types.json import Jsonb
 
+from devstack.procs import free_port
 from services.web import listing, store
 from services.web.app import build_app
 from shared.config import Settings
@@ -36,6 +37,7 @@ from tests.browser.webapp import (
     serve_web,
     web_settings,
 )
+from tests.conftest import running
 from tests.seed import T0, add_timeline, insert_alert, insert_incident
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -499,16 +501,17 @@ async def test_bad_commands_are_refused_and_nothing_is_sent(
 
 async def test_broker_down_is_503_not_a_lie(settings: Settings, tmp_path: Path, db_url: str) -> None:
     await seed_three(db_url)
-    app = build_app(web_settings(settings, tmp_path))
-    from shared.service import BROKER
-    from tests.conftest import running
-
-    async with running(app, settings.web_port) as url:
-        await asyncio.wait_for(app[BROKER].wait_connected(), 30)
-        await app[BROKER].connection.close()
+    # A broker that is not there: nothing listens on this port.
+    unreachable = web_settings(settings, tmp_path, amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    async with running(build_app(unreachable), settings.web_port) as url:
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {RESPONDER_TOKEN}"}) as client:
             answer = await client.post("/api/v1/incidents/INC-000001/ack")
-    assert answer.status_code == 503
+            assert answer.status_code == 503
+            assert "did not take the command" in answer.json()["error"]
+            # Reading goes on without the broker.
+            assert (await client.get("/api/v1/incidents/INC-000001")).status_code == 200
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["broker"] is False
 
 
 # --- reports ----------------------------------------------------------------------------------
