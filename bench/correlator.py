@@ -243,6 +243,7 @@ async def run(pg: Postgres, node: RabbitMQ, root: Path) -> None:
         "VIGIL_STATE_DIR": str(root),
         "VIGIL_LOG_LEVEL": "WARNING",
         "VIGIL_CORRELATION_RULES": str(RULES_FILE),
+        "VIGIL_PREFETCH": os.environ.get("BENCH_PREFETCH", "400"),
     }
     proc = spawn([sys.executable, "-m", "services.correlator"], log=root / "correlator.log", env=env, cwd=Path.cwd())
     if os.environ.get("BENCH_CORRELATOR_PID_FILE"):  # lets a profiler attach: py-spy record --pid

@@ -69,7 +69,11 @@ def decode_batch(deliveries: list[Delivery]) -> Decoded:
 
 async def correlate_batch(pool: AsyncConnectionPool, rules: RuleSet, deliveries: list[Delivery]) -> list[int]:
     batch = decode_batch(deliveries)
-    groups = {group_of(rules, a.labels)[2] for a in batch.alerts}
+    known: dict[str, tuple[Any, dict[str, str], str]] = {}
+    for a in batch.alerts:
+        if a.fingerprint not in known:
+            known[a.fingerprint] = group_of(rules, a.labels)
+    groups = {g[2] for g in known.values()}
     tally: Tally[str] = Tally()
     async with pool.connection() as conn, conn.transaction():
         targets: dict[str, dict[str, Any]] = {}
@@ -93,6 +97,7 @@ async def correlate_batch(pool: AsyncConnectionPool, rules: RuleSet, deliveries:
         if batch.commands:
             cur = await conn.execute(Q.processed_commands, {"ids": [mid for mid, _ in batch.commands]})
             done = {r["message_id"] for r in await cur.fetchall()}
+        world.groups.update(known)
         by_key = {inc.key: inc for inc in world.incidents.values()}
         applied_commands: list[uuid.UUID] = []
         for kind, index in batch.order:

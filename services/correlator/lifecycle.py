@@ -199,6 +199,7 @@ class World:
     # Repeats that only moved last_seen_at: written with a much cheaper statement than a full upsert.
     seen_alerts: dict[tuple[str, datetime], StoredAlert] = field(default_factory=dict)
     next_temp_id: int = -1
+    groups: dict[str, tuple[Rule, dict[str, str], str]] = field(default_factory=dict)
 
     def add_incident(self, incident: Incident, *, current: bool = True) -> None:
         self.incidents[incident.id] = incident
@@ -265,13 +266,22 @@ def apply_alert(world: World, change: AlertChange) -> str:
 
 
 def _rule_of(world: World, change: AlertChange) -> Rule:
-    return world.rules.select(change.labels)
+    return group_of_change(world, change)[0]
 
 
 def group_of(rules: RuleSet, labels: Mapping[str, str]) -> tuple[Rule, dict[str, str], str]:
+    """The rule an alert falls under, its group labels and group key."""
     rule = rules.select(labels)
     grouped = group_labels(rule, labels)
     return rule, grouped, group_key(rule, grouped)
+
+
+def group_of_change(world: World, change: AlertChange) -> tuple[Rule, dict[str, str], str]:
+    # A batch asks this several times per alert; labels (hence the answer) are fixed per fingerprint.
+    found = world.groups.get(change.fingerprint)
+    if found is None:
+        found = world.groups[change.fingerprint] = group_of(world.rules, change.labels)
+    return found
 
 
 def _new_occurrence(world: World, change: AlertChange) -> str:
@@ -335,7 +345,7 @@ def _new_occurrence(world: World, change: AlertChange) -> str:
 
 def _target_for_firing(world: World, rule: Rule, change: AlertChange, seen: datetime) -> Incident:
     """Join the group's incident, reopen it, or open a new one (closing one that went quiet)."""
-    _, grouped, gkey = group_of(world.rules, change.labels)
+    _, grouped, gkey = group_of_change(world, change)
     cur = world.current_of(gkey)
     if cur is not None and cur.state != IncidentState.resolved:
         if cur.firing_count > 0 or cur.flapping or seen - cur.last_seen_at <= rule.window:
@@ -351,7 +361,7 @@ def _target_for_firing(world: World, rule: Rule, change: AlertChange, seen: date
 def _target_for_resolved(world: World, rule: Rule, change: AlertChange, seen: datetime) -> Incident:
     """A resolved alert never seen firing (reordered or lost delivery) is recorded where it belongs,
     without reopening anything: the group's incident if recent, else a new one that resolves itself."""
-    _, grouped, gkey = group_of(world.rules, change.labels)
+    _, grouped, gkey = group_of_change(world, change)
     cur = world.current_of(gkey)
     if cur is not None:
         if cur.state != IncidentState.resolved and (cur.firing_count > 0 or seen - cur.last_seen_at <= rule.window):

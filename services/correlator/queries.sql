@@ -21,13 +21,17 @@ ON CONFLICT DO NOTHING;
 
 -- name: load_alerts
 -- The exact occurrences of the batch (exact = true), plus the newest occurrence of each fingerprint (to spot
--- a refire).
-SELECT a.*, true AS exact FROM alerts a
+-- a refire). Labels and annotations stay in the database: a known occurrence never rewrites them.
+SELECT a.id, a.incident_id, a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host,
+       a.generator_url, a.source, a.sender, a.receiver, a.first_seen_at, a.last_seen_at, a.resolved_at, true AS exact
+FROM alerts a
 JOIN unnest(%(fps)s::text[], %(starts)s::timestamptz[]) AS k(fp, s) ON a.fingerprint = k.fp AND a.starts_at = k.s
 UNION ALL
 SELECT n.*, false AS exact FROM unnest(%(distinct_fps)s::text[]) AS f(fp)
 CROSS JOIN LATERAL (
-    SELECT * FROM alerts a WHERE a.fingerprint = f.fp ORDER BY a.starts_at DESC LIMIT 1
+    SELECT a.id, a.incident_id, a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host,
+       a.generator_url, a.source, a.sender, a.receiver, a.first_seen_at, a.last_seen_at, a.resolved_at
+    FROM alerts a WHERE a.fingerprint = f.fp ORDER BY a.starts_at DESC LIMIT 1
 ) n;
 
 -- name: load_incidents

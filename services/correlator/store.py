@@ -23,6 +23,9 @@ PRODUCER = "correlator"
 SWEEP_LOCK = 0x76696773  # "vigs": one sweeper at a time across replicas
 
 
+IncidentEnvelope = Envelope[IncidentEvent]
+
+
 def group_lock_id(gkey: str) -> int:
     """A stable signed 64-bit lock id per group (hashtext is only 32 bits: more collisions)."""
     return int.from_bytes(hashlib.blake2b(gkey.encode(), digest_size=8).digest(), "big", signed=True)
@@ -101,8 +104,8 @@ def alert_from_row(row: dict[str, Any]) -> StoredAlert:
         alertname=row["alertname"],
         severity=row["severity"],
         host=row["host"],
-        labels=row["labels"],
-        annotations=row["annotations"],
+        labels=row.get("labels") or {},
+        annotations=row.get("annotations") or {},
         first_seen_at=row["first_seen_at"],
         last_seen_at=row["last_seen_at"],
         ends_at=row["ends_at"],
@@ -262,7 +265,7 @@ def _outbox_rows(world: World, events: list[EventOut]) -> list[dict[str, Any]]:
     rows = []
     for ev in events:
         snapshot = ev.snapshot if ev.snapshot.key else ev.snapshot.model_copy(update={"key": keys[ev.incident_id]})
-        envelope = Envelope[IncidentEvent](
+        envelope = IncidentEnvelope(
             type=ev.event.value,
             producer=PRODUCER,
             data=IncidentEvent(incident=snapshot, change=ev.change, actor=ev.actor, detail=ev.detail),
