@@ -15,15 +15,16 @@ COPY shared ./shared
 COPY services ./services
 RUN pip install . && rm -rf build ./*.egg-info
 
-# Default correlation rules; docker-compose.yml bind-mounts the editable copy over it.
-COPY deploy/correlation.yml ./deploy/correlation.yml
+# Default correlation rules and enrichment queries; docker-compose.yml bind-mounts the editable copies over them.
+COPY deploy/correlation.yml deploy/enrichment.yml ./deploy/
 
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin vigil
 USER 10001:10001
 
 ENV VIGIL_HOST=0.0.0.0 \
-    VIGIL_CORRELATION_RULES=/app/deploy/correlation.yml
+    VIGIL_CORRELATION_RULES=/app/deploy/correlation.yml \
+    VIGIL_ENRICHMENT_CONFIG=/app/deploy/enrichment.yml
 
 ENTRYPOINT ["python", "-m"]
 CMD ["services.web"]
