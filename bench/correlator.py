@@ -214,6 +214,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(root_pid: int | None) -> float:
+    """CPU of a process and its children (PostgreSQL's backends), to see where an alert's cost goes."""
+    if root_pid is None:
+        return 0.0
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        if pid == root_pid or int(fields[1]) == root_pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def first_line_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -259,11 +282,15 @@ async def run(pg: Postgres, node: RabbitMQ, root: Path) -> None:
                 await asyncio.sleep(0.05)
             else:
                 raise RuntimeError("correlator did not become ready")
+        pg_pid = first_line_pid(pg.data_dir / "postmaster.pid")
+        mq_pid = first_line_pid(node.pid_file)
         started, cpu_before = time.perf_counter(), cpu_seconds(proc.pid)
+        pg_before, mq_before = tree_cpu_seconds(pg_pid), tree_cpu_seconds(mq_pid)
         distinct = HOSTS * ALERTS_PER_HOST
         await wait_drained(node, pg.url, STORED_INCIDENTS * STORED_PER_INCIDENT + distinct)
         backlog_s = time.perf_counter() - started
         backlog_cpu_s = cpu_seconds(proc.pid) - cpu_before
+        pg_cpu_s, mq_cpu_s = tree_cpu_seconds(pg_pid) - pg_before, tree_cpu_seconds(mq_pid) - mq_before
         progress(f"backlog drained in {backlog_s:.1f}s")
         live = stream(now, STREAM_RATE * STREAM_SECONDS)
         started = time.perf_counter()
@@ -283,6 +310,8 @@ async def run(pg: Postgres, node: RabbitMQ, root: Path) -> None:
             "alerts_per_s": round(len(messages) / backlog_s),
             # What one alert costs the correlator process, whatever else the two cores are busy with.
             "cpu_us_per_alert": round(backlog_cpu_s / len(messages) * 1e6),
+            "postgres_cpu_us_per_alert": round(pg_cpu_s / len(messages) * 1e6),
+            "rabbitmq_cpu_us_per_alert": round(mq_cpu_s / len(messages) * 1e6),
             "load_avg_1m": os.getloadavg()[0],
             "live_rate_offered": STREAM_RATE,
             "live_alerts_per_s": round(len(live) / live_s),
