@@ -625,3 +625,18 @@ def test_invalid_rules_stop_the_service_at_start_naming_rule_and_field(
         build_app(settings.model_copy(update={"correlation_rules": bad}))
     err = capsys.readouterr().err
     assert "VIGIL_CORRELATION_RULES" in err and "rule 'db': matchers: invalid regex" in err
+
+
+async def test_a_known_alert_stays_with_its_incident_after_the_rules_change(settings: Settings, tmp_path: Path) -> None:
+    async with correlator(settings, tmp_path) as h:
+        await h.send(alert_envelope())
+        await h.settled(await count_is(h, 1))
+    by_alertname = "rules:\n  - name: by-alert\n    group_by: [alertname]\n"
+    async with correlator(settings, tmp_path, rules=by_alertname) as h:
+        await h.send(alert_envelope(status="resolved", received_at=T0 + timedelta(minutes=5)))
+        await h.settled(lambda: _firing_is(h, 0))
+        await h.send(alert_envelope("DiskFull"))
+        await h.settled(await count_is(h, 2))
+        old, new = await h.incidents()
+    assert old["rule"] == "default" and old["alert_count"] == 1 and old["firing_count"] == 0
+    assert new["rule"] == "by-alert" and new["group_labels"] == {"alertname": "DiskFull"}

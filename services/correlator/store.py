@@ -47,12 +47,6 @@ def lock_ids(group_keys: Iterable[str]) -> list[int]:
     return sorted({group_lock_id(g) for g in group_keys})
 
 
-async def lock_groups(conn: AsyncConnection[Any], group_keys: Iterable[str]) -> None:
-    ids = lock_ids(group_keys)
-    if ids:
-        await conn.execute(Q.lock_groups, {"keys": ids})
-
-
 async def lock_and_load(
     conn: AsyncConnection[Any],
     rules: RuleSet,
@@ -60,20 +54,43 @@ async def lock_and_load(
     group_keys: Iterable[str],
     incident_ids: Iterable[int] = (),
 ) -> World:
-    """Lock the groups, then load their state: one round trip (pipelined), reads after the locks."""
-    world = World(rules)
+    """Lock the groups, then load their state: one round trip (pipelined), reads after the locks.
+
+    An alert's incident normally is in the alert's group; after a rules change it may not be. Then that
+    incident's group is locked too and everything is read again, so no incident changes without its lock.
+    """
     keys = list(dict.fromkeys(alert_keys))
-    groups = sorted(set(group_keys))
+    incident_ids = sorted(set(incident_ids))
+    locked: set[str] = set()
+    wanted = set(group_keys)
+    while True:
+        world = await _load(conn, rules, keys, sorted(wanted - locked), sorted(wanted), incident_ids)
+        locked |= wanted
+        extra = {inc.group_key for inc in world.incidents.values()} - locked
+        if not extra:
+            return world
+        wanted |= extra
+
+
+async def _load(
+    conn: AsyncConnection[Any],
+    rules: RuleSet,
+    keys: list[tuple[str, datetime]],
+    to_lock: list[str],
+    groups: list[str],
+    incident_ids: list[int],
+) -> World:
+    world = World(rules)
     params = {
         "fps": [k[0] for k in keys],
         "starts": [k[1] for k in keys],
         "distinct_fps": list(dict.fromkeys(k[0] for k in keys)),
-        "ids": sorted(set(incident_ids)),
+        "ids": incident_ids,
         "groups": groups,
     }
     async with conn.pipeline():
-        if groups:
-            await conn.execute(Q.lock_groups, {"keys": lock_ids(groups)})
+        if to_lock:
+            await conn.execute(Q.lock_groups, {"keys": lock_ids(to_lock)})
         alerts_cur = await conn.execute(Q.load_alerts, params) if keys else None
         incidents_cur = await conn.execute(Q.load_incidents, params)
         alert_rows = await alerts_cur.fetchall() if alerts_cur is not None else []
