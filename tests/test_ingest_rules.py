@@ -18,7 +18,6 @@ from pydantic import SecretStr, ValidationError
 
 from services.ingest.amqp_frames import JsonPublisherFrames
 from services.ingest.auth import SenderTokens
-from services.ingest.problems import validation_problem
 from services.ingest.translate import (
     ALERT_ENVELOPE,
     event_alert,
@@ -31,6 +30,7 @@ from services.ingest.translate import (
 from shared.config import Settings
 from shared.contracts import AlertmanagerWebhook, GenericEvent, WebhookAlert
 from shared.fingerprint import label_fingerprint
+from shared.problems import validation_problem
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

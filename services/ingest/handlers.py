@@ -20,7 +20,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from services.ingest.auth import SenderTokens
 from services.ingest.metrics import ALERTS_ACCEPTED, PUBLISH_SECONDS, REJECTS, REQUESTS
 from services.ingest.openapi import EVENTS_PATH, MAX_EVENTS_PER_REQUEST, WEBHOOK_PATH
-from services.ingest.problems import nul_problem, problem, validation_problem
+from services.ingest.problems import nul_problem
 from services.ingest.translate import (
     OutgoingMessage,
     event_publication,
@@ -29,6 +29,7 @@ from services.ingest.translate import (
 )
 from shared.contracts import AlertmanagerWebhook, GenericEvent, utcnow
 from shared.messaging import BrokerUnavailable
+from shared.problems import problem, validation_problem
 
 log = logging.getLogger(__name__)
 

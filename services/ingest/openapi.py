@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from shared import problems
 from shared.contracts import AlertmanagerWebhook, GenericEvent
 
 WEBHOOK_PATH = "/api/v1/webhooks/alertmanager"
@@ -15,40 +16,19 @@ MAX_EVENTS_PER_REQUEST = 1000
 
 
 def _problem_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["status", "error", "message"],
-        "properties": {
-            "status": {"type": "integer"},
-            "error": {
-                "type": "string",
-                "enum": [
-                    "unauthorized",
-                    "unsupported_media_type",
-                    "body_too_large",
-                    "invalid_json",
-                    "invalid_payload",
-                    "broker_unavailable",
-                    "not_found",
-                    "method_not_allowed",
-                    "bad_request",
-                ],
-            },
-            "message": {"type": "string"},
-            "errors": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["field", "message"],
-                    "properties": {
-                        "field": {"type": "string", "description": "Dotted path, e.g. alerts.0.startsAt."},
-                        "message": {"type": "string"},
-                        "type": {"type": "string"},
-                    },
-                },
-            },
-        },
-    }
+    return problems.schema(
+        [
+            "unauthorized",
+            "unsupported_media_type",
+            "body_too_large",
+            "invalid_json",
+            "invalid_payload",
+            "broker_unavailable",
+            "not_found",
+            "method_not_allowed",
+            "bad_request",
+        ]
+    )
 
 
 def _accepted_schema() -> dict[str, Any]:

@@ -24,10 +24,10 @@ from services.web.presentation import (
     parse_context,
     timeline_json,
 )
-from services.web.problems import problem
 from shared.contracts import CommandAction
 from shared.jsonlog import incident_key
 from shared.messaging import BrokerUnavailable
+from shared.problems import problem_response
 from shared.service import BROKER, DB, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -53,20 +53,20 @@ async def send_command(request: web.Request, key: str, action: CommandAction, co
     """Checks the caller may act and the incident exists, then sends the command; raises CommandRejected."""
     principal = principal_of(request)
     if not principal.can_act:
-        raise CommandRejected(problem(403, f"{principal.name} may read but not {action.value} incidents"))
+        raise CommandRejected(problem_response(403, f"{principal.name} may read but not {action.value} incidents"))
     if not KEY_PATTERN.match(key) or await store.incident(request.app[DB], key) is None:
-        raise CommandRejected(problem(404, f"no incident {key}", field="key"))
+        raise CommandRejected(problem_response(404, f"no incident {key}", field="key"))
     if action is CommandAction.comment and not comment.strip():
-        raise CommandRejected(problem(422, "a comment needs some text", field="comment"))
+        raise CommandRejected(problem_response(422, "a comment needs some text", field="comment"))
     if len(comment) > commands.MAX_COMMENT:
-        raise CommandRejected(problem(422, f"longer than {commands.MAX_COMMENT} characters", field="comment"))
+        raise CommandRejected(problem_response(422, f"longer than {commands.MAX_COMMENT} characters", field="comment"))
     envelope = commands.build_command(key, action, principal.name, comment)
     token = incident_key.set(key)
     try:
         await commands.send(request.app[BROKER], envelope)
     except BrokerUnavailable as exc:
         log.warning("command not sent", extra={"action": action.value, "error": str(exc)})
-        raise CommandRejected(problem(503, "the message broker did not take the command; try again")) from None
+        raise CommandRejected(problem_response(503, "the message broker did not take the command; try again")) from None
     finally:
         incident_key.reset(token)
     log.info("command sent", extra={"action": action.value, "actor": principal.name, "command_id": str(envelope.id)})
@@ -77,12 +77,12 @@ async def list_incidents(request: web.Request) -> web.Response:
     params = query_params(request)
     unknown = unknown_params(params)
     if unknown:
-        return problem(422, f"unknown query parameter {unknown[0]!r}", field=unknown[0])
+        return problem_response(422, f"unknown query parameter {unknown[0]!r}", field=unknown[0])
     try:
         f = parse_list_query(params)
         page = await store.list_incidents(request.app[DB], f)
     except QueryError as exc:
-        return problem(422, exc.message, field=exc.field)
+        return problem_response(422, exc.message, field=exc.field)
     return web.json_response(
         {
             "items": [incident_summary_json(row) for row in page.items],
@@ -97,7 +97,7 @@ async def get_incident(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     detail = await store.incident_detail(request.app[DB], key) if KEY_PATTERN.match(key) else None
     if detail is None:
-        return problem(404, f"no incident {key}", field="key")
+        return problem_response(404, f"no incident {key}", field="key")
     context = parse_context(detail.enrichment)
     body: dict[str, Any] = incident_summary_json(detail.incident)
     body["group_labels"] = detail.incident["group_labels"]
@@ -111,7 +111,7 @@ async def incident_report(request: web.Request) -> web.Response:
     key, fmt = request.match_info["key"], request.match_info["fmt"]
     incident = await store.incident(request.app[DB], key) if KEY_PATTERN.match(key) else None
     if incident is None:
-        return problem(404, f"no incident {key}", field="key")
+        return problem_response(404, f"no incident {key}", field="key")
     token = incident_key.set(key)
     try:
         found = await downloads.incident_file(
@@ -120,7 +120,7 @@ async def incident_report(request: web.Request) -> web.Response:
     finally:
         incident_key.reset(token)
     if found is None:
-        return problem(404, f"no incident {key}", field="key")
+        return problem_response(404, f"no incident {key}", field="key")
     content, origin = found
     return web.Response(
         body=content,
@@ -153,7 +153,7 @@ async def audit_report(request: web.Request) -> web.Response:
     try:
         since, until = audit_range(request)
     except QueryError as exc:
-        return problem(422, exc.message, field=exc.field)
+        return problem_response(422, exc.message, field=exc.field)
     content = await downloads.audit_file(request.app[DB], since, until, fmt)
     name = f"audit-{since:%Y%m%d}-{until:%Y%m%d}.{fmt}"
     return web.Response(
@@ -168,12 +168,12 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CommandRejected(problem(422, "the body must be a JSON object", field="body")) from None
+        raise CommandRejected(problem_response(422, "the body must be a JSON object", field="body")) from None
     if not isinstance(body, dict):
-        raise CommandRejected(problem(422, "the body must be a JSON object", field="body"))
+        raise CommandRejected(problem_response(422, "the body must be a JSON object", field="body"))
     comment = body.get("comment", "")
     if not isinstance(comment, str):
-        raise CommandRejected(problem(422, "must be a string", field="comment"))
+        raise CommandRejected(problem_response(422, "must be a string", field="comment"))
     return body
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from services.web import sessions
 from services.web.access import Principal, Role, Via, bearer_token, same_secret
 from services.web.appkeys import TOKENS, USERS
-from services.web.problems import problem
+from shared.problems import problem_response
 from shared.service import DB, SETTINGS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,7 +77,7 @@ async def resolve(request: web.Request) -> Principal | None:
 
 def unauthenticated(request: web.Request) -> web.StreamResponse:
     if is_api(request) or request.headers.get("Authorization") is not None:
-        response = problem(401, "authentication required: a bearer token or a login session")
+        response = problem_response(401, "authentication required: a bearer token or a login session")
         response.headers["WWW-Authenticate"] = 'Bearer realm="vigil"'
         return response
     target = request.path_qs if request.method in SAFE_METHODS else "/"
@@ -99,7 +99,7 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if sent is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             sent = str((await request.post()).get("csrf", "")) or None
         if not same_secret(sent, principal.csrf_token):
-            return problem(403, "missing or wrong CSRF token; reload the page and try again", field="csrf")
+            return problem_response(403, "missing or wrong CSRF token; reload the page and try again", field="csrf")
     response = await handler(request)
     if NEW_SESSION in request:
         set_session_cookie(response, request, request[NEW_SESSION])

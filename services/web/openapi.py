@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.web.listing import MAX_LIMIT, SEVERITIES, STATES
+from shared import problems
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -191,15 +192,7 @@ def openapi_document() -> dict[str, Any]:
                 "session": {"type": "apiKey", "in": "cookie", "name": "vigil_session"},
             },
             "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "status"],
-                    "properties": {
-                        "error": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "field": {"type": "string"},
-                    },
-                },
+                "Error": problems.schema(),
                 "IncidentSummary": incident_schema,
                 "IncidentPage": {
                     "type": "object",
