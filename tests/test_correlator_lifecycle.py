@@ -26,7 +26,7 @@ from services.correlator.lifecycle import (
     settle_flapping,
 )
 from services.correlator.rules import parse_rules
-from shared.contracts import IncidentCommand, IncidentEventType
+from shared.contracts import IncidentCommand, IncidentEventType, IncidentSnapshot
 from shared.fingerprint import label_fingerprint
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
@@ -289,3 +289,5 @@ def test_counters_match_the_alerts(messages: list[AlertChange]) -> None:
             assert inc.severity == highest_severity(Counter(a.severity for a in firing), "none")
         revisions = [e.snapshot.revision for e in world.events if e.incident_id == inc.id]
         assert revisions == sorted(revisions)
+    for e in world.events:  # snapshots are built without validation: they must still be valid
+        IncidentSnapshot.model_validate(e.snapshot.model_dump())

@@ -32,6 +32,7 @@ from shared.contracts import (
     AlertSource,
     Envelope,
     IncidentCommand,
+    IncidentEvent,
     WebhookAlert,
     alert_routing_key,
 )
@@ -257,6 +258,8 @@ async def test_alert_opens_incident_and_repeats_change_nothing(settings: Setting
     assert [e["type"] for e in events] == ["incident.opened"]
     assert events[0]["routing_key"] == "incident.opened.critical"
     assert events[0]["data"]["incident"]["key"] == "INC-000001"
+    # What subscribers get validates against the published contract.
+    assert IncidentEvent.model_validate(events[0]["data"]).incident.revision == inc["revision"]
 
 
 async def test_severity_follows_firing_alerts_and_incident_resolves_after_grace(

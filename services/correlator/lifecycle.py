@@ -140,7 +140,8 @@ class Incident:
     resolved_by: str | None = None
 
     def snapshot(self) -> IncidentSnapshot:
-        return IncidentSnapshot(
+        # Built without validation (every field is typed here already): a batch takes one per alert change.
+        return IncidentSnapshot.model_construct(
             key=self.key,
             title=self.title,
             state=IncidentState(self.state),
