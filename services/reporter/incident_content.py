@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from services.reporter.incident_report import IncidentReport, ReportAlert, TimelineEntry, UtcDatetime
 from shared.incident_context import ContextEvent, IncidentContext
+from shared.timeline import describe
 
 SCHEMA_VERSION = 1
 # Annotations that say what to do about an alert, in the order a reader wants them.
@@ -231,26 +232,12 @@ def alert_row(alert: ReportAlert) -> AlertRow:
     )
 
 
-TIMELINE_TEXT = {
-    "incident_opened": "Incident opened",
-    "alert_added": "Alert added",
-    "alert_resolved": "Alert resolved",
-    "alert_stale": "Alert went stale",
-    "alert_refired": "Alert fired again",
-    "severity_changed": "Severity changed",
-    "flapping_started": "Flapping started",
-    "flapping_stopped": "Flapping stopped",
-    "incident_acknowledged": "Acknowledged",
-    "incident_resolved": "Resolved",
-    "incident_reopened": "Reopened",
-    "comment": "Comment",
-}
 # Detail keys worth a reader's attention, in reading order; other keys follow sorted by name.
 DETAIL_ORDER = ("comment", "alertname", "host", "from", "to", "severity", "title", "reason")
 
 
 def timeline_text(entry: TimelineEntry) -> str:
-    head = TIMELINE_TEXT.get(entry.kind, entry.kind.replace("_", " ").capitalize())
+    head = describe(entry.kind)
     detail = entry.detail
     if entry.kind == "comment" and "comment" in detail:
         return f"{head}: {detail['comment']}"

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from services.web.charts import render_chart
 from shared.incident_context import IncidentContext
+from shared.timeline import describe
 
 INCIDENT_FIELDS = (
     "key",
@@ -34,20 +35,6 @@ INCIDENT_FIELDS = (
     "resolved_by",
     "updated_at",
 )
-TIMELINE_WORDS = {
-    "incident_opened": "Incident opened",
-    "alert_added": "Alert added",
-    "alert_resolved": "Alert resolved",
-    "alert_stale": "Alert went stale",
-    "alert_refired": "Alert fired again",
-    "severity_changed": "Severity changed",
-    "flapping_started": "Flapping started",
-    "flapping_stopped": "Flapping stopped",
-    "incident_acknowledged": "Acknowledged",
-    "incident_resolved": "Resolved",
-    "incident_reopened": "Reopened",
-    "comment": "Comment",
-}
 
 
 def iso(at: datetime | None) -> str | None:
@@ -208,16 +195,12 @@ def timeline_view(timeline: list[dict[str, Any]], counts: dict[str, int]) -> tup
             {
                 "at": t["at"],
                 "kind": t["kind"],
-                "what": TIMELINE_WORDS.get(t["kind"], t["kind"]),
+                "what": describe(t["kind"]),
                 "actor": t["actor"] or "",
                 "summary": timeline_summary(t["kind"], t["detail"] or {}),
             }
         )
-    hidden = [
-        (TIMELINE_WORDS.get(kind, kind), n - shown.get(kind, 0))
-        for kind, n in sorted(counts.items())
-        if n > shown.get(kind, 0)
-    ]
+    hidden = [(describe(kind), n - shown.get(kind, 0)) for kind, n in sorted(counts.items()) if n > shown.get(kind, 0)]
     return entries, hidden
 
 
