@@ -40,8 +40,9 @@ _INLINE = str.maketrans(
         "\x00": "\ufffd",
     }
 )
-# Characters that start a block (heading, list, quote, thematic break, setext underline) at the start of a line.
-_LINE_START = re.compile(r"^(\s*)([#+\-=*]|\d{1,9}[.)])")
+# Characters that start a block (heading, list, quote, thematic break, setext underline, the `:-` of a table's
+# delimiter row) at the start of a line.
+_LINE_START = re.compile(r"^(\s*)([#+\-=*:]|\d{1,9}[.)])")
 _NEWLINES = re.compile(r"\r\n|\r|\n|\u2028|\u2029|\x0b|\x0c|\x85")
 
 
