@@ -17,6 +17,8 @@ from pydantic import ValidationError
 from services.correlator.lifecycle import (
     AlertChange,
     CommandRejected,
+    EventOut,
+    World,
     apply_alert,
     apply_command,
     auto_resolve,
@@ -25,7 +27,7 @@ from services.correlator.lifecycle import (
     mark_stale,
     settle_flapping,
 )
-from services.correlator.rules import RuleSet
+from services.correlator.rules import Rule, RuleSet
 from services.correlator.store import SWEEP_LOCK, Q, lock_and_load, write_world
 from shared.contracts import AlertReceived, IncidentCommand
 from shared.jsonlog import incident_key
@@ -69,7 +71,7 @@ def decode_batch(deliveries: list[Delivery]) -> Decoded:
 
 async def correlate_batch(pool: AsyncConnectionPool, rules: RuleSet, deliveries: list[Delivery]) -> list[int]:
     batch = decode_batch(deliveries)
-    known: dict[str, tuple[Any, dict[str, str], str]] = {}
+    known: dict[str, tuple[Rule, dict[str, str], str]] = {}
     for a in batch.alerts:
         if a.fingerprint not in known:
             known[a.fingerprint] = group_of(rules, a.labels)
@@ -166,7 +168,7 @@ async def sweep(pool: AsyncConnectionPool, rules: RuleSet, now: datetime, *, lim
     return outbox_ids
 
 
-def _log_incident_changes(world: Any, events: list[Any]) -> None:
+def _log_incident_changes(world: World, events: list[EventOut]) -> None:
     for ev in events:
         if ev.change in ("opened", "resolved", "reopened", "flapping_started"):
             token = incident_key.set(world.incidents[ev.incident_id].key)
