@@ -315,6 +315,7 @@ async def run(pg: Postgres, node: RabbitMQ, root: Path) -> None:
             "load_avg_1m": os.getloadavg()[0],
             "live_rate_offered": STREAM_RATE,
             "live_alerts_per_s": round(len(live) / live_s),
+            "live_publish_s": round(sent_s, 2),
             "live_lag_s": round(live_s - sent_s, 2),
             "open_incidents": row[0],
             "outbox_unpublished": row[1],

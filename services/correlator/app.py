@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 RULES = web.AppKey("rules", RuleSet)
 # One transaction per batch is what makes thousands of alerts per second possible.
 BATCH_SIZE = 200
-BATCH_WAIT_S = 0.02
+BATCH_WAIT_S = 0.05
 # Two batches in flight: one computes while the other waits on PostgreSQL. Per-group locks keep them apart.
 CONCURRENCY = 2
 SWEEP_INTERVAL_S = 15.0
