@@ -122,7 +122,9 @@ async def main() -> None:
     async with LocalVigil() as vigil:
         sender = WebhookSender(f"{vigil.url('ingest')}/api/v1/webhooks/alertmanager", "harness-token")
         try:
+            cpu_before = {name: vigil.cpu_seconds(name) for name in ALL_SERVICES}
             rate = await throughput(vigil, sender)
+            cpu = {name: round(vigil.cpu_seconds(name) - cpu_before[name], 1) for name in ALL_SERVICES}
             progress(f"sustained {rate:.0f} alerts/s; now latency at {LATENCY_RATE} alerts/s")
             latencies = sorted(await latency(vigil, sender))
         finally:
@@ -141,6 +143,7 @@ async def main() -> None:
                 "latency_rate_alerts_per_s": LATENCY_RATE,
                 "latency_samples": len(latencies),
                 "rss_peak_mb": rss,
+                "throughput_cpu_s": cpu,
             }
         ),
         flush=True,

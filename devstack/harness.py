@@ -125,6 +125,11 @@ class LocalVigil:
         await asyncio.sleep(down_for)
         await asyncio.to_thread(self.postgres.start)
 
+    def cpu_seconds(self, service: str) -> float:
+        """User plus system CPU time of the service's current process so far."""
+        fields = Path(f"/proc/{self.pid(service)}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_peak_mb(self, service: str) -> float:
         """Peak resident memory (VmHWM) of the service's current process."""
         for line in Path(f"/proc/{self.pid(service)}/status").read_text().splitlines():

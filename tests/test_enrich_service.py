@@ -352,8 +352,14 @@ async def test_re_enrichment_replaces_and_older_revisions_never_win(
     async with enricher(with_upstreams(settings, stack.prometheus.url, loki), make_config()) as harness:
         await harness.publish(snapshot)
         first = await harness.next_enriched()
-        # An update that is not "alerts_added" is acknowledged and ignored.
+        # An update that is not "alerts_added" is acknowledged and ignored, and so is a growth event for an
+        # incident that has not changed since its announced enrichment (a storm's queued events coalesce).
         await harness.publish(snapshot, "incident.updated", "acknowledged")
+        await harness.publish(snapshot, "incident.updated", "alerts_added")
+        with pytest.raises(TimeoutError):
+            await harness.next_enriched(timeout=2)
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+            await conn.execute("UPDATE incidents SET revision = revision + 1")  # the correlator added an alert
         await harness.publish(snapshot, "incident.updated", "alerts_added")
         second = await harness.next_enriched()
         assert (first["data"]["detail"]["version"], second["data"]["detail"]["version"]) == (1, 2)

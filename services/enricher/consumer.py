@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
@@ -43,6 +43,10 @@ ENRICHMENT_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
 )
 
+COALESCED = Counter(
+    "vigil_enrichments_coalesced_total", "Incident events skipped because the incident's state was already enriched"
+)
+
 ENRICHING = {IncidentEventType.opened, IncidentEventType.reopened, IncidentEventType.resolved}
 
 
@@ -51,6 +55,13 @@ def wanted(event_type: str, change: str) -> bool:
     if event_type in ENRICHING:
         return True
     return event_type == IncidentEventType.updated and change == "alerts_added"
+
+
+def already_enriched(row: dict[str, Any]) -> bool:
+    """The enricher works on the incident as it is now, so an event whose incident has not changed since the last
+    announced enrichment has nothing new to add: in a storm, the first of many queued events does the work."""
+    enriched = row.get("enriched_revision")
+    return enriched is not None and enriched >= row["revision"] and bool(row.get("enrichment_published"))
 
 
 def facts_from_rows(row: dict[str, Any], alerts: list[dict[str, Any]]) -> IncidentFacts:
@@ -123,12 +134,17 @@ class Enricher:
             incident_key.reset(token)
 
     async def enrich_and_publish(self, key: str) -> int | None:
-        """Enrich the incident as it is now; returns the stored version (None when a newer one was stored)."""
+        """Enrich the incident as it is now; returns the stored version, or None when nothing was stored (this state
+        was already enriched and announced, or a newer one was stored meanwhile)."""
         started = time.perf_counter()
         async with self.pool.connection() as conn:
             row = await (await conn.execute(QUERIES.incident_by_key, {"key": key})).fetchone()
             if row is None:
                 raise PermanentError(f"incident {key} is not in the database")
+            if already_enriched(row):
+                COALESCED.inc()
+                log.info("this revision is already enriched and announced", extra={"revision": row["revision"]})
+                return None
             alerts = await (await conn.execute(QUERIES.incident_alerts, {"incident_id": row["id"]})).fetchall()
         facts = facts_from_rows(row, alerts)
         context = await enrich(facts, self.config, self.upstreams, now=datetime.now(UTC))
@@ -162,5 +178,7 @@ class Enricher:
             envelope,  # type: ignore[arg-type]
             mandatory=False,
         )
+        async with self.pool.connection() as conn:
+            await conn.execute(QUERIES.mark_published, {"incident_id": facts.id, "version": version})
         ENRICHMENT_SECONDS.labels(str(context.complete).lower()).observe(time.perf_counter() - started)
         return version

@@ -2,10 +2,13 @@
 -- them) and writes only `enrichments`.
 
 -- name: incident_by_key
-SELECT id, key, title, state, severity, rule, group_labels, hosts, alert_count, firing_count, flapping, revision,
-       opened_at, first_alert_at, last_alert_at, acknowledged_at, resolved_at
-FROM incidents
-WHERE key = %(key)s
+-- With the revision its stored enrichment was computed for and whether that one was announced.
+SELECT i.id, i.key, i.title, i.state, i.severity, i.rule, i.group_labels, i.hosts, i.alert_count, i.firing_count,
+       i.flapping, i.revision, i.opened_at, i.first_alert_at, i.last_alert_at, i.acknowledged_at, i.resolved_at,
+       e.incident_revision AS enriched_revision, e.published AS enrichment_published
+FROM incidents i
+LEFT JOIN enrichments e ON e.incident_id = i.id
+WHERE i.key = %(key)s
 
 -- name: incident_alerts
 -- Bounded: an incident of thousands of alerts still needs only their starts on the timeline.
@@ -25,6 +28,7 @@ SET version = enrichments.version + 1,
     incident_revision = EXCLUDED.incident_revision,
     complete = EXCLUDED.complete,
     context = EXCLUDED.context,
+    published = false,
     created_at = now()
 WHERE enrichments.incident_revision <= EXCLUDED.incident_revision
 RETURNING version
@@ -33,3 +37,6 @@ RETURNING version
 SELECT version, incident_revision, complete, context, created_at
 FROM enrichments
 WHERE incident_id = %(incident_id)s
+
+-- name: mark_published
+UPDATE enrichments SET published = true WHERE incident_id = %(incident_id)s AND version = %(version)s

@@ -19,16 +19,13 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 import psycopg
 
+from services.reporter.queries import QUERIES
 from shared.contracts import SEVERITY_RANK
-from shared.db import Queries
-
-QUERIES = Queries(Path(__file__).with_name("queries.sql"))
 
 PERIODS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 Period = Literal["24h", "7d", "30d"]

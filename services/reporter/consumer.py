@@ -7,12 +7,14 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from services.reporter import incident_report
+from services.reporter.queries import QUERIES
 from services.reporter.rendering import render_all
 from services.reporter.report_store import Stored, store
 from shared.contracts import INCIDENTS_EXCHANGE, Envelope, IncidentEvent, IncidentEventType, ReportReady, topic_word
@@ -28,6 +30,16 @@ HANDLED_TYPES = {IncidentEventType.enriched.value, IncidentEventType.resolved.va
 # Namespace of report.ready message ids: the same stored version always announces itself with the same id, so a
 # subscriber can drop the duplicate a redelivered event produces.
 REPORT_READY_NAMESPACE = uuid.UUID("5d0c7f3e-6a4f-4b7e-9d1e-2f7b0c9a4e11")
+
+
+def already_reported(freshness: dict[str, Any]) -> bool:
+    """The newest reports were rendered from this revision and this enrichment, and announced."""
+    return (
+        freshness["reported_revision"] is not None
+        and freshness["reported_revision"] >= freshness["revision"]
+        and freshness["reported_enrichment_version"] == freshness["enrichment_version"]
+        and bool(freshness["published"])
+    )
 
 
 def report_ready_envelope(stored: Stored, formats: list[str]) -> Envelope[ReportReady]:
@@ -65,8 +77,15 @@ class ReportHandler:
         finally:
             incident_key.reset(token)
 
-    async def render_and_store(self, key: str, cause: str) -> Stored:
+    async def render_and_store(self, key: str, cause: str) -> Stored | None:
+        """Render, store and announce the incident's reports; None when its newest reports already show its
+        current state (revision and enrichment) and were announced."""
         async with self.pool.connection() as conn:
+            freshness = await (await conn.execute(QUERIES.report_freshness, {"key": key})).fetchone()
+            if freshness is not None and already_reported(freshness):
+                VERSIONS.labels("coalesced").inc()
+                log.info("reports already show this state", extra={"cause": cause, "revision": freshness["revision"]})
+                return None
             report = await incident_report.load(conn, key, alertmanager_url=self.alertmanager_url)
         if report is None:
             raise PermanentError(f"incident {key} does not exist")
@@ -76,8 +95,10 @@ class ReportHandler:
             RENDERED.labels(fmt).inc()
         async with self.pool.connection() as conn:
             stored = await store(conn, key, rendered)
-        if stored is None:
-            raise PermanentError(f"incident {key} does not exist")
+            if stored is None:
+                raise PermanentError(f"incident {key} does not exist")
+            source = {"key": key, "report_version": stored.version, "revision": report.revision}
+            await conn.execute(QUERIES.record_report_source, {**source, "enrichment_version": report.context_version})
         VERSIONS.labels("new" if stored.new else "unchanged").inc()
         await self.broker.publish(
             INCIDENTS_EXCHANGE,
@@ -85,6 +106,8 @@ class ReportHandler:
             report_ready_envelope(stored, list(rendered)),
             mandatory=False,
         )
+        async with self.pool.connection() as conn:
+            await conn.execute(QUERIES.mark_report_published, {"key": key, "report_version": stored.version})
         log.info(
             "reports stored" if stored.new else "reports unchanged",
             extra={"cause": cause, "report_version": stored.version, "alerts": len(report.alerts)},

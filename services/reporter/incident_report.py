@@ -8,16 +8,13 @@ knows of), so the same data always renders to the same bytes.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field
 
-from shared.db import Queries
+from services.reporter.queries import QUERIES
 from shared.incident_context import IncidentContext
-
-QUERIES = Queries(Path(__file__).with_name("queries.sql"))
 
 
 def _to_utc(value: datetime) -> datetime:

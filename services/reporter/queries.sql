@@ -81,3 +81,26 @@ COPY (
 
 -- name: incident_id_by_key
 SELECT id, severity FROM incidents WHERE key = %(key)s
+
+-- Coalescing: the incident's current revision and enrichment version beside what its newest reports came from.
+
+-- name: report_freshness
+SELECT i.revision, e.version AS enrichment_version, s.incident_revision AS reported_revision,
+       s.enrichment_version AS reported_enrichment_version, s.published
+FROM incidents i
+LEFT JOIN enrichments e ON e.incident_id = i.id
+LEFT JOIN report_sources s ON s.incident_id = i.id
+WHERE i.key = %(key)s
+
+-- name: record_report_source
+INSERT INTO report_sources (incident_id, report_version, incident_revision, enrichment_version, published)
+SELECT id, %(report_version)s, %(revision)s, %(enrichment_version)s, false FROM incidents WHERE key = %(key)s
+ON CONFLICT (incident_id) DO UPDATE
+SET report_version = EXCLUDED.report_version,
+    incident_revision = EXCLUDED.incident_revision,
+    enrichment_version = EXCLUDED.enrichment_version,
+    published = false
+
+-- name: mark_report_published
+UPDATE report_sources SET published = true
+WHERE incident_id = (SELECT id FROM incidents WHERE key = %(key)s) AND report_version = %(report_version)s

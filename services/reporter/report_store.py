@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from services.reporter.queries import QUERIES
 from services.reporter.versions import Decision, Rendered, decide
-from shared.db import Queries
-
-QUERIES = Queries(Path(__file__).with_name("queries.sql"))
 
 
 @dataclass(frozen=True)
