@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(5, ge=1, le=100, description="Failed handlings before a message is parked.")
     publish_timeout_s: float = Field(5.0, gt=0, description="How long to wait for a broker confirm.")
+    refresh_interval_ms: int = Field(
+        10_000,
+        ge=100,
+        le=3_600_000,
+        description="While an incident grows, it is enriched and its reports rendered at most once per interval.",
+    )
 
     ingest_token: SecretStr | None = Field(None, description="Bearer token of the default sender.")
     ingest_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(

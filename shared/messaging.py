@@ -147,6 +147,19 @@ async def declare_topology(channel: AbstractChannel, retry_delays_ms: Sequence[i
             await waiting.bind(retry, retry_queue_name(spec.name, delay))
 
 
+def _copy(delivery: Delivery, headers: dict[str, object]) -> aio_pika.Message:
+    message = delivery.message
+    return aio_pika.Message(
+        message.body,
+        headers={**(message.headers or {}), **headers},
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        type=message.type,
+        app_id=message.app_id,
+    )
+
+
 def retry_queue_name(queue: str, delay_ms: int) -> str:
     return f"{queue}.retry.{delay_ms}"
 
@@ -158,6 +171,8 @@ class Broker:
     url: str
     producer: str
     retry_delays_ms: Sequence[int] = (1_000, 10_000, 60_000)
+    # How long `defer` holds a message back: consumers use it to coalesce bursts (see `defer`).
+    defer_ms: int = 10_000
     max_attempts: int = 5
     prefetch: int = 200
     publish_timeout_s: float = 5.0
@@ -196,7 +211,7 @@ class Broker:
         )
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await declare_topology(channel, self.retry_delays_ms)
+            await declare_topology(channel, sorted({*self.retry_delays_ms, self.defer_ms}))
             for name in (*TOPIC_EXCHANGES, RETRY_EXCHANGE, PARKING_EXCHANGE):
                 self._exchanges[name] = await channel.get_exchange(name, ensure=False)
         except BaseException:
@@ -272,24 +287,21 @@ class Broker:
         """Send a failed message on to its next delay queue, or park it; returns the outcome."""
         attempts = delivery.attempts + 1
         permanent = isinstance(error, PermanentError)
-        headers = dict(delivery.message.headers or {})
-        headers[ATTEMPTS_HEADER] = attempts
-        headers[ERROR_HEADER] = f"{type(error).__name__}: {error}"[:1000]
-        copy = aio_pika.Message(
-            delivery.message.body,
-            headers=headers,
-            content_type=delivery.message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=delivery.message.message_id,
-            type=delivery.message.type,
-            app_id=delivery.message.app_id,
-        )
+        copy = _copy(delivery, {ATTEMPTS_HEADER: attempts, ERROR_HEADER: f"{type(error).__name__}: {error}"[:1000]})
         if permanent or attempts >= self.max_attempts:
             await self.publish_message(PARKING_EXCHANGE, queue, copy)
             return "parked"
         delay = self.retry_delays_ms[min(attempts - 1, len(self.retry_delays_ms) - 1)]
         await self.publish_message(RETRY_EXCHANGE, retry_queue_name(queue, delay), copy)
         return "retried"
+
+    async def defer(self, delivery: Delivery, queue: str) -> None:
+        """Hand the message back to `queue` after `defer_ms`, not counted as a failed attempt.
+
+        For work that should not run more often than every `defer_ms` per subject (an incident growing in a storm):
+        the handler defers the message and returns, and when it comes back it finds the latest state.
+        """
+        await self.publish_message(RETRY_EXCHANGE, retry_queue_name(queue, self.defer_ms), _copy(delivery, {}))
 
     async def close(self) -> None:
         for consumer in self._consumers:

@@ -91,6 +91,7 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.amqp_url,
         producer=app[SERVICE],
         retry_delays_ms=settings.retry_delays_ms,
+        defer_ms=settings.refresh_interval_ms,
         max_attempts=settings.max_attempts,
         prefetch=settings.prefetch,
         publish_timeout_s=settings.publish_timeout_s,

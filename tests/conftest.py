@@ -93,6 +93,7 @@ def settings(db_url: str, amqp_url: str, tmp_path: Path) -> Settings:
         enricher_port=free_port(),
         reporter_port=free_port(),
         retry_delays_ms=(100, 200),
+        refresh_interval_ms=1000,
         max_attempts=3,
         ingest_token="test-token",
         api_token="test-api-token",

@@ -402,8 +402,8 @@ async def test_dead_prometheus_and_slow_loki_give_a_partial_enrichment_quickly(s
     missing = " | ".join(detail["missing"])
     prometheus_missing = [line for line in detail["missing"] if line.startswith("prometheus (")]
     assert "cannot connect" in missing
-    # Five failed attempts opened the circuit: later queries of the same enrichment did not even try.
-    assert "circuit open" in missing
+    # Whether the circuit opens within this one enrichment depends on how its concurrent queries interleave; the
+    # breaker has its own tests (test_breaker_opens_after_failures_*), so only reasons that do not race are checked.
     for name in ("alert: ValueHigh", "value", "up"):
         assert any(name in line for line in prometheus_missing), (name, prometheus_missing)
     assert "loki (" in missing and "timed out after 0.3s" in missing

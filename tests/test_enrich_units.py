@@ -371,3 +371,24 @@ def test_alert_expression_keeps_the_series_of_the_alerting_instance() -> None:
         generated_at=T0,
     )
     assert sorted(m.labels.get("instance", "") for m in context.metrics) == ["", "web-1:9100", "web-2:9100"]
+
+
+# --- coalescing and refresh interval (pure) ----------------------------------------------------------
+
+
+def test_growth_events_coalesce_and_wait_for_the_refresh_interval() -> None:
+    from services.enricher.consumer import next_step
+
+    now = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
+    interval = timedelta(seconds=10)
+    fresh = {"revision": 5, "enriched_revision": 5, "enrichment_published": True, "enriched_at": now}
+    stale = {**fresh, "revision": 6}
+    never = {"revision": 1, "enriched_revision": None, "enrichment_published": None, "enriched_at": None}
+    assert next_step(fresh, growth=True, now=now, interval=interval) == "skip"
+    assert next_step(stale, growth=True, now=now + timedelta(seconds=3), interval=interval) == "defer"
+    assert next_step(stale, growth=True, now=now + timedelta(seconds=10), interval=interval) == "enrich"
+    assert next_step(stale, growth=False, now=now + timedelta(seconds=3), interval=interval) == "enrich"
+    assert next_step(never, growth=True, now=now, interval=interval) == "enrich"
+    # Stored but never announced (a crash between commit and publish): done again, so the event goes out.
+    unannounced = {**fresh, "enrichment_published": False}
+    assert next_step(unannounced, growth=False, now=now, interval=interval) == "enrich"

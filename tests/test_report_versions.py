@@ -55,3 +55,46 @@ def test_open_incident_is_measured_to_the_data_not_the_clock() -> None:
     assert summary["duration_seconds"] == 95 * 60 and summary["ended_at"] is None
     assert summary["as_of"] == "2026-11-01T04:35:00Z"
     assert "Not enriched yet" in text
+
+
+def test_storm_of_enrichments_renders_at_most_once_per_interval() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.reporter.consumer import next_step
+
+    now = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
+    interval = timedelta(seconds=10)
+    shown = {
+        "revision": 4,
+        "state": "open",
+        "enrichment_version": 2,
+        "reported_revision": 4,
+        "reported_enrichment_version": 2,
+        "published": True,
+        "rendered_at": now,
+    }
+    newer = {**shown, "enrichment_version": 3}
+    assert next_step(shown, event_type="incident.enriched", now=now, interval=interval) == "skip"
+    assert (
+        next_step(newer, event_type="incident.enriched", now=now + timedelta(seconds=2), interval=interval) == "defer"
+    )
+    assert (
+        next_step(newer, event_type="incident.enriched", now=now + timedelta(seconds=11), interval=interval) == "render"
+    )
+    assert next_step(newer, event_type="incident.resolved", now=now, interval=interval) == "render"
+    resolved = {**newer, "state": "resolved"}
+    assert next_step(resolved, event_type="incident.enriched", now=now, interval=interval) == "render"
+    # Rendered and stored but never announced (a crash before report.ready): rendered again once the interval is
+    # over, so the announcement does go out.
+    unannounced = {**shown, "published": False}
+    assert next_step(unannounced, event_type="incident.enriched", now=now, interval=interval) == "defer"
+    later = now + timedelta(seconds=10)
+    assert next_step(unannounced, event_type="incident.enriched", now=later, interval=interval) == "render"
+    never = {
+        **shown,
+        "reported_revision": None,
+        "reported_enrichment_version": None,
+        "published": None,
+        "rendered_at": None,
+    }
+    assert next_step(never, event_type="incident.enriched", now=now, interval=interval) == "render"

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -39,7 +40,8 @@ async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
-    enricher = Enricher(app[DB], app[BROKER], app[CONFIG], app[UPSTREAMS])
+    interval = timedelta(milliseconds=app[SETTINGS].refresh_interval_ms)
+    enricher = Enricher(app[DB], app[BROKER], app[CONFIG], app[UPSTREAMS], refresh_interval=interval)
     app[ENRICHER] = enricher
     # Concurrency > 1: one incident waiting on a slow upstream never holds up the others.
     starting = asyncio.create_task(

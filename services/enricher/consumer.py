@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from shared.contracts import (
 )
 from shared.db import Queries
 from shared.jsonlog import incident_key
-from shared.messaging import Broker, Delivery, PermanentError
+from shared.messaging import ENRICHER_QUEUE, Broker, Delivery, PermanentError
 
 log = logging.getLogger(__name__)
 QUERIES = Queries(Path(__file__).with_name("queries.sql"))
@@ -43,8 +43,10 @@ ENRICHMENT_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
 )
 
-COALESCED = Counter(
-    "vigil_enrichments_coalesced_total", "Incident events skipped because the incident's state was already enriched"
+SKIPPED = Counter(
+    "vigil_enrichment_steps_total",
+    "What incident events led to: enrich, skip (state already enriched) or defer (enriched within the interval)",
+    ["step"],
 )
 
 ENRICHING = {IncidentEventType.opened, IncidentEventType.reopened, IncidentEventType.resolved}
@@ -57,11 +59,21 @@ def wanted(event_type: str, change: str) -> bool:
     return event_type == IncidentEventType.updated and change == "alerts_added"
 
 
-def already_enriched(row: dict[str, Any]) -> bool:
-    """The enricher works on the incident as it is now, so an event whose incident has not changed since the last
-    announced enrichment has nothing new to add: in a storm, the first of many queued events does the work."""
+def next_step(row: dict[str, Any], *, growth: bool, now: datetime, interval: timedelta) -> str:
+    """`enrich`, `skip` or `defer` an event about the incident in `row`.
+
+    The enricher works on the incident as it is now, so an event whose incident has not changed since the last
+    announced enrichment has nothing to add (skip). An incident that grows in a storm is enriched at most once per
+    `interval`, like Alertmanager's group_interval: a growth event soon after an enrichment comes back later (defer)
+    and then finds the latest state. New, reopened and resolved incidents are enriched at once.
+    """
     enriched = row.get("enriched_revision")
-    return enriched is not None and enriched >= row["revision"] and bool(row.get("enrichment_published"))
+    if enriched is not None and enriched >= row["revision"] and row.get("enrichment_published"):
+        return "skip"
+    enriched_at = row.get("enriched_at")
+    if growth and enriched_at is not None and now - enriched_at < interval:
+        return "defer"
+    return "enrich"
 
 
 def facts_from_rows(row: dict[str, Any], alerts: list[dict[str, Any]]) -> IncidentFacts:
@@ -114,6 +126,7 @@ class Enricher:
     broker: Broker
     config: EnrichmentConfig
     upstreams: Upstreams
+    refresh_interval: timedelta = timedelta(seconds=10)
 
     async def handle(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -127,24 +140,32 @@ class Enricher:
             raise PermanentError(f"not an incident event: {exc.errors()[:3]}") from None
         if not wanted(envelope.type, event.change):
             return
-        token = incident_key.set(event.incident.key)
+        key = event.incident.key
+        token = incident_key.set(key)
         try:
-            await self.enrich_and_publish(event.incident.key)
+            async with self.pool.connection() as conn:
+                row = await (await conn.execute(QUERIES.incident_by_key, {"key": key})).fetchone()
+            if row is None:
+                raise PermanentError(f"incident {key} is not in the database")
+            step = next_step(
+                row,
+                growth=envelope.type == IncidentEventType.updated,
+                now=datetime.now(UTC),
+                interval=self.refresh_interval,
+            )
+            SKIPPED.labels(step).inc()
+            if step == "defer":
+                await self.broker.defer(delivery, ENRICHER_QUEUE.name)
+            elif step == "enrich":
+                await self.enrich_and_publish(row)
         finally:
             incident_key.reset(token)
 
-    async def enrich_and_publish(self, key: str) -> int | None:
-        """Enrich the incident as it is now; returns the stored version, or None when nothing was stored (this state
-        was already enriched and announced, or a newer one was stored meanwhile)."""
+    async def enrich_and_publish(self, row: dict[str, Any]) -> int | None:
+        """Enrich the incident of `row` as it is now; returns the stored version, or None when a newer one was stored
+        meanwhile."""
         started = time.perf_counter()
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(QUERIES.incident_by_key, {"key": key})).fetchone()
-            if row is None:
-                raise PermanentError(f"incident {key} is not in the database")
-            if already_enriched(row):
-                COALESCED.inc()
-                log.info("this revision is already enriched and announced", extra={"revision": row["revision"]})
-                return None
             alerts = await (await conn.execute(QUERIES.incident_alerts, {"incident_id": row["id"]})).fetchall()
         facts = facts_from_rows(row, alerts)
         context = await enrich(facts, self.config, self.upstreams, now=datetime.now(UTC))

@@ -5,7 +5,7 @@
 -- With the revision its stored enrichment was computed for and whether that one was announced.
 SELECT i.id, i.key, i.title, i.state, i.severity, i.rule, i.group_labels, i.hosts, i.alert_count, i.firing_count,
        i.flapping, i.revision, i.opened_at, i.first_alert_at, i.last_alert_at, i.acknowledged_at, i.resolved_at,
-       e.incident_revision AS enriched_revision, e.published AS enrichment_published
+       e.incident_revision AS enriched_revision, e.published AS enrichment_published, e.created_at AS enriched_at
 FROM incidents i
 LEFT JOIN enrichments e ON e.incident_id = i.id
 WHERE i.key = %(key)s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -17,7 +18,12 @@ from shared.service import BROKER, DB, SETTINGS, base_app, broker_ctx, database_
 async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start consuming once the broker is connected (in the background: /readyz reports the wait)."""
     settings = app[SETTINGS]
-    handler = ReportHandler(app[DB], app[BROKER], alertmanager_url=settings.alertmanager_url)
+    handler = ReportHandler(
+        app[DB],
+        app[BROKER],
+        alertmanager_url=settings.alertmanager_url,
+        refresh_interval=timedelta(milliseconds=settings.refresh_interval_ms),
+    )
     # Rendering is CPU-bound; two at a time keep one core for the rest of the process.
     starting = asyncio.create_task(app[BROKER].consume(REPORTER_QUEUE, handler, batch_size=1, concurrency=2))
     yield

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
@@ -19,12 +20,16 @@ from services.reporter.rendering import render_all
 from services.reporter.report_store import Stored, store
 from shared.contracts import INCIDENTS_EXCHANGE, Envelope, IncidentEvent, IncidentEventType, ReportReady, topic_word
 from shared.jsonlog import incident_key
-from shared.messaging import Broker, Delivery, PermanentError
+from shared.messaging import REPORTER_QUEUE, Broker, Delivery, PermanentError
 
 log = logging.getLogger(__name__)
 
 RENDERED = Counter("vigil_reports_rendered_total", "Incident reports rendered, by format", ["format"])
-VERSIONS = Counter("vigil_report_versions_total", "Renderings stored as a new version or unchanged", ["outcome"])
+VERSIONS = Counter(
+    "vigil_report_versions_total",
+    "Events that were rendered (new version or unchanged), skipped (state already reported) or deferred",
+    ["outcome"],
+)
 
 HANDLED_TYPES = {IncidentEventType.enriched.value, IncidentEventType.resolved.value}
 # Namespace of report.ready message ids: the same stored version always announces itself with the same id, so a
@@ -32,14 +37,26 @@ HANDLED_TYPES = {IncidentEventType.enriched.value, IncidentEventType.resolved.va
 REPORT_READY_NAMESPACE = uuid.UUID("5d0c7f3e-6a4f-4b7e-9d1e-2f7b0c9a4e11")
 
 
-def already_reported(freshness: dict[str, Any]) -> bool:
-    """The newest reports were rendered from this revision and this enrichment, and announced."""
-    return (
-        freshness["reported_revision"] is not None
-        and freshness["reported_revision"] >= freshness["revision"]
+def next_step(freshness: dict[str, Any], *, event_type: str, now: datetime, interval: timedelta) -> str:
+    """`render`, `skip` or `defer` an event about an incident, given what its newest reports were rendered from.
+
+    Reports already showing this revision and enrichment, and announced, have nothing to add (skip). While an open
+    incident keeps being re-enriched in a storm, it is rendered at most once per `interval`: an event soon after a
+    rendering comes back later (defer) and then renders the latest state. A resolved incident renders at once.
+    """
+    reported = freshness["reported_revision"]
+    if (
+        reported is not None
+        and reported >= freshness["revision"]
         and freshness["reported_enrichment_version"] == freshness["enrichment_version"]
-        and bool(freshness["published"])
-    )
+        and freshness["published"]
+    ):
+        return "skip"
+    rendered_at = freshness["rendered_at"]
+    growing = event_type == IncidentEventType.enriched.value and freshness["state"] != "resolved"
+    if growing and rendered_at is not None and now - rendered_at < interval:
+        return "defer"
+    return "render"
 
 
 def report_ready_envelope(stored: Stored, formats: list[str]) -> Envelope[ReportReady]:
@@ -56,6 +73,7 @@ class ReportHandler:
     pool: AsyncConnectionPool
     broker: Broker
     alertmanager_url: str = ""
+    refresh_interval: timedelta = timedelta(seconds=10)
 
     async def __call__(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -73,19 +91,22 @@ class ReportHandler:
         key = event.incident.key
         token = incident_key.set(key)
         try:
-            await self.render_and_store(key, envelope.type)
+            await self.render_and_store(key, envelope.type, delivery)
         finally:
             incident_key.reset(token)
 
-    async def render_and_store(self, key: str, cause: str) -> Stored | None:
-        """Render, store and announce the incident's reports; None when its newest reports already show its
-        current state (revision and enrichment) and were announced."""
+    async def render_and_store(self, key: str, cause: str, delivery: Delivery | None = None) -> Stored | None:
+        """Render, store and announce the incident's reports; None when they already show its current state or
+        the event was deferred (see `next_step`)."""
         async with self.pool.connection() as conn:
             freshness = await (await conn.execute(QUERIES.report_freshness, {"key": key})).fetchone()
-            if freshness is not None and already_reported(freshness):
-                VERSIONS.labels("coalesced").inc()
-                log.info("reports already show this state", extra={"cause": cause, "revision": freshness["revision"]})
-                return None
+            if freshness is not None:
+                step = next_step(freshness, event_type=cause, now=datetime.now(UTC), interval=self.refresh_interval)
+                if step != "render":
+                    VERSIONS.labels(step).inc()
+                    if step == "defer" and delivery is not None:
+                        await self.broker.defer(delivery, REPORTER_QUEUE.name)
+                    return None
             report = await incident_report.load(conn, key, alertmanager_url=self.alertmanager_url)
         if report is None:
             raise PermanentError(f"incident {key} does not exist")

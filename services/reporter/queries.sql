@@ -85,8 +85,8 @@ SELECT id, severity FROM incidents WHERE key = %(key)s
 -- Coalescing: the incident's current revision and enrichment version beside what its newest reports came from.
 
 -- name: report_freshness
-SELECT i.revision, e.version AS enrichment_version, s.incident_revision AS reported_revision,
-       s.enrichment_version AS reported_enrichment_version, s.published
+SELECT i.revision, i.state, e.version AS enrichment_version, s.incident_revision AS reported_revision,
+       s.enrichment_version AS reported_enrichment_version, s.published, s.rendered_at
 FROM incidents i
 LEFT JOIN enrichments e ON e.incident_id = i.id
 LEFT JOIN report_sources s ON s.incident_id = i.id
@@ -99,7 +99,8 @@ ON CONFLICT (incident_id) DO UPDATE
 SET report_version = EXCLUDED.report_version,
     incident_revision = EXCLUDED.incident_revision,
     enrichment_version = EXCLUDED.enrichment_version,
-    published = false
+    published = false,
+    rendered_at = now()
 
 -- name: mark_report_published
 UPDATE report_sources SET published = true

@@ -6,5 +6,6 @@ CREATE TABLE report_sources (
     report_version     integer NOT NULL,
     incident_revision  integer NOT NULL,
     enrichment_version integer,
-    published          boolean NOT NULL DEFAULT false
+    published          boolean NOT NULL DEFAULT false,
+    rendered_at        timestamptz NOT NULL DEFAULT now()
 );
