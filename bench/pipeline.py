@@ -122,9 +122,10 @@ async def main() -> None:
     async with LocalVigil() as vigil:
         sender = WebhookSender(f"{vigil.url('ingest')}/api/v1/webhooks/alertmanager", "harness-token")
         try:
-            cpu_before = {name: vigil.cpu_seconds(name) for name in ALL_SERVICES}
+            measured = (*ALL_SERVICES, "postgres", "rabbitmq")
+            cpu_before = {name: vigil.cpu_seconds(name) for name in measured}
             rate = await throughput(vigil, sender)
-            cpu = {name: round(vigil.cpu_seconds(name) - cpu_before[name], 1) for name in ALL_SERVICES}
+            cpu = {name: round(vigil.cpu_seconds(name) - cpu_before[name], 1) for name in measured}
             progress(f"sustained {rate:.0f} alerts/s; now latency at {LATENCY_RATE} alerts/s")
             latencies = sorted(await latency(vigil, sender))
         finally:

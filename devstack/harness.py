@@ -126,9 +126,14 @@ class LocalVigil:
         await asyncio.to_thread(self.postgres.start)
 
     def cpu_seconds(self, service: str) -> float:
-        """User plus system CPU time of the service's current process so far."""
-        fields = Path(f"/proc/{self.pid(service)}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User plus system CPU time of the service's current process so far; `postgres` and `rabbitmq` count the
+        server's processes (PostgreSQL: the postmaster and its live backends)."""
+        if service == "rabbitmq":
+            return _cpu(read_pid(self.rabbitmq.pid_file) or 0)
+        if service == "postgres":
+            postmaster = read_pid(self.postgres.data_dir / "postmaster.pid") or 0
+            return _cpu(postmaster) + sum(_cpu(pid) for pid in _children(postmaster))
+        return _cpu(self.pid(service))
 
     def rss_peak_mb(self, service: str) -> float:
         """Peak resident memory (VmHWM) of the service's current process."""
@@ -136,3 +141,22 @@ class LocalVigil:
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 1024, 1)
         raise LookupError("no VmHWM")
+
+
+def _cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
