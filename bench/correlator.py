@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,8 +22,9 @@ import httpx
 import psycopg
 
 from devstack.postgres import Postgres
-from devstack.procs import free_port, spawn, stop_pid
+from devstack.procs import cpu_seconds, free_port, peak_rss_mb, read_pid, spawn, stop_pid, tree_cpu_seconds
 from devstack.rabbitmq import RabbitMQ
+from devstack.throwaway import new_postgres, new_rabbitmq, temp_root
 from shared.contracts import ALERTS_EXCHANGE, alert_routing_key
 from shared.db import migrate
 from shared.fingerprint import label_fingerprint
@@ -209,41 +208,6 @@ async def wait_drained(node: RabbitMQ, db_url: str, expected_alerts: int) -> Non
     raise TimeoutError("the correlator did not drain its queue in time")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(root_pid: int | None) -> float:
-    """CPU of a process and its children (PostgreSQL's backends), to see where an alert's cost goes."""
-    if root_pid is None:
-        return 0.0
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        if pid == root_pid or int(fields[1]) == root_pid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def first_line_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def run(pg: Postgres, node: RabbitMQ, root: Path) -> None:
     now = datetime.now(UTC)
     await migrate(pg.url)
@@ -282,8 +246,8 @@ async def run(pg: Postgres, node: RabbitMQ, root: Path) -> None:
                 await asyncio.sleep(0.05)
             else:
                 raise RuntimeError("correlator did not become ready")
-        pg_pid = first_line_pid(pg.data_dir / "postmaster.pid")
-        mq_pid = first_line_pid(node.pid_file)
+        pg_pid = read_pid(pg.data_dir / "postmaster.pid")
+        mq_pid = read_pid(node.pid_file)
         started, cpu_before = time.perf_counter(), cpu_seconds(proc.pid)
         pg_before, mq_before = tree_cpu_seconds(pg_pid), tree_cpu_seconds(mq_pid)
         distinct = HOSTS * ALERTS_PER_HOST
@@ -319,7 +283,7 @@ async def run(pg: Postgres, node: RabbitMQ, root: Path) -> None:
             "live_lag_s": round(live_s - sent_s, 2),
             "open_incidents": row[0],
             "outbox_unpublished": row[1],
-            "peak_rss_mb": round(peak_rss_mb(proc.pid), 1),
+            "peak_rss_mb": peak_rss_mb(proc.pid),
         }
         print(json.dumps(result), flush=True)
     finally:
@@ -329,12 +293,9 @@ async def run(pg: Postgres, node: RabbitMQ, root: Path) -> None:
 
 
 def main() -> int:
-    root = Path(tempfile.mkdtemp(prefix="vigil-bench-correlator-"))
-    root.chmod(0o755)
-    (root / "pg").mkdir()
-    (root / "pg").chmod(0o755)
-    pg = Postgres(root / "pg" / "data", free_port(), secrets.token_hex(12))
-    node = RabbitMQ(root / "rabbitmq", free_port(), free_port(), secrets.token_hex(12))
+    root = temp_root("vigil-bench-correlator-")
+    pg = new_postgres(root)
+    node = new_rabbitmq(root)
     try:
         progress("starting PostgreSQL and RabbitMQ")
         pg.start()

@@ -16,11 +16,9 @@ import argparse
 import asyncio
 import json
 import math
-import secrets
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,10 +31,9 @@ from aiohttp import web
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from devstack.postgres import Postgres
 from devstack.procs import free_port, port_open, spawn, stop_pid, wait_until
 from devstack.prometheus import Prometheus
-from devstack.rabbitmq import RabbitMQ
+from devstack.throwaway import new_postgres, new_rabbitmq, temp_root
 from services.enricher.app import build_app
 from services.enricher.config import load_config
 from shared.config import Settings
@@ -161,10 +158,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(base: Path, concurrency: int | None) -> None:
-    postgres = Postgres(base / "pg" / "data", free_port(), secrets.token_hex(12))
-    (base / "pg").mkdir()
-    (base / "pg").chmod(0o755)
-    rabbit = RabbitMQ(base / "rabbitmq", free_port(), free_port(), secrets.token_hex(12))
+    postgres = new_postgres(base)
+    rabbit = new_rabbitmq(base)
     exporter = Exporter()
     exporter_app = web.Application()
     exporter_app.router.add_get("/metrics", exporter.metrics)
@@ -327,8 +322,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Enrichment latency per incident")
     parser.add_argument("--concurrency", type=int, help="incidents enriched at once (default: deploy/enrichment.yml)")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="vigil-bench-enricher-"))
-    base.chmod(0o755)
+    base = temp_root("vigil-bench-enricher-")
     try:
         asyncio.run(run(base, args.concurrency))
     finally:

@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,8 +28,9 @@ import aio_pika
 import aiohttp
 
 from devstack.alertstorm import alert, webhook
-from devstack.procs import free_port, read_pid, spawn, stop_pid
+from devstack.procs import cpu_seconds, free_port, read_pid, spawn, stop_pid
 from devstack.rabbitmq import RabbitMQ
+from devstack.throwaway import new_rabbitmq, temp_root
 from shared.messaging import CORRELATOR_QUEUE
 
 TOKEN = "bench-" + secrets.token_hex(8)
@@ -58,12 +58,6 @@ def bodies(size: int, count: int) -> list[bytes]:
         ]
         out.append(json.dumps(webhook(alerts)).encode())
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used: a figure the other load on a shared machine does not skew."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def with_cpu(result: dict[str, object], pids: dict[str, int], before: dict[str, float]) -> dict[str, object]:
@@ -240,9 +234,8 @@ async def run(node: RabbitMQ, url: str, pids: dict[str, int]) -> list[dict[str, 
 
 
 def main() -> int:
-    root = Path(tempfile.mkdtemp(prefix="vigil-bench-ingest-"))
-    root.chmod(0o755)
-    node = RabbitMQ(root / "rabbitmq", free_port(), free_port(), secrets.token_hex(12))
+    root = temp_root("vigil-bench-ingest-")
+    node = new_rabbitmq(root)
     ingest = None
     try:
         progress("starting RabbitMQ")

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +24,7 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
-from devstack.postgres import Postgres
-from devstack.procs import free_port
+from devstack.throwaway import new_postgres, temp_root
 from services.reporter import audit, audit_markdown, audit_xlsx, incident_markdown, incident_xlsx
 from services.reporter.incident_content import build
 from services.reporter.incident_report import IncidentReport, ReportAlert, TimelineEntry
@@ -256,11 +253,8 @@ def run_child(url: str, kind: str, workdir: Path) -> dict[str, object]:
 
 
 def bench_audit() -> list[dict[str, object]]:
-    workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-reporter-"))
-    workdir.chmod(0o755)
-    (workdir / "pg").mkdir()
-    (workdir / "pg").chmod(0o755)
-    server = Postgres(workdir / "pg" / "data", free_port(), secrets.token_hex(12))
+    workdir = temp_root("vigil-bench-reporter-")
+    server = new_postgres(workdir)
     try:
         progress("starting PostgreSQL")
         server.start(fsync=False)

@@ -19,11 +19,9 @@ import secrets
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,8 +29,8 @@ import psycopg
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
-from devstack.postgres import Postgres
 from devstack.procs import free_port
+from devstack.throwaway import new_postgres, temp_root
 from services.web.app import build_app
 from shared.config import Settings
 from shared.db import migrate
@@ -252,11 +250,8 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     for noisy in ("aiormq", "aio_pika", "shared.messaging"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    root = Path(tempfile.mkdtemp(prefix="vigil-bench-web-"))
-    root.chmod(0o755)
-    (root / "pg").mkdir()
-    (root / "pg").chmod(0o755)
-    server = Postgres(root / "pg" / "data", free_port(), secrets.token_hex(12))
+    root = temp_root("vigil-bench-web-")
+    server = new_postgres(root)
     try:
         progress("starting PostgreSQL")
         server.start(fsync=False)

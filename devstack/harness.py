@@ -7,21 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from devstack.postgres import Postgres
-from devstack.procs import free_port, read_pid
+from devstack.procs import cpu_seconds, free_port, peak_rss_mb, read_pid, tree_cpu_seconds
 from devstack.rabbitmq import RabbitMQ
 from devstack.readiness import wait_ready
 from devstack.supervisor import Supervisor
+from devstack.throwaway import new_postgres, new_rabbitmq, temp_root
 from shared.db import migrate
 
 ALL_SERVICES = ("ingest", "correlator", "enricher", "reporter", "web")
@@ -41,11 +40,9 @@ class LocalVigil:
     _runner: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> LocalVigil:
-        self.root = Path(tempfile.mkdtemp(prefix="vigil-harness-"))
-        self.root.chmod(0o755)
-        (self.root / "pg").mkdir(mode=0o755)
-        self.postgres = Postgres(self.root / "pg" / "data", free_port(), secrets.token_hex(12))
-        self.rabbitmq = RabbitMQ(self.root / "rabbitmq", free_port(), free_port(), secrets.token_hex(12))
+        self.root = temp_root("vigil-harness-")
+        self.postgres = new_postgres(self.root)
+        self.rabbitmq = new_rabbitmq(self.root)
         try:
             await asyncio.gather(asyncio.to_thread(self.postgres.start), asyncio.to_thread(self.rabbitmq.start))
             await migrate(self.postgres.url)
@@ -129,34 +126,11 @@ class LocalVigil:
         """User plus system CPU time of the service's current process so far; `postgres` and `rabbitmq` count the
         server's processes (PostgreSQL: the postmaster and its live backends)."""
         if service == "rabbitmq":
-            return _cpu(read_pid(self.rabbitmq.pid_file) or 0)
+            return cpu_seconds(read_pid(self.rabbitmq.pid_file) or 0)
         if service == "postgres":
-            postmaster = read_pid(self.postgres.data_dir / "postmaster.pid") or 0
-            return _cpu(postmaster) + sum(_cpu(pid) for pid in _children(postmaster))
-        return _cpu(self.pid(service))
+            return tree_cpu_seconds(read_pid(self.postgres.data_dir / "postmaster.pid"))
+        return cpu_seconds(self.pid(service))
 
     def rss_peak_mb(self, service: str) -> float:
         """Peak resident memory (VmHWM) of the service's current process."""
-        for line in Path(f"/proc/{self.pid(service)}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        raise LookupError("no VmHWM")
-
-
-def _cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError):
-            continue
-    return found
+        return peak_rss_mb(self.pid(service))

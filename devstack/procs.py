@@ -101,3 +101,38 @@ def read_pid(path: Path) -> int | None:
         return int(path.read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
         return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU a live process has used: a figure other load on a shared machine does not skew."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int | None) -> float:
+    """CPU of a process and its live children (PostgreSQL's backends), to see where a workload's cost goes."""
+    if not pid:
+        return 0.0
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in child_pids(pid))
+
+
+def child_pids(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a live process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise LookupError(f"no VmHWM for pid {pid}")

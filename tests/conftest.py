@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -20,6 +18,7 @@ from aiohttp import web
 from devstack.postgres import Postgres
 from devstack.procs import free_port
 from devstack.rabbitmq import RabbitMQ
+from devstack.throwaway import new_postgres, new_rabbitmq, temp_root
 from shared.config import Settings
 from shared.db import migrate
 
@@ -28,18 +27,14 @@ TEMPLATE_DB = "vigil_template"
 
 @pytest.fixture(scope="session")
 def stack_dir() -> Iterator[Path]:
-    # Under /tmp and world-traversable: as root, PostgreSQL runs as `postgres` and must reach its data.
-    path = Path(tempfile.mkdtemp(prefix="vigil-test-"))
-    path.chmod(0o755)
+    path = temp_root("vigil-test-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def postgres(stack_dir: Path) -> Iterator[Postgres]:
-    server = Postgres(stack_dir / "pg" / "data", free_port(), secrets.token_hex(12))
-    (stack_dir / "pg").mkdir()
-    (stack_dir / "pg").chmod(0o755)
+    server = new_postgres(stack_dir)
     server.start(fsync=False)
     try:
         with psycopg.connect(server.admin_url(), autocommit=True) as conn:
@@ -52,7 +47,7 @@ def postgres(stack_dir: Path) -> Iterator[Postgres]:
 
 @pytest.fixture(scope="session")
 def rabbitmq(stack_dir: Path) -> Iterator[RabbitMQ]:
-    server = RabbitMQ(stack_dir / "rabbitmq", free_port(), free_port(), secrets.token_hex(12))
+    server = new_rabbitmq(stack_dir)
     server.start()
     try:
         yield server
