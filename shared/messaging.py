@@ -277,11 +277,17 @@ class Broker:
         batch_wait_s: float = 0.0,
         concurrency: int = 1,
     ) -> None:
-        """Start consuming `spec`'s queue; returns once the consumer is registered with the broker."""
+        """Start consuming `spec`'s queue; returns once the consumers are registered with the broker.
+
+        `concurrency` lanes, each its own channel with one batch in flight and its share of the prefetch window:
+        a lane settles its deliveries in order, so a whole batch is acknowledged with one `multiple` ack.
+        """
         await self.wait_connected()
-        consumer = _Consumer(self, spec, handler, batch_size, batch_wait_s, concurrency)
-        await consumer.start()
-        self._consumers.append(consumer)
+        share = max(1, -(-self.prefetch // concurrency))
+        for lane in range(concurrency):
+            consumer = _Consumer(self, spec, handler, batch_size, batch_wait_s, prefetch=share, lane=lane)
+            await consumer.start()
+            self._consumers.append(consumer)
 
     async def retry_or_park(self, delivery: Delivery, queue: str, error: BaseException) -> str:
         """Send a failed message on to its next delay queue, or park it; returns the outcome."""
@@ -324,7 +330,8 @@ def is_outage(exc: BaseException) -> bool:
 
 
 class _Consumer:
-    """Pulls deliveries into batches; a failed batch is retried message by message to isolate the bad one."""
+    """One lane: a channel whose deliveries are pulled into batches and handled one batch at a time; a failed batch
+    is retried message by message to isolate the bad one. Deliveries are settled in the order they arrived."""
 
     def __init__(
         self,
@@ -333,10 +340,12 @@ class _Consumer:
         handler: BatchHandler,
         batch_size: int,
         batch_wait_s: float,
-        concurrency: int,
+        *,
+        prefetch: int,
+        lane: int,
     ) -> None:
         self.broker, self.spec, self.handler = broker, spec, handler
-        self.batch_size, self.batch_wait_s, self.concurrency = batch_size, batch_wait_s, concurrency
+        self.batch_size, self.batch_wait_s, self.prefetch, self.lane = batch_size, batch_wait_s, prefetch, lane
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self.workers: list[asyncio.Task[None]] = []
         self.busy = 0
@@ -348,14 +357,12 @@ class _Consumer:
 
     async def start(self) -> None:
         self.channel = await self.broker.connection.channel(publisher_confirms=False)
-        await self.channel.set_qos(prefetch_count=self.broker.prefetch)
+        await self.channel.set_qos(prefetch_count=self.prefetch)
         # A passive declare, not get_queue(ensure=False): only declared queues are registered with the robust
         # channel, and only registered queues get their consumers back after the broker restarts.
         self.queue = await self.channel.declare_queue(self.spec.name, passive=True)
         self.tag = await self.queue.consume(self.inbox.put, no_ack=False)
-        self.workers = [
-            asyncio.create_task(self._work(), name=f"consume-{self.spec.name}-{i}") for i in range(self.concurrency)
-        ]
+        self.workers = [asyncio.create_task(self._work(), name=f"consume-{self.spec.name}-{self.lane}")]
 
     async def stop(self) -> None:
         if self.channel is not None and not self.channel.is_closed and self.queue is not None and self.tag:
@@ -436,8 +443,9 @@ class _Consumer:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 10)
         HANDLE_SECONDS.labels(self.spec.name).observe(time.perf_counter() - started)
-        for delivery in deliveries:
-            await self._settle(delivery.message.ack())
+        # Everything this lane received before the batch's last delivery is settled by now (in order), so one
+        # `multiple` ack covers the batch: one frame instead of one per message.
+        await self._settle(deliveries[-1].message.ack(multiple=True))
         CONSUMED.labels(self.spec.name, "ok").inc(len(deliveries))
 
     async def _handle_failure(self, deliveries: list[Delivery], exc: Exception) -> None:

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg.rows import dict_row
 
-from services.correlator.app import RULES, build_app
+from services.correlator.app import CONCURRENCY, RULES, build_app
 from services.correlator.batches import correlate_batch, sweep
 from services.correlator.outbox import publish_rows
 from shared.asyncapi import asyncapi_document
@@ -587,7 +587,7 @@ async def test_two_correlators_on_one_queue_make_the_incidents_one_would(setting
                 " WHERE kind = 'alert_added' GROUP BY incident_id"
             )
             events = await h.events()
-    assert consumers == 2
+    assert consumers == 2 * CONCURRENCY  # two processes, each consuming on its lanes
     assert len(incidents) == len(hosts)
     assert sorted(i["key"] for i in incidents) == [f"INC-{n:06d}" for n in range(1, len(hosts) + 1)]
     assert {i["group_labels"]["host"] for i in incidents} == set(hosts)
