@@ -37,6 +37,7 @@ from services.enricher.config import (
     WindowConfig,
     load_config,
 )
+from services.enricher.consumer import snapshot_from_row
 from services.enricher.upstream import Upstream, UpstreamError, prometheus_range
 from shared.config import Settings
 from shared.contracts import (
@@ -168,21 +169,7 @@ async def seed(db_url: str, *, hosts: tuple[str, ...], first_alert_at: datetime,
         )
         row = await (await conn.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))).fetchone()
     assert row is not None
-    return IncidentSnapshot(
-        key=row["key"],
-        title=row["title"],
-        state=row["state"],
-        severity=row["severity"],
-        rule=row["rule"],
-        group_labels=row["group_labels"],
-        hosts=row["hosts"],
-        alert_count=row["alert_count"],
-        firing_count=row["firing_count"],
-        revision=row["revision"],
-        opened_at=row["opened_at"],
-        first_alert_at=row["first_alert_at"],
-        last_alert_at=row["last_alert_at"],
-    )
+    return snapshot_from_row(row)
 
 
 @dataclass
