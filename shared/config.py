@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         (1_000, 10_000, 60_000), description="Delays between redeliveries of a failed message."
     )
     max_attempts: int = Field(5, ge=1, le=100, description="Failed handlings before a message is parked.")
+    background_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Nice value of the enricher and reporter, so the alert path keeps the CPU in a storm; 0: equal.",
+    )
     publish_timeout_s: float = Field(5.0, gt=0, description="How long to wait for a broker confirm.")
     refresh_interval_ms: int = Field(
         10_000,

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 from psycopg_pool import AsyncConnectionPool
 
 from shared.config import Settings, load_settings
+from shared.cpu_priority import lower_priority
 from shared.db import migrate, open_pool
 from shared.jsonlog import setup_logging
 from shared.messaging import Broker
@@ -111,10 +112,14 @@ def service_port(service: str, settings: Settings) -> int:
     return int(getattr(settings, f"{service}_port"))
 
 
-def run(service: str, build_app: Callable[[Settings], web.Application]) -> None:
-    """Entry point of `python -m services.<service>`."""
+def run(service: str, build_app: Callable[[Settings], web.Application], *, background: bool = False) -> None:
+    """Entry point of `python -m services.<service>`. A `background` service (one that works through a backlog
+    that coalesces) runs at `VIGIL_BACKGROUND_NICE`; it is set before any thread starts, as Linux keeps a nice
+    value per thread and new threads inherit it."""
     settings = load_settings()
     setup_logging(service, settings.log_level)
+    if background:
+        lower_priority(settings.background_nice)
     app = build_app(settings)
     port = service_port(service, settings)
     log.info("starting", extra={"host": settings.host, "port": port})

@@ -28,6 +28,13 @@ def server_pids(state: Path) -> list[int]:
     return [pid for path in candidates if (pid := read_pid(path))]
 
 
+def priority(pid: int) -> tuple[int, str | None]:
+    """The process's nice value and, where Linux has autogroups, its group's (`/autogroup-N nice 10`)."""
+    nice = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[16])
+    group = Path(f"/proc/{pid}/autogroup")
+    return nice, group.read_text().split()[-1] if group.exists() else None
+
+
 def test_make_run_brings_everything_up_and_down_and_keeps_data(stack_env: dict[str, str]) -> None:
     state = Path(stack_env["VIGIL_STATE_DIR"])
     first = RunningStack(stack_env)
@@ -37,6 +44,11 @@ def test_make_run_brings_everything_up_and_down_and_keeps_data(stack_env: dict[s
             answer = httpx.get(f"http://127.0.0.1:{stack_env[f'VIGIL_{name.upper()}_PORT']}/readyz", timeout=5)
             assert answer.status_code == 200, (name, answer.text)
             assert answer.json()["checks"]["broker"] is True
+        # The enricher and reporter give the CPU up to the alert path (VIGIL_BACKGROUND_NICE, default 10).
+        for name in SERVICES:
+            nice, group = priority(read_pid(state / "pids" / f"{name}.pid") or 0)
+            expected = 10 if name in {"enricher", "reporter"} else 0
+            assert (nice, group in {None, str(expected)}) == (expected, True), (name, nice, group)
         made = json.loads((state / "secrets.json").read_text())
         assert any(made["ingest_token"] in line for line in first.lines), "the ingest token is printed"
         pids = server_pids(state)

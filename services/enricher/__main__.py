@@ -1,4 +1,4 @@
 from services.enricher.app import build_app
 from shared.service import run
 
-run("enricher", build_app)
+run("enricher", build_app, background=True)
