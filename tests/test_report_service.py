@@ -32,7 +32,9 @@ from tests.seed import add_timeline
 from tests.test_report_seed import KEY, minutes, seed_incident
 
 
-def incident_event(kind: IncidentEventType, key: str = KEY) -> Envelope[IncidentEvent]:
+def incident_event(
+    kind: IncidentEventType, key: str = KEY, detail: dict[str, Any] | None = None
+) -> Envelope[IncidentEvent]:
     snapshot = IncidentSnapshot(
         key=key,
         title="HostDown on web-1",
@@ -49,7 +51,8 @@ def incident_event(kind: IncidentEventType, key: str = KEY) -> Envelope[Incident
         last_alert_at=minutes(5),
         resolved_at=minutes(42),
     )
-    return Envelope(type=kind.value, producer="test", data=IncidentEvent(incident=snapshot, change="enriched"))
+    event = IncidentEvent(incident=snapshot, change="enriched", detail=detail or {})
+    return Envelope(type=kind.value, producer="test", data=event)
 
 
 @pytest.fixture
@@ -158,6 +161,26 @@ async def test_enriched_incident_gets_stored_reports_and_report_ready(
     async with httpx.AsyncClient(base_url=service) as client:
         metrics = (await client.get("/metrics")).text
     assert 'vigil_reports_rendered_total{format="md"}' in metrics
+
+
+async def test_an_enrichment_superseded_by_a_stored_newer_one_is_not_rendered(
+    settings: Settings, service: str, publisher: Broker, ready_queue: aio_pika.abc.AbstractQueue
+) -> None:
+    """In a storm the reporter's queue holds several `incident.enriched` per incident; the database already has
+    version 2 (seeded), so the event announcing version 1 renders nothing and version 2's own event renders it."""
+    async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as c:
+        await seed_incident(c)
+    old = incident_event(IncidentEventType.enriched, detail={"version": 1})
+    await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(old.type, "critical"), old)
+    await asyncio.sleep(2)
+    assert await ready_queue.get(fail=False, no_ack=True) is None
+    assert await stored_reports(settings.database_url) == []
+    async with httpx.AsyncClient(base_url=service) as client:
+        assert 'vigil_report_versions_total{outcome="superseded"} 1.0' in (await client.get("/metrics")).text
+
+    current = incident_event(IncidentEventType.enriched, detail={"version": 2})
+    await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(current.type, "critical"), current)
+    assert json.loads((await next_message(ready_queue)).body)["data"]["report_version"] == 1
 
 
 async def test_event_about_an_unknown_incident_is_parked_not_retried_forever(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from services.reporter import incident_json, incident_markdown
 from services.reporter.incident_report import IncidentReport
@@ -98,3 +99,30 @@ def test_storm_of_enrichments_renders_at_most_once_per_interval() -> None:
         "rendered_at": None,
     }
     assert next_step(never, event_type="incident.enriched", now=now, interval=interval) == "render"
+
+
+def test_an_enrichment_older_than_the_stored_one_is_superseded_by_its_own_event() -> None:
+    from services.reporter.consumer import next_step
+
+    now = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
+    interval = timedelta(seconds=10)
+    never = {
+        "revision": 4,
+        "state": "open",
+        "enrichment_version": 3,
+        "reported_revision": None,
+        "reported_enrichment_version": None,
+        "published": None,
+        "rendered_at": None,
+    }
+    step = partial(next_step, event_type="incident.enriched", now=now, interval=interval)
+    assert step(never, enrichment_version=2) == "superseded"
+    assert step(never, enrichment_version=3) == "render"
+    assert step(never) == "render"  # an event that names no version (an older enricher) is rendered
+    # Not for the resolve: that one renders at once, whatever the enrichment.
+    assert (
+        next_step(never, event_type="incident.resolved", now=now, interval=interval, enrichment_version=1) == "render"
+    )
+    # A report already showing the newest state is skipped, whichever event asks.
+    shown = {**never, "reported_revision": 4, "reported_enrichment_version": 3, "published": True, "rendered_at": now}
+    assert step(shown, enrichment_version=2) == "skip"

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 RENDERED = Counter("vigil_reports_rendered_total", "Incident reports rendered, by format", ["format"])
 VERSIONS = Counter(
     "vigil_report_versions_total",
-    "Events that were rendered (new version or unchanged), skipped (state already reported) or deferred",
+    "Events that were rendered (new version or unchanged), skipped (state already reported), superseded (a newer "
+    "enrichment is announced) or deferred",
     ["outcome"],
 )
 
@@ -37,12 +38,23 @@ HANDLED_TYPES = {IncidentEventType.enriched.value, IncidentEventType.resolved.va
 REPORT_READY_NAMESPACE = uuid.UUID("5d0c7f3e-6a4f-4b7e-9d1e-2f7b0c9a4e11")
 
 
-def next_step(freshness: dict[str, Any], *, event_type: str, now: datetime, interval: timedelta) -> str:
-    """`render`, `skip` or `defer` an event about an incident, given what its newest reports were rendered from.
+def next_step(
+    freshness: dict[str, Any],
+    *,
+    event_type: str,
+    now: datetime,
+    interval: timedelta,
+    enrichment_version: int | None = None,
+) -> str:
+    """`render`, `skip`, `superseded` or `defer` an event about an incident, given what its newest reports were
+    rendered from (`enrichment_version`: the version an `incident.enriched` event announces).
 
-    Reports already showing this revision and enrichment, and announced, have nothing to add (skip). While an open
-    incident keeps being re-enriched in a storm, it is rendered at most once per `interval`: an event soon after a
-    rendering comes back later (defer) and then renders the latest state. A resolved incident renders at once.
+    Reports already showing this revision and enrichment, and announced, have nothing to add (skip). An
+    `incident.enriched` event older than the stored enrichment is superseded: the newer enrichment's own event is
+    on its way (the enricher announces every version it stores, or a newer one), and rendering now would only be
+    redone then. While an open incident keeps being re-enriched in a storm, it is rendered at most once per
+    `interval`: an event soon after a rendering comes back later (defer) and then renders the latest state. A
+    resolved incident renders at once.
     """
     reported = freshness["reported_revision"]
     if (
@@ -52,6 +64,10 @@ def next_step(freshness: dict[str, Any], *, event_type: str, now: datetime, inte
         and freshness["published"]
     ):
         return "skip"
+    stored = freshness["enrichment_version"]
+    enriched = event_type == IncidentEventType.enriched.value
+    if enriched and enrichment_version is not None and stored is not None and enrichment_version < stored:
+        return "superseded"
     rendered_at = freshness["rendered_at"]
     growing = event_type == IncidentEventType.enriched.value and freshness["state"] != "resolved"
     if growing and rendered_at is not None and now - rendered_at < interval:
@@ -89,19 +105,30 @@ class ReportHandler:
         except ValidationError as exc:
             raise PermanentError(f"{envelope.type} without a valid IncidentEvent: {exc.errors()[:3]}") from exc
         key = event.incident.key
+        version = event.detail.get("version")
         token = incident_key.set(key)
         try:
-            await self.render_and_store(key, envelope.type, delivery)
+            await self.render_and_store(
+                key, envelope.type, delivery, enrichment_version=version if isinstance(version, int) else None
+            )
         finally:
             incident_key.reset(token)
 
-    async def render_and_store(self, key: str, cause: str, delivery: Delivery | None = None) -> Stored | None:
-        """Render, store and announce the incident's reports; None when they already show its current state or
-        the event was deferred (see `next_step`)."""
+    async def render_and_store(
+        self, key: str, cause: str, delivery: Delivery | None = None, *, enrichment_version: int | None = None
+    ) -> Stored | None:
+        """Render, store and announce the incident's reports; None when they already show its current state, or
+        the event was superseded or deferred (see `next_step`)."""
         async with self.pool.connection() as conn:
             freshness = await (await conn.execute(QUERIES.report_freshness, {"key": key})).fetchone()
             if freshness is not None:
-                step = next_step(freshness, event_type=cause, now=datetime.now(UTC), interval=self.refresh_interval)
+                step = next_step(
+                    freshness,
+                    event_type=cause,
+                    now=datetime.now(UTC),
+                    interval=self.refresh_interval,
+                    enrichment_version=enrichment_version,
+                )
                 if step != "render":
                     VERSIONS.labels(step).inc()
                     if step == "defer" and delivery is not None:
