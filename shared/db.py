@@ -8,8 +8,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
@@ -17,6 +19,11 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every replica of every service.
 MIGRATION_LOCK_ID = 0x76696769  # "vigi"
+
+# Every jsonb value in and out of PostgreSQL (alerts' labels and annotations, incident events, enrichments) goes
+# through orjson: the json module's speed showed in the correlator's profile. Same JSON, datetimes as RFC 3339.
+set_json_loads(orjson.loads)
+set_json_dumps(orjson.dumps)
 
 
 async def open_pool(url: str, *, max_size: int = 10, min_size: int = 1) -> AsyncConnectionPool:

@@ -9,12 +9,12 @@ envelope id and keep the highest `revision`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
+import orjson
 from prometheus_client import Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 
@@ -30,7 +30,7 @@ OUTBOX_PENDING = Gauge("vigil_correlator_outbox_pending", "Outbox rows left for 
 def to_message(row: dict[str, Any]) -> aio_pika.Message:
     body = row["body"]
     return aio_pika.Message(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        orjson.dumps(body),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=str(row["message_id"]),
