@@ -35,7 +35,12 @@ class Settings(BaseSettings):
     database_url: str = Field("postgresql://vigil@127.0.0.1:55432/vigil", description="PostgreSQL DSN.")
     database_pool_size: int = Field(10, ge=1, le=200)
     amqp_url: str = Field("amqp://vigil:vigil@127.0.0.1:55672/", description="RabbitMQ URL.")
-    prefetch: int = Field(200, ge=1, le=10_000, description="Unacknowledged messages per consumer.")
+    prefetch: int = Field(
+        400,
+        ge=1,
+        le=10_000,
+        description="Unacknowledged messages per service process, shared by its consumer lanes.",
+    )
     retry_delays_ms: Annotated[tuple[int, ...], NoDecode] = Field(
         (1_000, 10_000, 60_000), description="Delays between redeliveries of a failed message."
     )
