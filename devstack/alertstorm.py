@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -92,14 +93,19 @@ class WebhookSender:
     latencies_ms: list[float] = field(default_factory=list)
     retries: int = 0
 
-    async def send(self, body: dict[str, Any]) -> bool:
-        """True when ingest accepted the webhook (2xx); False when it refused it (4xx) or we gave up."""
+    async def send(self, body: dict[str, Any] | bytes) -> bool:
+        """True when ingest accepted the webhook (2xx); False when it refused it (4xx) or we gave up.
+
+        `body` may be the JSON already encoded, so a load generator can prepare its webhooks before the clock starts.
+        """
         deadline = time.monotonic() + self.give_up_s
         pause = 0.1
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
         while True:
             started = time.perf_counter()
             try:
-                answer = await self.client.post(self.url, json=body, headers={"Authorization": f"Bearer {self.token}"})
+                answer = await self.client.post(self.url, content=content, headers=headers)
                 if answer.status_code < 300:
                     self.latencies_ms.append((time.perf_counter() - started) * 1000)
                     return True
