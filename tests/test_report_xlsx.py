@@ -7,6 +7,7 @@ import csv
 import io
 import shutil
 import subprocess
+import tempfile
 import zipfile
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -91,6 +92,17 @@ async def test_sheets_hold_real_types_with_frozen_filtered_headers(conn: psycopg
 async def test_same_report_same_bytes(conn: psycopg.AsyncConnection[Any]) -> None:
     report = await seeded(conn, hostile=True)
     assert incident_xlsx.render(report) == incident_xlsx.render(report)
+
+
+async def test_an_incident_workbook_is_built_in_memory(
+    conn: psycopg.AsyncConnection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No temporary file per sheet (openpyxl's write-only default): reports are re-rendered all through a storm.
+    With the temporary directory gone, a file-backed sheet could not be written at all."""
+    report = await seeded(conn, hostile=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    book = openpyxl.load_workbook(io.BytesIO(incident_xlsx.render(report)))
+    assert len(book["Alerts"]["A"]) == 1 + len(report.alerts)
 
 
 async def test_alert_data_is_text_never_a_formula(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -222,7 +222,7 @@ def render_content(content: IncidentContent) -> bytes:
     wb.properties.creator = "Vigil"
     wb.properties.title = xc.clean_text(f"{content.summary.key}: {content.summary.title}")[:250]
     for title, write in SHEETS:
-        write(wb.create_sheet(title), content)
+        write(xc.memory_sheet(wb, title), content)
     out = io.BytesIO()
     xc.save(wb, out, content.summary.as_of)
     return out.getvalue()

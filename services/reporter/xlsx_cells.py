@@ -7,6 +7,7 @@ formula when the cell is edited or exported to CSV (`=`, `+`, `-`, `@`, tab, CR)
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import zipfile
@@ -20,6 +21,7 @@ from openpyxl.chart import LineChart, Reference
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from openpyxl.worksheet._writer import WorksheetWriter
 from openpyxl.worksheet.filters import AutoFilter
 from openpyxl.writer.excel import ExcelWriter
 
@@ -112,6 +114,36 @@ def line_chart(
     return chart
 
 
+class _MemorySheetWriter(WorksheetWriter):
+    """openpyxl's write-only sheet writer, into memory instead of a temporary file it deletes again."""
+
+    def __init__(self, ws: WriteOnlyWorksheet) -> None:
+        super().__init__(ws, out=io.BytesIO())
+
+    def cleanup(self) -> None:
+        pass  # nothing on disk
+
+
+class _MemorySheet(WriteOnlyWorksheet):
+    # openpyxl creates its writer lazily at the first row, after widths and panes are set: so do we.
+    def _get_writer(self) -> None:
+        if self._writer is None:
+            self._writer = _MemorySheetWriter(self)
+            self._writer.write_top()
+
+
+def memory_sheet(wb: Workbook, title: str) -> WriteOnlyWorksheet:
+    """A write-only sheet buffered in memory, for workbooks of bounded size (an incident report).
+
+    A write-only sheet normally streams into a temporary file, which keeps the 100,000-incident audit's memory flat
+    but costs a file created, written, read back and deleted per sheet: ten per incident report, rendered again
+    whenever the incident changes. The audit keeps openpyxl's files.
+    """
+    ws = _MemorySheet(parent=wb, title=title)
+    wb._add_sheet(ws)
+    return ws
+
+
 class _StampedZip(zipfile.ZipFile):
     """A zip whose members all carry one fixed time: openpyxl would stamp them with the current time."""
 
@@ -123,6 +155,9 @@ class _StampedZip(zipfile.ZipFile):
         super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
 
     def write(self, filename, arcname=None, compress_type=None, compresslevel=None):  # type: ignore[no-untyped-def]
+        if isinstance(filename, io.BytesIO):  # a memory_sheet
+            self.writestr(self._info(str(arcname)), filename.getvalue())
+            return
         # Streams the file (a write-only sheet can be large) instead of reading it into memory.
         info = self._info(str(arcname or filename))
         with open(filename, "rb") as source, self.open(info, "w") as target:
