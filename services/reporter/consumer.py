@@ -69,7 +69,7 @@ def next_step(
     if enriched and enrichment_version is not None and stored is not None and enrichment_version < stored:
         return "superseded"
     rendered_at = freshness["rendered_at"]
-    growing = event_type == IncidentEventType.enriched.value and freshness["state"] != "resolved"
+    growing = enriched and freshness["state"] != "resolved"
     if growing and rendered_at is not None and now - rendered_at < interval:
         return "defer"
     return "render"
