@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from services.reporter import incident_json, incident_markdown
+from services.reporter.consumer import next_step
 from services.reporter.incident_report import IncidentReport
 from services.reporter.versions import Decision, decide
 
@@ -58,22 +59,29 @@ def test_open_incident_is_measured_to_the_data_not_the_clock() -> None:
     assert "Not enriched yet" in text
 
 
+NOW = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
+INTERVAL = timedelta(seconds=10)
+# What `report_freshness` gives for an open incident whose announced reports show revision 4 and enrichment 2.
+SHOWN = {
+    "revision": 4,
+    "state": "open",
+    "enrichment_version": 2,
+    "reported_revision": 4,
+    "reported_enrichment_version": 2,
+    "published": True,
+    "rendered_at": NOW,
+}
+NEVER_RENDERED = {
+    **SHOWN,
+    "reported_revision": None,
+    "reported_enrichment_version": None,
+    "published": None,
+    "rendered_at": None,
+}
+
+
 def test_storm_of_enrichments_renders_at_most_once_per_interval() -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from services.reporter.consumer import next_step
-
-    now = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
-    interval = timedelta(seconds=10)
-    shown = {
-        "revision": 4,
-        "state": "open",
-        "enrichment_version": 2,
-        "reported_revision": 4,
-        "reported_enrichment_version": 2,
-        "published": True,
-        "rendered_at": now,
-    }
+    now, interval, shown = NOW, INTERVAL, SHOWN
     newer = {**shown, "enrichment_version": 3}
     assert next_step(shown, event_type="incident.enriched", now=now, interval=interval) == "skip"
     assert (
@@ -91,38 +99,19 @@ def test_storm_of_enrichments_renders_at_most_once_per_interval() -> None:
     assert next_step(unannounced, event_type="incident.enriched", now=now, interval=interval) == "defer"
     later = now + timedelta(seconds=10)
     assert next_step(unannounced, event_type="incident.enriched", now=later, interval=interval) == "render"
-    never = {
-        **shown,
-        "reported_revision": None,
-        "reported_enrichment_version": None,
-        "published": None,
-        "rendered_at": None,
-    }
-    assert next_step(never, event_type="incident.enriched", now=now, interval=interval) == "render"
+    assert next_step(NEVER_RENDERED, event_type="incident.enriched", now=now, interval=interval) == "render"
 
 
 def test_an_enrichment_older_than_the_stored_one_is_superseded_by_its_own_event() -> None:
-    from services.reporter.consumer import next_step
-
-    now = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
-    interval = timedelta(seconds=10)
-    never = {
-        "revision": 4,
-        "state": "open",
-        "enrichment_version": 3,
-        "reported_revision": None,
-        "reported_enrichment_version": None,
-        "published": None,
-        "rendered_at": None,
-    }
-    step = partial(next_step, event_type="incident.enriched", now=now, interval=interval)
+    never = {**NEVER_RENDERED, "enrichment_version": 3}
+    step = partial(next_step, event_type="incident.enriched", now=NOW, interval=INTERVAL)
     assert step(never, enrichment_version=2) == "superseded"
     assert step(never, enrichment_version=3) == "render"
     assert step(never) == "render"  # an event that names no version (an older enricher) is rendered
     # Not for the resolve: that one renders at once, whatever the enrichment.
     assert (
-        next_step(never, event_type="incident.resolved", now=now, interval=interval, enrichment_version=1) == "render"
+        next_step(never, event_type="incident.resolved", now=NOW, interval=INTERVAL, enrichment_version=1) == "render"
     )
     # A report already showing the newest state is skipped, whichever event asks.
-    shown = {**never, "reported_revision": 4, "reported_enrichment_version": 3, "published": True, "rendered_at": now}
+    shown = {**SHOWN, "enrichment_version": 3, "reported_enrichment_version": 3}
     assert step(shown, enrichment_version=2) == "skip"
