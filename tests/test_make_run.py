@@ -29,10 +29,14 @@ def server_pids(state: Path) -> list[int]:
 
 
 def priority(pid: int) -> tuple[int, str | None]:
-    """The process's nice value and, where Linux has autogroups, its group's (`/autogroup-N nice 10`)."""
+    """The process's nice value and, where Linux has autogroups, its group's (`/autogroup-N nice 10`).
+
+    A session that never called setsid since boot (as under some CI runners) is in the kernel's default group,
+    whose file exists but reads empty: it has no group nice of its own, so that is None too."""
     nice = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[16])
     group = Path(f"/proc/{pid}/autogroup")
-    return nice, group.read_text().split()[-1] if group.exists() else None
+    words = group.read_text().split() if group.exists() else []
+    return nice, words[-1] if words else None
 
 
 def test_make_run_brings_everything_up_and_down_and_keeps_data(stack_env: dict[str, str]) -> None:
