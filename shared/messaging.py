@@ -31,6 +31,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.connection import make_url
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 from prometheus_client import Counter, Histogram
 from psycopg_pool import PoolTimeout
@@ -202,14 +203,16 @@ class Broker:
                 delay = min(delay * 2, 10)
 
     async def _connect(self) -> None:
-        connection = await aio_pika.connect_robust(
-            self.url,
-            timeout=10,
+        # Built here rather than by `aio_pika.connect_robust`, which drops the connection object when the first
+        # connect fails: its `__del__` then schedules `close()` on whatever loop is current, and warns
+        # "coroutine 'RobustConnection.close' was never awaited" when there is none.
+        connection = aio_pika.RobustConnection(
             # aio-pika's default of 5 s between attempts adds up to 5 s of refused webhooks after a broker restart.
-            reconnect_interval=1,
+            make_url(self.url, reconnect_interval=1),
             client_properties={"connection_name": self.producer},
         )
         try:
+            await connection.connect(timeout=10)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await declare_topology(channel, sorted({*self.retry_delays_ms, self.defer_ms}))
             for name in (*TOPIC_EXCHANGES, RETRY_EXCHANGE, PARKING_EXCHANGE):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import aio_pika
 import psycopg
 import pytest
+from aiormq.exceptions import AMQPConnectionError
 
 from shared.contracts import ALERTS_EXCHANGE, Envelope, IncidentCommand
 from shared.db import MigrationError, list_migrations, migrate
@@ -55,6 +57,27 @@ async def test_confirmed_message_arrives_exactly_once(amqp_url: str) -> None:
     assert body["id"] == str(envelope.id)
     assert body["data"]["comment"] == "hello"
     assert received[0].delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+
+
+async def test_a_refused_connection_is_closed_and_a_live_one_retries_every_second(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A refused attempt left to the garbage collector warns "RobustConnection.close was never awaited".
+    made: list[aio_pika.RobustConnection] = []
+
+    class Recorded(aio_pika.RobustConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(aio_pika, "RobustConnection", Recorded)
+    with pytest.raises(AMQPConnectionError):
+        await Broker("amqp://guest:guest@127.0.0.1:1/", producer="test")._connect()
+    broker = await new_broker(amqp_url)
+    try:
+        assert [(c.is_closed, c.reconnect_interval) for c in made] == [(True, 1), (False, 1)]
+    finally:
+        await broker.close()
 
 
 async def test_topology_declared_twice_is_the_same_topology(amqp_url: str) -> None:
