@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     )
     web_anonymous_read: bool = Field(False, description="Let anyone read the dashboard and API without logging in.")
     web_cookie_secure: bool = Field(True, description="Send session cookies only over HTTPS.")
+    web_login_max_failures: int = Field(
+        5, ge=0, description="Failed logins a user name may have within the lockout window; 0: no limit."
+    )
+    web_login_lockout_s: int = Field(
+        300, ge=1, description="The lockout window: a locked user name may try again once its failures age out."
+    )
 
     prometheus_url: str = Field("http://127.0.0.1:59090")
     loki_url: str = Field("http://127.0.0.1:53100")

@@ -16,7 +16,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from devstack.procs import free_port
-from services.web import listing, store
+from services.web import listing, lockout, store
 from services.web.app import build_app
 from shared.config import Settings
 from shared.contracts import (
@@ -27,8 +27,10 @@ from shared.contracts import (
     IncidentState,
     incident_routing_key,
 )
+from shared.db import open_pool
 from shared.messaging import CORRELATOR_QUEUE, Broker
 from tests.browser.webapp import (
+    PASSWORDS,
     READONLY_TOKEN,
     RESPONDER_TOKEN,
     Web,
@@ -192,6 +194,52 @@ async def test_login_sets_a_safe_cookie_and_logout_ends_the_session(
             csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
             assert (await client.post("/logout", data={"csrf": csrf})).status_code == 303
             assert (await client.get("/")).status_code == 302
+
+
+async def try_login(client: httpx.AsyncClient, user: str, password: str, csrf: str | None = None) -> httpx.Response:
+    if csrf is None:
+        form = await client.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+    return await client.post("/login", data={"username": user, "password": password, "csrf": csrf})
+
+
+async def test_a_name_with_too_many_failed_logins_is_locked_until_they_age_out(
+    settings: Settings, tmp_path: Path, db_url: str
+) -> None:
+    limited = web_settings(settings, tmp_path, web_login_max_failures=3, web_login_lockout_s=600)
+    async with serve_web(limited) as web, web.client() as client:
+        for _ in range(3):
+            assert (await try_login(client, "alice", "guess")).status_code == 401
+        # Locked: even the right password is refused, without being checked, until the failures age out.
+        locked = await try_login(client, "alice", PASSWORDS["alice"])
+        assert locked.status_code == 429, locked.text
+        assert "Too many failed logins" in locked.text and "10 minutes" in locked.text
+        assert 590 <= int(locked.headers["Retry-After"]) <= 600
+        # Other names are not affected.
+        assert (await try_login(client, "victor", PASSWORDS["victor"])).status_code == 303
+        async with await connect(db_url) as conn:
+            await conn.execute("UPDATE web_login_attempts SET at = at - interval '601 seconds'")
+        assert (await try_login(client, "alice", PASSWORDS["alice"])).status_code == 303
+        # A right password starts the name afresh: three more failures before the next lockout.
+        for _ in range(3):
+            assert (await try_login(client, "alice", "guess")).status_code == 401
+        assert (await try_login(client, "alice", "guess")).status_code == 429
+        metrics = (await client.get("/metrics")).text
+    assert 'vigil_web_logins_total{outcome="locked"}' in metrics
+
+
+async def test_parallel_guesses_cannot_slip_under_the_limit(db_url: str) -> None:
+    # As from several web replicas at once: one connection each, all attempts in flight together.
+    limit = lockout.Limit(max_failures=3, window_s=600)
+    pool = await open_pool(db_url, min_size=12, max_size=12)
+    try:
+        attempts = await asyncio.gather(*(lockout.begin(pool, "alice", limit) for _ in range(12)))
+        async with pool.connection() as conn:
+            kept = await (await conn.execute("SELECT count(*) AS n FROM web_login_attempts")).fetchone()
+    finally:
+        await pool.close()
+    assert sorted(wait is None for wait in attempts) == [False] * 9 + [True] * 3
+    assert kept == {"n": 3}  # refused attempts are not failures
 
 
 async def test_session_post_without_csrf_is_refused_and_with_it_sends_the_command(web: Web, db_url: str) -> None:

@@ -20,6 +20,7 @@ from services.web.listing import (
     query_string,
     sql_params,
 )
+from services.web.lockout import Limit, retry_after
 from services.web.presentation import duration, time_tag, timeline_summary, web_link
 
 T0 = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
@@ -270,3 +271,16 @@ async def test_a_live_client_that_falls_behind_is_dropped_not_waited_for() -> No
         assert slow not in hub.clients and fast in hub.clients
         assert fast.get_nowait() == {"n": "one too many"}
         assert slow.get_nowait() is None  # its stream ends at once instead of idling forever
+
+
+def test_a_name_is_locked_while_it_has_the_limit_of_earlier_attempts_in_the_window() -> None:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    ago = [now - timedelta(seconds=s) for s in (250, 100, 30)]  # oldest first
+    limit = Limit(max_failures=3, window_s=300)
+    assert retry_after(ago[1:], now, limit) is None
+    assert retry_after(ago, now, limit) == 50  # the oldest leaves the window in 50 s, leaving two
+    # Five earlier (the limit was lowered since): three must leave the window before a fourth attempt is let through.
+    burst = [now - timedelta(seconds=s) for s in (250, 200, 100, 30, 10)]
+    assert retry_after(burst, now, limit) == 200
+    assert retry_after([now - timedelta(seconds=299.5)] * 3, now, limit) == 1  # rounds up, never 0
+    assert retry_after(burst, now, Limit(max_failures=0, window_s=300)) is None

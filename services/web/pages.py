@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -10,8 +11,9 @@ from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
+from prometheus_client import Counter
 
-from services.web import sessions, store
+from services.web import lockout, sessions, store
 from services.web.access import Principal, check_password, safe_next, same_secret
 from services.web.api import KEY_PATTERN, CommandRejected, send_command
 from services.web.appkeys import TEMPLATES, USERS
@@ -21,7 +23,13 @@ from services.web.presentation import incident_page
 from shared.contracts import CommandAction
 from shared.service import DB, SETTINGS
 
+log = logging.getLogger(__name__)
+
 LOGIN_CSRF_COOKIE = "vigil_login_csrf"
+WRONG = "Wrong user name or password."
+LOGINS = Counter("vigil_web_logins_total", "Login form submissions, by outcome", ["outcome"])
+for _outcome in ("ok", "wrong", "locked"):
+    LOGINS.labels(_outcome)
 # The incident page lists this many alerts (all with ?alerts=all) and this many entries of each per-alert
 # timeline kind: at 3 a.m. on a phone, 10,000 rows are a summary's job.
 PAGE_ALERTS = 500
@@ -132,11 +140,11 @@ async def audit(request: web.Request) -> web.Response:
     return render(request, "audit.html")
 
 
-async def login_form(request: web.Request) -> web.Response:
-    # Reuse the browser's token: a second tab (or a favicon request redirected here) must not invalidate the
-    # form already on screen.
-    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
-    response = render(request, "login.html", csrf=token, next=safe_next(request.query.get("next")), error=None)
+def login_page(
+    request: web.Request, token: str, *, next: str, status: int = 200, error: str | None = None
+) -> web.Response:
+    """The login form, with `token` in it and in its cookie (login CSRF: see `login`)."""
+    response = render(request, "login.html", status=status, csrf=token, next=next, error=error)
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
         token,
@@ -148,6 +156,13 @@ async def login_form(request: web.Request) -> web.Response:
     return response
 
 
+async def login_form(request: web.Request) -> web.Response:
+    # Reuse the browser's token: a second tab (or a favicon request redirected here) must not invalidate the
+    # form already on screen.
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    return login_page(request, token, next=safe_next(request.query.get("next")))
+
+
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     target = safe_next(str(form.get("next", "")))
@@ -156,23 +171,33 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not same_secret(str(form.get("csrf", "")), request.cookies.get(LOGIN_CSRF_COOKIE)):
         return render(request, "login.html", status=403, csrf="", next=target, error="The form expired; reload it.")
     name, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
-    users = request.app[USERS]
-    loop = asyncio.get_running_loop()
-    user = await loop.run_in_executor(None, check_password, users, name, password) if name and password else None
-    if user is None:
-        token = secrets.token_urlsafe(24)
-        response = render(
-            request, "login.html", status=401, csrf=token, next=target, error="Wrong user name or password."
+    if not (name and password):
+        LOGINS.labels("wrong").inc()
+        return login_page(request, secrets.token_urlsafe(24), next=target, status=401, error=WRONG)
+    settings = request.app[SETTINGS]
+    limit = lockout.Limit(settings.web_login_max_failures, settings.web_login_lockout_s)
+    wait_s = await lockout.begin(request.app[DB], name, limit)
+    if wait_s is not None:
+        LOGINS.labels("locked").inc()
+        log.warning("login refused: too many failures", extra={"username": name, "retry_after_s": wait_s})
+        minutes = -(-wait_s // 60)
+        response = login_page(
+            request,
+            secrets.token_urlsafe(24),
+            next=target,
+            status=429,
+            error=f"Too many failed logins for this user name. Try again in {minutes} minute{'s' * (minutes > 1)}.",
         )
-        response.set_cookie(
-            LOGIN_CSRF_COOKIE,
-            token,
-            path="/login",
-            httponly=True,
-            samesite="Strict",
-            secure=request.app[SETTINGS].web_cookie_secure,
-        )
+        response.headers["Retry-After"] = str(wait_s)
         return response
+    loop = asyncio.get_running_loop()
+    user = await loop.run_in_executor(None, check_password, request.app[USERS], name, password)
+    if user is None:
+        LOGINS.labels("wrong").inc()
+        return login_page(request, secrets.token_urlsafe(24), next=target, status=401, error=WRONG)
+    LOGINS.labels("ok").inc()
+    if limit.max_failures > 0:
+        await lockout.succeeded(request.app[DB], name)
     session = await sessions.create(request.app[DB], user.name, "password")
     response = see_other(target)
     set_session_cookie(response, request, session.token)

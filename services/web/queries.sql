@@ -193,3 +193,22 @@ DELETE FROM web_sessions WHERE token_hash = %(token_hash)s;
 
 -- name: sessions_expire
 DELETE FROM web_sessions WHERE expires_at <= now();
+
+-- name: login_attempts_lock
+-- Attempts at one name take turns (until commit), so each sees every earlier one: parallel guesses, even
+-- through several web replicas, cannot all slip under the limit. The two-key form keeps clear of other locks.
+SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(username)s));
+
+-- name: login_attempts_earlier
+SELECT now() AS now,
+       array(SELECT a.at FROM web_login_attempts a
+             WHERE a.username = %(username)s AND a.at > now() - make_interval(secs => %(window_s)s)
+             ORDER BY a.at) AS earlier;
+
+-- name: login_attempt_add
+-- Old attempts go first, so the table holds at most one window of them.
+WITH expired AS (DELETE FROM web_login_attempts WHERE at <= now() - make_interval(secs => %(window_s)s))
+INSERT INTO web_login_attempts (username) VALUES (%(username)s);
+
+-- name: login_attempts_clear
+DELETE FROM web_login_attempts WHERE username = %(username)s;
