@@ -7,7 +7,8 @@ incident's `incident.opened` event received, at 500 alerts/s) and the peak RSS o
 
 The enricher and reporter run at a lower CPU priority (VIGIL_BACKGROUND_NICE) and fall behind in the storm;
 `background_caught_up_s` is how long after the last alert was stored every incident's enrichment and reports
-showed its final state, so the work they put off is measured, not hidden.
+showed its final state, so the work they put off is measured, not hidden; `background_steps` counts what the
+events they received led to (enrich, skip, defer...).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
+import httpx
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.alertstorm import WebhookSender, alert, webhook
 from devstack.harness import ALL_SERVICES, LocalVigil
@@ -57,6 +60,19 @@ FROM incidents i
 LEFT JOIN enrichments e ON e.incident_id = i.id
 LEFT JOIN report_sources s ON s.incident_id = i.id
 """
+
+
+async def counter_by_label(url: str, metric: str, label: str) -> dict[str, int]:
+    """A service's counter from its /metrics, by one label: what its work after the storm consisted of."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{url}/metrics")).text
+    return {
+        sample.labels[label]: int(sample.value)
+        for family in text_string_to_metric_families(text)
+        if family.name == metric.removesuffix("_total")
+        for sample in family.samples
+        if sample.name == metric
+    }
 
 
 async def background_catch_up(db_url: str, timeout: float = 600) -> float:
@@ -161,6 +177,10 @@ async def main() -> None:
             progress(f"sustained {rate:.0f} alerts/s; waiting for enrichment and reports to catch up")
             caught_up = await background_catch_up(vigil.postgres.url)
             background_cpu = {name: round(vigil.cpu_seconds(name) - cpu_after[name], 1) for name in measured}
+            steps = {
+                "enricher": await counter_by_label(vigil.url("enricher"), "vigil_enrichment_steps_total", "step"),
+                "reporter": await counter_by_label(vigil.url("reporter"), "vigil_report_versions_total", "outcome"),
+            }
             progress(f"caught up in {caught_up:.1f}s; now latency at {LATENCY_RATE} alerts/s")
             latencies = sorted(await latency(vigil, sender))
         finally:
@@ -182,6 +202,7 @@ async def main() -> None:
                 "throughput_cpu_s": cpu,
                 "background_caught_up_s": round(caught_up, 1),
                 "catch_up_cpu_s": background_cpu,
+                "background_steps": steps,
             }
         ),
         flush=True,
