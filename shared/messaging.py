@@ -166,6 +166,31 @@ def retry_queue_name(queue: str, delay_ms: int) -> str:
 
 
 @dataclass
+class PendingCopies:
+    """When the copies this process deferred come back, per (queue, subject), on the monotonic clock.
+
+    A copy is deliverable no earlier than `defer_ms` after its publish began, so it reads its subject's state
+    after anything handled before then: a message about the same subject handled meanwhile may be dropped
+    instead of deferred too, the copy will find what it would have found, and newer. Kept in memory: another
+    replica's copies are unknown here, and a restart forgets them, which costs only a copy more."""
+
+    back_at: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def covers(self, queue: str, subject: str, now: float) -> bool:
+        return self.back_at.get((queue, subject), now) > now
+
+    def add(self, queue: str, subject: str, back_at: float, now: float) -> None:
+        if len(self.back_at) >= 1024:  # forget copies already back, now and then, so memory stays bounded
+            self.back_at = {k: at for k, at in self.back_at.items() if at > now}
+        self.back_at[(queue, subject)] = back_at
+
+    def forget(self, queue: str, subject: str, back_at: float) -> None:
+        """The copy due back at `back_at` was not sent after all (unless a later one replaced it)."""
+        if self.back_at.get((queue, subject)) == back_at:
+            del self.back_at[(queue, subject)]
+
+
+@dataclass
 class Broker:
     """One robust connection: a confirmed publishing channel and one channel per consumer."""
 
@@ -183,6 +208,7 @@ class Broker:
     _consumers: list[_Consumer] = field(default_factory=list)
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
     _connector: asyncio.Task[None] | None = None
+    _pending: PendingCopies = field(default_factory=PendingCopies)
 
     async def start(self) -> None:
         """Connect in the background, retrying until the broker answers; `ready` says when."""
@@ -304,13 +330,33 @@ class Broker:
         await self.publish_message(RETRY_EXCHANGE, retry_queue_name(queue, delay), copy)
         return "retried"
 
-    async def defer(self, delivery: Delivery, queue: str) -> None:
-        """Hand the message back to `queue` after `defer_ms`, not counted as a failed attempt.
+    async def defer(self, delivery: Delivery, queue: str, *, subject: str | None = None) -> bool:
+        """Hand the message back to `queue` after `defer_ms`, not counted as a failed attempt; False when it was
+        dropped instead because a copy deferred earlier for the same `subject` is still to come back.
 
         For work that should not run more often than every `defer_ms` per subject (an incident growing in a storm):
-        the handler defers the message and returns, and when it comes back it finds the latest state.
+        the handler defers the message and returns, and when it comes back it finds the latest state. Pass
+        `subject` only when what the returning copy does depends on nothing but that latest state, so that one
+        copy per interval serves every message about the subject (see `PendingCopies`).
         """
-        await self.publish_message(RETRY_EXCHANGE, retry_queue_name(queue, self.defer_ms), _copy(delivery, {}))
+        started = time.monotonic()
+        # A tenth short of the delay: RabbitMQ's millisecond clock must never let the copy come back while it
+        # still counts as on its way, or it would be dropped on its own account.
+        back_at = started + 0.9 * self.defer_ms / 1000
+        if subject is not None:
+            if self._pending.covers(queue, subject, started):
+                return False
+            # Counted before it is published, so that a message about the subject on another lane meanwhile is
+            # dropped rather than sent round too. Should the publish fail, this message is retried and comes back
+            # to read the state after whatever was dropped on its account.
+            self._pending.add(queue, subject, back_at, started)
+        try:
+            await self.publish_message(RETRY_EXCHANGE, retry_queue_name(queue, self.defer_ms), _copy(delivery, {}))
+        except BaseException:
+            if subject is not None:
+                self._pending.forget(queue, subject, back_at)
+            raise
+        return True
 
     async def close(self) -> None:
         for consumer in self._consumers:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -358,6 +359,37 @@ async def test_re_enrichment_replaces_and_older_revisions_never_win(
         assert harness.received.empty()
     row = await stored(settings.database_url, snapshot.key)
     assert row is not None and (row["version"], row["incident_revision"]) == (2, 99)
+
+
+async def enrichment_steps(settings: Settings) -> dict[str, float]:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{settings.enricher_port}/metrics")).text
+    found = re.findall(r'^vigil_enrichment_steps_total\{step="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    return {step: float(value) for step, value in found}
+
+
+async def test_a_growing_incident_is_enriched_once_per_interval_with_its_latest_state(
+    settings: Settings, stack: Stack, loki: str
+) -> None:
+    fast = with_upstreams(settings, stack.prometheus.url, loki).model_copy(update={"refresh_interval_ms": 1500})
+    snapshot = await seed(settings.database_url, hosts=("web-1",), first_alert_at=datetime.now(UTC))
+    async with enricher(fast, make_config()) as harness:
+        await harness.publish(snapshot)
+        first = await harness.next_enriched()
+        before = await enrichment_steps(fast)
+        # A storm: the incident grows four times within the interval. Deferring each event would send four copies
+        # round; one copy carries them all, because it reads the incident as it is when it comes back.
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+            for _ in range(4):
+                await conn.execute("UPDATE incidents SET revision = revision + 1")
+                await harness.publish(snapshot, "incident.updated", "alerts_added")
+        second = await harness.next_enriched(timeout=10)
+        with pytest.raises(TimeoutError):
+            await harness.next_enriched(timeout=2.5)
+        after = await enrichment_steps(fast)
+    assert (first["data"]["incident"]["revision"], second["data"]["incident"]["revision"]) == (1, 5)
+    steps = {step: after.get(step, 0) - before.get(step, 0) for step in ("defer", "coalesced")}
+    assert steps == {"defer": 1, "coalesced": 3}
 
 
 # --- faults --------------------------------------------------------------------------------------

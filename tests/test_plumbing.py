@@ -13,7 +13,7 @@ from aiormq.exceptions import AMQPConnectionError
 
 from shared.contracts import ALERTS_EXCHANGE, Envelope, IncidentCommand
 from shared.db import MigrationError, list_migrations, migrate
-from shared.messaging import CORRELATOR_QUEUE, Broker, Delivery, PermanentError
+from shared.messaging import CORRELATOR_QUEUE, Broker, Delivery, PendingCopies, PermanentError
 
 
 def command_envelope(comment: str = "hello") -> Envelope[IncidentCommand]:
@@ -150,6 +150,53 @@ async def test_consumer_that_recovers_handles_the_message_once(amqp_url: str) ->
         await broker.close()
     assert handled == ["eventually"]
     assert await drain(amqp_url, f"{CORRELATOR_QUEUE.name}.parking", wait=0.2) == []
+
+
+async def test_deferring_about_a_subject_with_a_copy_on_its_way_drops_the_message(amqp_url: str) -> None:
+    broker = await new_broker(amqp_url, defer_ms=400)
+    handled: list[str] = []
+    deferred: dict[str, bool] = {}
+
+    async def defer_first_sight(deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            comment = d.envelope.data["comment"]
+            handled.append(comment)
+            if comment not in deferred:  # the subject is the comment's letter: a1, a2, a3 are about "a"
+                deferred[comment] = await broker.defer(d, CORRELATOR_QUEUE.name, subject=comment[0])
+
+    async def settled(count: int) -> None:
+        while len(handled) < count:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.6)  # nothing more comes back
+
+    try:
+        await broker.consume(CORRELATOR_QUEUE, defer_first_sight)
+        for comment in ("a1", "a2", "a3", "b1"):
+            await broker.publish("vigil.commands", "command.comment", command_envelope(comment))
+        await asyncio.wait_for(settled(6), 20)
+        # The copy of a1 came back, so the next message about "a" is deferred again.
+        await broker.publish("vigil.commands", "command.comment", command_envelope("a4"))
+        await asyncio.wait_for(settled(8), 20)
+    finally:
+        await broker.close()
+    assert deferred == {"a1": True, "a2": False, "a3": False, "b1": True, "a4": True}
+    assert sorted(handled) == ["a1", "a1", "a2", "a3", "a4", "a4", "b1", "b1"]
+
+
+def test_a_pending_copy_covers_its_subject_until_it_is_back_and_is_then_forgotten() -> None:
+    pending = PendingCopies()
+    pending.add("q", "INC-1", back_at=10.0, now=0.0)
+    assert pending.covers("q", "INC-1", 9.9)
+    assert not pending.covers("q", "INC-1", 10.0)
+    assert not pending.covers("q", "INC-2", 5.0) and not pending.covers("other", "INC-1", 5.0)
+    for n in range(2000):
+        pending.add("q", f"INC-{n}", back_at=20.0 + n, now=20.0 + n)
+    assert len(pending.back_at) <= 1024  # copies already back are forgotten
+    pending.add("q", "INC-1", back_at=50.0, now=40.0)
+    pending.forget("q", "INC-1", back_at=49.0)  # not the copy on its way: kept
+    assert pending.covers("q", "INC-1", 45.0)
+    pending.forget("q", "INC-1", back_at=50.0)  # its publish failed: nothing on its way
+    assert not pending.covers("q", "INC-1", 45.0)
 
 
 async def test_batch_failure_isolates_the_poison_message(amqp_url: str) -> None:

@@ -45,7 +45,8 @@ ENRICHMENT_SECONDS = Histogram(
 
 SKIPPED = Counter(
     "vigil_enrichment_steps_total",
-    "What incident events led to: enrich, skip (state already enriched) or defer (enriched within the interval)",
+    "What incident events led to: enrich, skip (state already enriched), defer (enriched within the interval) or "
+    "coalesced (as defer, but a deferred copy for the incident is already on its way back)",
     ["step"],
 )
 
@@ -65,7 +66,8 @@ def next_step(row: dict[str, Any], *, growth: bool, now: datetime, interval: tim
     The enricher works on the incident as it is now, so an event whose incident has not changed since the last
     announced enrichment has nothing to add (skip). An incident that grows in a storm is enriched at most once per
     `interval`, like Alertmanager's group_interval: a growth event soon after an enrichment comes back later (defer)
-    and then finds the latest state. New, reopened and resolved incidents are enriched at once.
+    and then finds the latest state (one copy per incident and interval: later ones are coalesced into it). New,
+    reopened and resolved incidents are enriched at once.
     """
     enriched = row.get("enriched_revision")
     if enriched is not None and enriched >= row["revision"] and row.get("enrichment_published"):
@@ -153,10 +155,10 @@ class Enricher:
                 now=datetime.now(UTC),
                 interval=self.refresh_interval,
             )
+            if step == "defer" and not await self.broker.defer(delivery, ENRICHER_QUEUE.name, subject=key):
+                step = "coalesced"
             SKIPPED.labels(step).inc()
-            if step == "defer":
-                await self.broker.defer(delivery, ENRICHER_QUEUE.name)
-            elif step == "enrich":
+            if step == "enrich":
                 await self.enrich_and_publish(row)
         finally:
             incident_key.reset(token)
