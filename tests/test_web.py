@@ -215,9 +215,12 @@ async def test_a_name_with_too_many_failed_logins_is_locked_until_they_age_out(
         assert locked.status_code == 429, locked.text
         assert "Too many failed logins" in locked.text and "10 minutes" in locked.text
         assert 590 <= int(locked.headers["Retry-After"]) <= 600
-        # Other names are not affected.
+        # Other names are not affected; names longer than any user's are refused and not stored.
         assert (await try_login(client, "victor", PASSWORDS["victor"])).status_code == 303
+        assert (await try_login(client, "x" * 100_000, "guess")).status_code == 401
         async with await connect(db_url) as conn:
+            longest = await (await conn.execute("SELECT max(length(username)) AS n FROM web_login_attempts")).fetchone()
+            assert longest == {"n": 5}
             await conn.execute("UPDATE web_login_attempts SET at = at - interval '601 seconds'")
         assert (await try_login(client, "alice", PASSWORDS["alice"])).status_code == 303
         # A right password starts the name afresh: three more failures before the next lockout.

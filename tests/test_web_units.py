@@ -178,6 +178,7 @@ def test_users_file_and_passwords(tmp_path: Path) -> None:
         "users:\n  - name: a\n    password_hash: plain\n",
         "users:\n  - name: a\n    password_hash: '$argon2id$x'\n    role: admin\n",
         "users: [",
+        f"users:\n  - name: {'a' * 257}\n    password_hash: '$argon2id$x'\n",
     ],
 )
 def test_bad_users_file_is_refused_with_its_name(tmp_path: Path, content: str) -> None:

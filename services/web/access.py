@@ -53,6 +53,10 @@ class Principal:
         return self.role is Role.responder
 
 
+# Longer names are refused at login without further ado: failed logins are stored per name (lockout.py).
+MAX_NAME = 256
+
+
 class UsersFileError(ValueError):
     pass
 
@@ -76,6 +80,8 @@ def load_users(path: Path | None) -> dict[str, User]:
         name, hashed, role = entry.get("name"), entry.get("password_hash"), entry.get("role", "viewer")
         if not isinstance(name, str) or not name.strip():
             raise UsersFileError(f"{where}: `name` is required")
+        if len(name) > MAX_NAME:
+            raise UsersFileError(f"{where}: `name` is longer than {MAX_NAME} characters")
         if not isinstance(hashed, str) or not hashed.startswith("$argon2"):
             raise UsersFileError(
                 f"{where}: `password_hash` must be an argon2 hash (python -m services.web.hash_password)"

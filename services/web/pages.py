@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from services.web import lockout, sessions, store
-from services.web.access import Principal, check_password, safe_next, same_secret
+from services.web.access import MAX_NAME, Principal, check_password, safe_next, same_secret
 from services.web.api import KEY_PATTERN, CommandRejected, send_command
 from services.web.appkeys import TEMPLATES, USERS
 from services.web.gate import PRINCIPAL, principal_of, set_session_cookie
@@ -171,7 +171,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not same_secret(str(form.get("csrf", "")), request.cookies.get(LOGIN_CSRF_COOKIE)):
         return render(request, "login.html", status=403, csrf="", next=target, error="The form expired; reload it.")
     name, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
-    if not (name and password):
+    if not (name and password) or len(name) > MAX_NAME:
         LOGINS.labels("wrong").inc()
         return login_page(request, secrets.token_urlsafe(24), next=target, status=401, error=WRONG)
     settings = request.app[SETTINGS]
