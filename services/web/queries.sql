@@ -7,6 +7,9 @@
 -- the incidents having one alert that satisfies all of them, probed per incident (alerts_incident) so a
 -- page stops after `limit` matches: equality matchers as JSONB containment, the others (!=, =~, !~, ="")
 -- one by one; a missing label matches like "", and regexes are anchored, as in Alertmanager.
+-- When many alerts match, store.py runs it with the fence comment below replaced by OFFSET 0: that keeps the
+-- alert check a per-incident probe, so the page stops after `limit` matches instead of first collecting every
+-- matching alert (which the planner prefers).
 SELECT i.id, i.key, i.title, i.state, i.severity, i.hosts, i.rule, i.alert_count, i.firing_count, i.flapping,
        i.revision, i.opened_at, i.first_alert_at, i.last_alert_at, i.acknowledged_at, i.acknowledged_by,
        i.resolved_at, i.resolved_by, i.updated_at
@@ -33,43 +36,9 @@ WHERE i.announced
                 WHEN '!=' THEN coalesce(a.labels ->> m.name, '') <> m.value
                 WHEN '=~' THEN coalesce(a.labels ->> m.name, '') ~ ('^(?:' || m.value || ')$')
                 WHEN '!~' THEN coalesce(a.labels ->> m.name, '') !~ ('^(?:' || m.value || ')$')
-            END)))
+            END) /* probe fence */))
 ORDER BY i.opened_at DESC, i.id DESC
 LIMIT %(limit)s;
-
--- name: list_incidents_probe
--- list_incidents when many alerts match: OFFSET 0 keeps the alert check a per-incident probe, so the page
--- stops after `limit` matches instead of first collecting every matching alert (which the planner prefers).
-SELECT i.id, i.key, i.title, i.state, i.severity, i.hosts, i.rule, i.alert_count, i.firing_count, i.flapping,
-       i.revision, i.opened_at, i.first_alert_at, i.last_alert_at, i.acknowledged_at, i.acknowledged_by,
-       i.resolved_at, i.resolved_by, i.updated_at
-FROM incidents i
-WHERE i.announced
-  AND (%(states)s::text[] IS NULL OR i.state = ANY (%(states)s::text[]))
-  AND (%(severities)s::text[] IS NULL OR i.severity = ANY (%(severities)s::text[]))
-  AND (%(host)s::text IS NULL OR i.hosts @> ARRAY[%(host)s::text])
-  AND (%(text)s::text IS NULL OR i.title ILIKE %(text)s::text OR i.key ILIKE %(text)s::text)
-  AND (%(since)s::timestamptz IS NULL OR i.opened_at >= %(since)s::timestamptz)
-  AND (%(until)s::timestamptz IS NULL OR i.opened_at < %(until)s::timestamptz)
-  AND (%(cursor_at)s::timestamptz IS NULL
-       OR (i.opened_at, i.id) < (%(cursor_at)s::timestamptz, %(cursor_id)s::bigint))
-  AND (NOT %(has_matchers)s::boolean OR EXISTS (
-        SELECT 1
-        FROM alerts a
-        WHERE a.incident_id = i.id
-          AND (%(label_eq)s::jsonb IS NULL OR a.labels @> %(label_eq)s::jsonb)
-          AND NOT EXISTS (
-            SELECT 1
-            FROM unnest(%(m_names)s::text[], %(m_ops)s::text[], %(m_values)s::text[]) AS m (name, op, value)
-            WHERE NOT CASE m.op
-                WHEN '=' THEN coalesce(a.labels ->> m.name, '') = m.value
-                WHEN '!=' THEN coalesce(a.labels ->> m.name, '') <> m.value
-                WHEN '=~' THEN coalesce(a.labels ->> m.name, '') ~ ('^(?:' || m.value || ')$')
-                WHEN '!~' THEN coalesce(a.labels ->> m.name, '') !~ ('^(?:' || m.value || ')$')
-            END) OFFSET 0))
-ORDER BY i.opened_at DESC, i.id DESC
-LIMIT %(limit)s;
-
 
 -- name: count_by_state
 -- The same filters without the state and the cursor, for the counts beside each state's tab. Each count

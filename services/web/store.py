@@ -15,6 +15,10 @@ from shared.db import Queries
 Q = Queries(Path(__file__).with_name("queries.sql"))
 # Below this many alerts matching a filter's equality matchers, collecting them beats probing incidents.
 SPARSE_ALERTS = 2_000
+# list_incidents with its alert check fenced: a constant edit of constant text (see the query's comment).
+LIST_INCIDENTS_PROBE = Q.list_incidents.replace("/* probe fence */", "OFFSET 0")
+if LIST_INCIDENTS_PROBE == Q.list_incidents:
+    raise RuntimeError("queries.sql: list_incidents lost its /* probe fence */ comment")
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ async def list_incidents(pool: AsyncConnectionPool[Any], f: ListFilter) -> Page:
                     bound = {"label_eq": params["label_eq"], "bound": SPARSE_ALERTS}
                     counted_alerts = await (await conn.execute(Q.matching_alerts_capped, bound)).fetchone()
                     dense = counted_alerts is not None and counted_alerts["n"] >= SPARSE_ALERTS
-                query = Q.list_incidents_probe if dense else Q.list_incidents
+                query = LIST_INCIDENTS_PROBE if dense else Q.list_incidents
             rows = await (await conn.execute(query, params, prepare=False)).fetchall()
             counted = await (await conn.execute(Q.count_by_state, params, prepare=False)).fetchall()
     except psycopg.errors.InvalidRegularExpression as exc:
