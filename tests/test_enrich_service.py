@@ -371,7 +371,7 @@ async def enrichment_steps(settings: Settings) -> dict[str, float]:
 async def test_a_growing_incident_is_enriched_once_per_interval_with_its_latest_state(
     settings: Settings, stack: Stack, loki: str
 ) -> None:
-    fast = with_upstreams(settings, stack.prometheus.url, loki).model_copy(update={"refresh_interval_ms": 1500})
+    fast = with_upstreams(settings, stack.prometheus.url, loki).model_copy(update={"refresh_interval_ms": 3000})
     snapshot = await seed(settings.database_url, hosts=("web-1",), first_alert_at=datetime.now(UTC))
     async with enricher(fast, make_config()) as harness:
         await harness.publish(snapshot)
