@@ -8,6 +8,7 @@ Attempts live in PostgreSQL (table web_login_attempts) so that every web replica
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +37,7 @@ def retry_after(earlier: Sequence[datetime], now: datetime, limit: Limit) -> int
     if limit.max_failures <= 0 or len(earlier) < limit.max_failures:
         return None
     frees_at = earlier[len(earlier) - limit.max_failures] + timedelta(seconds=limit.window_s)
-    return max(1, int((frees_at - now).total_seconds() + 0.999))
+    return max(1, math.ceil((frees_at - now).total_seconds()))
 
 
 async def begin(pool: AsyncConnectionPool[Any], username: str, limit: Limit) -> int | None:
@@ -57,7 +58,9 @@ async def begin(pool: AsyncConnectionPool[Any], username: str, limit: Limit) -> 
     return wait
 
 
-async def succeeded(pool: AsyncConnectionPool[Any], username: str) -> None:
+async def succeeded(pool: AsyncConnectionPool[Any], username: str, limit: Limit) -> None:
     """A right password wipes the name's failures, as a fresh start for its owner."""
+    if limit.max_failures <= 0:
+        return
     async with pool.connection() as conn:
         await conn.execute(Q.login_attempts_clear, {"username": username})

@@ -26,7 +26,6 @@ from shared.service import DB, SETTINGS
 log = logging.getLogger(__name__)
 
 LOGIN_CSRF_COOKIE = "vigil_login_csrf"
-WRONG = "Wrong user name or password."
 LOGINS = Counter("vigil_web_logins_total", "Login form submissions, by outcome", ["outcome"])
 for _outcome in ("ok", "wrong", "locked"):
     LOGINS.labels(_outcome)
@@ -163,6 +162,11 @@ async def login_form(request: web.Request) -> web.Response:
     return login_page(request, token, next=safe_next(request.query.get("next")))
 
 
+def wrong_login(request: web.Request, target: str) -> web.Response:
+    LOGINS.labels("wrong").inc()
+    return login_page(request, secrets.token_urlsafe(24), next=target, status=401, error="Wrong user name or password.")
+
+
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     target = safe_next(str(form.get("next", "")))
@@ -172,8 +176,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return render(request, "login.html", status=403, csrf="", next=target, error="The form expired; reload it.")
     name, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
     if not (name and password) or len(name) > MAX_NAME:
-        LOGINS.labels("wrong").inc()
-        return login_page(request, secrets.token_urlsafe(24), next=target, status=401, error=WRONG)
+        return wrong_login(request, target)
     settings = request.app[SETTINGS]
     limit = lockout.Limit(settings.web_login_max_failures, settings.web_login_lockout_s)
     wait_s = await lockout.begin(request.app[DB], name, limit)
@@ -193,11 +196,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     user = await loop.run_in_executor(None, check_password, request.app[USERS], name, password)
     if user is None:
-        LOGINS.labels("wrong").inc()
-        return login_page(request, secrets.token_urlsafe(24), next=target, status=401, error=WRONG)
+        return wrong_login(request, target)
     LOGINS.labels("ok").inc()
-    if limit.max_failures > 0:
-        await lockout.succeeded(request.app[DB], name)
+    await lockout.succeeded(request.app[DB], name, limit)
     session = await sessions.create(request.app[DB], user.name, "password")
     response = see_other(target)
     set_session_cookie(response, request, session.token)
