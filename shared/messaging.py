@@ -175,13 +175,17 @@ class PendingCopies:
     replica's copies are unknown here, and a restart forgets them, which costs only a copy more."""
 
     back_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Copies already back are forgotten when the map reaches this size, which then doubles what is left: memory
+    # stays bounded by the copies on their way, at a constant cost per copy however many there are.
+    prune_at: int = 1024
 
     def covers(self, queue: str, subject: str, now: float) -> bool:
         return self.back_at.get((queue, subject), now) > now
 
     def add(self, queue: str, subject: str, back_at: float, now: float) -> None:
-        if len(self.back_at) >= 1024:  # forget copies already back, now and then, so memory stays bounded
+        if len(self.back_at) >= self.prune_at:
             self.back_at = {k: at for k, at in self.back_at.items() if at > now}
+            self.prune_at = max(1024, 2 * len(self.back_at))
         self.back_at[(queue, subject)] = back_at
 
     def forget(self, queue: str, subject: str, back_at: float) -> None:

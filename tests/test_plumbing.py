@@ -193,6 +193,10 @@ def test_a_pending_copy_covers_its_subject_until_it_is_back_and_is_then_forgotte
     for n in range(2000):
         pending.add("q", f"INC-{n}", back_at=20.0 + n, now=20.0 + n)
     assert len(pending.back_at) <= 1024  # copies already back are forgotten
+    for n in range(3000):  # a storm of 3,000 copies all on their way at once: none forgotten
+        pending.add("storm", f"INC-{n}", back_at=10_000.0, now=3000.0)
+    assert all(pending.covers("storm", f"INC-{n}", 9_999.0) for n in range(3000))
+    assert pending.prune_at >= len(pending.back_at)  # not pruning on every add
     pending.add("q", "INC-1", back_at=50.0, now=40.0)
     pending.forget("q", "INC-1", back_at=49.0)  # not the copy on its way: kept
     assert pending.covers("q", "INC-1", 45.0)
