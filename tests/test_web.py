@@ -35,8 +35,10 @@ from tests.browser.webapp import (
     RESPONDER_TOKEN,
     Web,
     connect,
+    form_csrf,
     login,
     serve_web,
+    try_login,
     web_settings,
 )
 from tests.conftest import running
@@ -161,7 +163,7 @@ async def test_login_sets_a_safe_cookie_and_logout_ends_the_session(
         # A client does not send Secure cookies back over plain http: hand them over as a browser on https would.
         async with web.client() as client:
             form = await client.get("/login?next=/incidents/INC-000001")
-            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+            csrf = form_csrf(form.text)
             login_cookie = {"Cookie": f"vigil_login_csrf={csrf}"}
             wrong = await client.post(
                 "/login", data={"username": "alice", "password": "nope", "csrf": csrf}, headers=login_cookie
@@ -191,16 +193,9 @@ async def test_login_sets_a_safe_cookie_and_logout_ends_the_session(
         async with web.client(Cookie=f"vigil_session={session}") as client:
             page = await client.get("/incidents/INC-000001")
             assert page.status_code == 200 and "HostDown on web-1" in page.text
-            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+            csrf = form_csrf(page.text)
             assert (await client.post("/logout", data={"csrf": csrf})).status_code == 303
             assert (await client.get("/")).status_code == 302
-
-
-async def try_login(client: httpx.AsyncClient, user: str, password: str, csrf: str | None = None) -> httpx.Response:
-    if csrf is None:
-        form = await client.get("/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-    return await client.post("/login", data={"username": user, "password": password, "csrf": csrf})
 
 
 async def test_a_name_with_too_many_failed_logins_is_locked_until_they_age_out(
@@ -293,7 +288,7 @@ async def test_trusted_header_is_honoured_only_when_configured(settings: Setting
         async with web.client(**{"X-Forwarded-User": "alice"}) as client:
             page = await client.get("/incidents/INC-000001")
             assert page.status_code == 200 and 'id="ack"' in page.text
-            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+            csrf = form_csrf(page.text)
             assert (await client.post("/incidents/INC-000001/ack", data={"csrf": csrf})).status_code == 303
         async with web.client(**{"X-Forwarded-User": "somebody"}) as client:
             page = await client.get("/incidents/INC-000001")

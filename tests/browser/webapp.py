@@ -65,20 +65,28 @@ async def serve_web(settings: Settings) -> AsyncIterator[Web]:
         yield Web(url, settings)
 
 
+def form_csrf(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    token = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert token is not None, "no csrf field on the page"
+    return token.group(1)
+
+
+async def try_login(client: httpx.AsyncClient, user: str, password: str) -> httpx.Response:
+    """Submit the login form like a browser, with the token of a freshly fetched form."""
+    form = await client.get("/login")
+    return await client.post(
+        "/login", data={"username": user, "password": password, "csrf": form_csrf(form.text), "next": "/"}
+    )
+
+
 async def login(client: httpx.AsyncClient, user: str) -> str:
     """Log in through the form like a browser; returns the CSRF token of the session's pages."""
-    form = await client.get("/login")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
-    assert csrf is not None
-    answer = await client.post(
-        "/login", data={"username": user, "password": PASSWORDS[user], "csrf": csrf.group(1), "next": "/"}
-    )
+    answer = await try_login(client, user, PASSWORDS[user])
     assert answer.status_code == 303, answer.text
     page = await client.get("/")
     assert page.status_code == 200
-    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert token is not None
-    return token.group(1)
+    return form_csrf(page.text)
 
 
 async def connect(db_url: str) -> psycopg.AsyncConnection[dict[str, Any]]:
