@@ -43,7 +43,7 @@ ENRICHMENT_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
 )
 
-SKIPPED = Counter(
+STEPS = Counter(
     "vigil_enrichment_steps_total",
     "What incident events led to: enrich, skip (state already enriched), defer (enriched within the interval) or "
     "coalesced (as defer, but a deferred copy for the incident is already on its way back)",
@@ -157,7 +157,7 @@ class Enricher:
             )
             if step == "defer" and not await self.broker.defer(delivery, ENRICHER_QUEUE.name, subject=key):
                 step = "coalesced"
-            SKIPPED.labels(step).inc()
+            STEPS.labels(step).inc()
             if step == "enrich":
                 await self.enrich_and_publish(row)
         finally:
