@@ -8,23 +8,64 @@ from functools import partial
 from services.reporter import incident_json, incident_markdown
 from services.reporter.consumer import next_step
 from services.reporter.incident_report import IncidentReport
-from services.reporter.versions import Decision, decide
+from services.reporter.versions import Decision, Source, decide, is_older
 
 HASHES = {"md": "a", "xlsx": "b", "json": "c"}
+REV5 = Source(incident_revision=5, enrichment_version=2)
+REV6 = Source(incident_revision=6, enrichment_version=2)
 
 
 def test_first_rendering_is_version_one() -> None:
-    assert decide(None, {}, HASHES) == Decision(1, new=True)
+    assert decide(None, {}, HASHES, latest_source=None, source=REV5) == Decision(1, "new", records_source=True)
 
 
-def test_same_bytes_keep_the_newest_version() -> None:
-    assert decide(3, HASHES, HASHES) == Decision(3, new=False)
+def test_same_source_and_bytes_keep_the_newest_version() -> None:
+    assert decide(3, HASHES, HASHES, latest_source=REV5, source=REV5) == Decision(3, "unchanged", records_source=False)
 
 
 def test_any_changed_format_makes_the_next_version() -> None:
-    assert decide(3, HASHES, {**HASHES, "xlsx": "changed"}) == Decision(4, new=True)
+    changed = {**HASHES, "xlsx": "changed"}
+    assert decide(3, HASHES, changed, latest_source=REV5, source=REV6) == Decision(4, "new", records_source=True)
+    # The same source rendering other bytes (a new reporter release) is not older: it is stored too.
+    assert decide(3, HASHES, changed, latest_source=REV5, source=REV5) == Decision(4, "new", records_source=True)
     # A format missing from the stored version (an older reporter stored fewer) also counts as a change.
-    assert decide(3, {"md": "a"}, HASHES) == Decision(4, new=True)
+    assert decide(3, {"md": "a"}, HASHES, latest_source=REV5, source=REV5).version == 4
+
+
+def test_a_slow_rendering_of_an_older_state_never_replaces_a_newer_version() -> None:
+    """Replica A renders revision 5, replica B renders revision 6 and stores version 3, then A is done: A's reports
+    are not stored, whatever their bytes, and version 3 stays the latest."""
+    superseded = Decision(3, "superseded", records_source=False)
+    assert decide(3, HASHES, {**HASHES, "md": "rev 5"}, latest_source=REV6, source=REV5) == superseded
+    assert decide(3, HASHES, HASHES, latest_source=REV6, source=REV5) == superseded
+    older_enrichment = Source(incident_revision=6, enrichment_version=1)
+    assert decide(3, HASHES, {**HASHES, "md": "e1"}, latest_source=REV6, source=older_enrichment) == superseded
+
+
+def test_a_newer_source_with_the_same_bytes_keeps_the_version_as_showing_that_source() -> None:
+    # Enrichment 3 recomputed the same context: version 3 now counts as showing it, so a rendering of enrichment 2
+    # that finishes late is older than what is stored, whatever its bytes.
+    rev6_e3 = Source(incident_revision=6, enrichment_version=3)
+    assert decide(3, HASHES, HASHES, latest_source=REV6, source=rev6_e3) == Decision(
+        3, "unchanged", records_source=True
+    )
+    assert decide(3, HASHES, {"md": "x"}, latest_source=rev6_e3, source=REV6).outcome == "superseded"
+
+
+def test_older_means_an_older_revision_then_an_older_enrichment() -> None:
+    assert is_older(REV5, REV6) and not is_older(REV6, REV5)
+    assert not is_older(REV5, REV5)
+    # The revision decides first: a later snapshot never has a smaller enrichment version, so this pair only
+    # arises if the enrichment row was replaced; the newer incident state wins.
+    assert is_older(Source(5, 9), Source(6, 1))
+    # Not enriched yet is older than any enrichment of the same revision, not of an older one.
+    assert is_older(Source(6, None), Source(6, 1))
+    assert not is_older(Source(6, None), Source(5, 1))
+    assert not is_older(Source(6, None), Source(6, None))
+    # Versions stored before sources were recorded are older than every rendering, and nothing is older than them.
+    assert is_older(None, Source(1, None))
+    assert not is_older(Source(1, None), None)
+    assert not is_older(None, None)
 
 
 def open_report() -> IncidentReport:

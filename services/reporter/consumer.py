@@ -18,6 +18,7 @@ from services.reporter import incident_report
 from services.reporter.queries import QUERIES
 from services.reporter.rendering import render_all
 from services.reporter.report_store import Stored, store
+from services.reporter.versions import Source
 from shared.contracts import INCIDENTS_EXCHANGE, Envelope, IncidentEvent, IncidentEventType, ReportReady, topic_word
 from shared.jsonlog import incident_key
 from shared.messaging import REPORTER_QUEUE, Broker, Delivery, PermanentError
@@ -28,7 +29,7 @@ RENDERED = Counter("vigil_reports_rendered_total", "Incident reports rendered, b
 VERSIONS = Counter(
     "vigil_report_versions_total",
     "Events that were rendered (new version or unchanged), skipped (state already reported), superseded (a newer "
-    "enrichment is announced) or deferred",
+    "enrichment is announced, or reports of a newer state were stored while rendering) or deferred",
     ["outcome"],
 )
 
@@ -118,7 +119,8 @@ class ReportHandler:
         self, key: str, cause: str, delivery: Delivery | None = None, *, enrichment_version: int | None = None
     ) -> Stored | None:
         """Render, store and announce the incident's reports; None when they already show its current state, or
-        the event was superseded or deferred (see `next_step`)."""
+        the event was superseded or deferred (see `next_step`), or reports of a newer state were stored while this
+        rendering ran (superseded too: see `versions.decide`; nothing stored, nothing announced)."""
         async with self.pool.connection() as conn:
             freshness = await (await conn.execute(QUERIES.report_freshness, {"key": key})).fetchone()
             if freshness is not None:
@@ -141,13 +143,18 @@ class ReportHandler:
         rendered = await asyncio.to_thread(render_all, report)
         for fmt in rendered:
             RENDERED.labels(fmt).inc()
+        source = Source(report.revision, report.context_version)
         async with self.pool.connection() as conn:
-            stored = await store(conn, key, rendered)
-            if stored is None:
-                raise PermanentError(f"incident {key} does not exist")
-            source = {"key": key, "report_version": stored.version, "revision": report.revision}
-            await conn.execute(QUERIES.record_report_source, {**source, "enrichment_version": report.context_version})
-        VERSIONS.labels("new" if stored.new else "unchanged").inc()
+            stored = await store(conn, key, rendered, source)
+        if stored is None:
+            raise PermanentError(f"incident {key} does not exist")
+        VERSIONS.labels(stored.outcome).inc()
+        if stored.outcome == "superseded":
+            log.info(
+                "reports superseded",
+                extra={"cause": cause, "report_version": stored.version, "revision": source.incident_revision},
+            )
+            return None
         await self.broker.publish(
             INCIDENTS_EXCHANGE,
             f"report.ready.{topic_word(stored.severity)}",

@@ -30,14 +30,21 @@ WHERE incident_id = %(incident_id)s
 SELECT pg_advisory_xact_lock(1919250290, (%(incident_id)s %% 2147483647)::integer)
 
 -- name: latest_reports
-SELECT version, format, sha256
+-- With what the newest version was rendered from (NULL: stored before sources were recorded).
+SELECT version, format, sha256, incident_revision, enrichment_version
 FROM reports
 WHERE incident_id = %(incident_id)s
   AND version = (SELECT max(version) FROM reports WHERE incident_id = %(incident_id)s)
 
 -- name: insert_report
-INSERT INTO reports (incident_id, version, format, content, sha256)
-VALUES (%(incident_id)s, %(version)s, %(format)s, %(content)s, %(sha256)s)
+INSERT INTO reports (incident_id, version, format, content, sha256, incident_revision, enrichment_version)
+VALUES (%(incident_id)s, %(version)s, %(format)s, %(content)s, %(sha256)s, %(incident_revision)s,
+        %(enrichment_version)s)
+
+-- name: raise_report_source
+-- A newer source rendered the same bytes: the version shows that state too, so an older rendering is superseded.
+UPDATE reports SET incident_revision = %(incident_revision)s, enrichment_version = %(enrichment_version)s
+WHERE incident_id = %(incident_id)s AND version = %(version)s
 
 -- name: latest_report_content
 SELECT r.version, r.content, r.sha256, r.created_at
@@ -93,8 +100,9 @@ LEFT JOIN report_sources s ON s.incident_id = i.id
 WHERE i.key = %(key)s
 
 -- name: record_report_source
+-- In the transaction that stores the version, under its lock: the row always describes the newest version.
 INSERT INTO report_sources (incident_id, report_version, incident_revision, enrichment_version, published)
-SELECT id, %(report_version)s, %(revision)s, %(enrichment_version)s, false FROM incidents WHERE key = %(key)s
+VALUES (%(incident_id)s, %(report_version)s, %(incident_revision)s, %(enrichment_version)s, false)
 ON CONFLICT (incident_id) DO UPDATE
 SET report_version = EXCLUDED.report_version,
     incident_revision = EXCLUDED.incident_revision,

@@ -1,4 +1,5 @@
-"""Storing a rendered report set as the incident's next version, once: the only writer of `reports`."""
+"""Storing a rendered report set as the incident's next version, once: the only writer of `reports` and
+`report_sources`."""
 
 from __future__ import annotations
 
@@ -10,22 +11,39 @@ from typing import Any
 import psycopg
 
 from services.reporter.queries import QUERIES
-from services.reporter.versions import Decision, Rendered, decide
+from services.reporter.versions import Decision, Outcome, Rendered, Source, decide
 
 
 @dataclass(frozen=True)
 class Stored:
+    """`version`: the incident's newest stored version after the store (not the rendering's when superseded)."""
+
     key: str
     severity: str
     version: int
-    new: bool
+    outcome: Outcome
+
+    @property
+    def new(self) -> bool:
+        return self.outcome == "new"
 
 
-async def store(conn: psycopg.AsyncConnection[Any], key: str, rendered: Mapping[str, Rendered]) -> Stored | None:
-    """Store `rendered` as the next version unless the newest version holds the same bytes; None: no such incident.
+def _stored_source(row: Mapping[str, Any]) -> Source | None:
+    if row["incident_revision"] is None:
+        return None
+    return Source(row["incident_revision"], row["enrichment_version"])
 
-    One transaction, serialised per incident (advisory lock), so two replicas rendering the same incident at once
-    store one version, and a redelivered event stores nothing.
+
+async def store(
+    conn: psycopg.AsyncConnection[Any], key: str, rendered: Mapping[str, Rendered], source: Source
+) -> Stored | None:
+    """Store `rendered`, made from `source`, as the next version as `versions.decide` rules; None: no such incident.
+
+    One transaction, serialised per incident (advisory lock): the newest version is read, compared and extended under
+    the lock, so two replicas rendering the same incident at once store one version, a redelivered event stores
+    nothing, and a slow rendering of an older state than the newest version's stores nothing (superseded). The
+    version's source and `report_sources` are written in the same transaction, so they always describe the newest
+    version.
     """
     async with conn.transaction():
         incident = await (await conn.execute(QUERIES.incident_id_by_key, {"key": key})).fetchone()
@@ -34,19 +52,29 @@ async def store(conn: psycopg.AsyncConnection[Any], key: str, rendered: Mapping[
         ids = {"incident_id": incident["id"]}
         await conn.execute(QUERIES.lock_incident_reports, ids)
         latest = await (await conn.execute(QUERIES.latest_reports, ids)).fetchall()
-        latest_version = latest[0]["version"] if latest else None
         decision: Decision = decide(
-            latest_version,
+            latest[0]["version"] if latest else None,
             {row["format"]: row["sha256"] for row in latest},
             {fmt: r.sha256 for fmt, r in rendered.items()},
+            latest_source=_stored_source(latest[0]) if latest else None,
+            source=source,
         )
+        columns = {
+            **ids,
+            "version": decision.version,
+            "incident_revision": source.incident_revision,
+            "enrichment_version": source.enrichment_version,
+        }
         if decision.new:
             for fmt, r in rendered.items():
                 await conn.execute(
-                    QUERIES.insert_report,
-                    {**ids, "version": decision.version, "format": fmt, "content": r.content, "sha256": r.sha256},
+                    QUERIES.insert_report, {**columns, "format": fmt, "content": r.content, "sha256": r.sha256}
                 )
-    return Stored(key=key, severity=incident["severity"], version=decision.version, new=decision.new)
+        elif decision.records_source:
+            await conn.execute(QUERIES.raise_report_source, columns)
+        if decision.outcome != "superseded":
+            await conn.execute(QUERIES.record_report_source, {**columns, "report_version": decision.version})
+    return Stored(key=key, severity=incident["severity"], version=decision.version, outcome=decision.outcome)
 
 
 @dataclass(frozen=True)
