@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         description="Nice value of the enricher and reporter, so the alert path keeps the CPU in a storm; 0: equal.",
     )
     publish_timeout_s: float = Field(5.0, gt=0, description="How long to wait for a broker confirm.")
+    stall_after_s: float = Field(
+        120.0,
+        ge=1,
+        le=86_400,
+        description="/readyz fails once a consumer lane has had messages waiting this long without settling any.",
+    )
     refresh_interval_ms: int = Field(
         10_000,
         ge=100,
@@ -64,6 +70,20 @@ class Settings(BaseSettings):
         default_factory=dict, description="More senders, one token each: `grafana=token1,cron=token2`."
     )
     ingest_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # What one alert may carry. Past a limit a value is cut with a visible marker and counted, never refused:
+    # Alertmanager drops a whole notification it gets a 4xx for. The caps keep every indexed value under
+    # PostgreSQL's index row limit (about 2.7 kB) whatever is configured.
+    ingest_max_alerts: int = Field(
+        1000, ge=1, le=100_000, description="Alerts per request; more: 413 (set Alertmanager's max_alerts to this)."
+    )
+    ingest_max_labels: int = Field(100, ge=8, le=1000, description="Labels per alert, and annotations per alert.")
+    ingest_max_label_name_bytes: int = Field(256, ge=64, le=1024, description="Bytes of a label or annotation name.")
+    ingest_max_label_value_bytes: int = Field(2048, ge=64, le=2048, description="Bytes of a label value.")
+    ingest_max_annotation_bytes: int = Field(32_768, ge=256, le=1_048_576, description="Bytes of an annotation value.")
+    ingest_max_generator_url_bytes: int = Field(8192, ge=256, le=65_536, description="Bytes of a generatorURL.")
+    ingest_max_fingerprint_bytes: int = Field(
+        128, ge=16, le=1024, description="Bytes kept, for display, of a fingerprint replaced by a hash."
+    )
     api_token: SecretStr | None = Field(None, description="Responder token for the web JSON API.")
     web_readonly_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="Read-only tokens for the web JSON API, comma-separated."
@@ -84,6 +104,11 @@ class Settings(BaseSettings):
     )
 
     prometheus_url: str = Field("http://127.0.0.1:59090")
+    prometheus_trusted_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="host[:port] of Prometheus servers, besides VIGIL_PROMETHEUS_URL's, whose alert expressions "
+        "(from generatorURL) the enricher may run; comma-separated.",
+    )
     loki_url: str = Field("http://127.0.0.1:53100")
     alertmanager_url: str = Field(
         "", description="Alertmanager's external URL, for silence links in reports; empty: no silence links."
@@ -125,9 +150,9 @@ class Settings(BaseSettings):
             tokens[name.strip()] = token.strip()
         return tokens
 
-    @field_validator("web_readonly_tokens", mode="before")
+    @field_validator("web_readonly_tokens", "prometheus_trusted_hosts", mode="before")
     @classmethod
-    def _token_list(cls, value: object) -> object:
+    def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
