@@ -1,15 +1,9 @@
-"""RabbitMQ plumbing on aio-pika: topology, confirmed publishing, and consumers with delayed retries.
+"""RabbitMQ plumbing on aio-pika: confirmed publishing, and consumers with batches, delayed retries and parking.
 
-Topology (declared idempotently by every service at start, so a message published before its consumer
-ever ran still waits in its queue):
-
-- topic exchanges `vigil.alerts`, `vigil.incidents`, `vigil.commands`;
-- one durable quorum queue per consuming service (`vigil.correlator`, `vigil.enricher`, `vigil.reporter`);
-- for each such queue, delay queues `<queue>.retry.<ms>` on the direct exchange `vigil.retry`: a failed
-  message waits there (queue TTL) and is dead-lettered back to its queue;
-- a parking queue `<queue>.parking` on the direct exchange `vigil.parking` for poison messages: after
-  `max_attempts` failures, an undecodable body, or (broker-side backstop) a message whose delivery
-  killed its consumer too often (`x-delivery-limit`). Parked messages wait for a person; none is dropped.
+What is declared on the broker (exchanges, queues, dead-lettering) is in `shared/topology.py`. A consumer tells an
+outage from a bad message by the error (`is_outage`): an outage holds the batch and tries again without counting an
+attempt; anything else is the failure of the messages that caused it, found by splitting the batch, while the rest
+commits. A lane that holds messages without settling any for `stall_after_s` is stalled: `/readyz` says so.
 """
 
 from __future__ import annotations
@@ -33,47 +27,63 @@ from aio_pika.abc import (
 )
 from aio_pika.connection import make_url
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ValidationError
 
-from shared.contracts import ALERTS_EXCHANGE, COMMANDS_EXCHANGE, INCIDENTS_EXCHANGE, Envelope, RawEnvelope
+from shared.contracts import Envelope, RawEnvelope
+from shared.topology import (
+    CORRELATOR_QUEUE,
+    ENRICHER_QUEUE,
+    PARKING_EXCHANGE,
+    REPORTER_QUEUE,
+    RETRY_EXCHANGE,
+    SERVICE_QUEUES,
+    TOPIC_EXCHANGES,
+    QueueSpec,
+    declare_topology,
+    retry_queue_name,
+)
+
+__all__ = [
+    "CORRELATOR_QUEUE",
+    "ENRICHER_QUEUE",
+    "REPORTER_QUEUE",
+    "SERVICE_QUEUES",
+    "Broker",
+    "BrokerUnavailable",
+    "Delivery",
+    "PendingCopies",
+    "PermanentError",
+    "QueueSpec",
+    "is_outage",
+]
 
 log = logging.getLogger(__name__)
 
-TOPIC_EXCHANGES = (ALERTS_EXCHANGE, INCIDENTS_EXCHANGE, COMMANDS_EXCHANGE)
-RETRY_EXCHANGE = "vigil.retry"
-PARKING_EXCHANGE = "vigil.parking"
 ATTEMPTS_HEADER = "x-vigil-attempts"
 ERROR_HEADER = "x-vigil-error"
-# Broker-side backstop for a message that crashes its consumer before it can be retried or parked.
-DELIVERY_LIMIT = 20
 
 CONSUMED = Counter("vigil_messages_consumed_total", "Messages handled, by queue and outcome", ["queue", "outcome"])
 HANDLE_SECONDS = Histogram("vigil_message_handle_seconds", "Time to handle a batch of messages", ["queue"])
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    name: str
-    bindings: tuple[tuple[str, str], ...]
-
-
-CORRELATOR_QUEUE = QueueSpec("vigil.correlator", ((ALERTS_EXCHANGE, "alert.#"), (COMMANDS_EXCHANGE, "command.#")))
-ENRICHER_QUEUE = QueueSpec(
-    "vigil.enricher",
-    (
-        (INCIDENTS_EXCHANGE, "incident.opened.#"),
-        (INCIDENTS_EXCHANGE, "incident.updated.#"),
-        (INCIDENTS_EXCHANGE, "incident.reopened.#"),
-        (INCIDENTS_EXCHANGE, "incident.resolved.#"),
-    ),
+OLDEST_UNACKED = Gauge(
+    "vigil_consumer_oldest_unacked_seconds",
+    "How long the oldest message a consumer lane holds has waited to be settled; 0: it holds none",
+    ["queue", "lane"],
 )
-REPORTER_QUEUE = QueueSpec(
-    "vigil.reporter",
-    ((INCIDENTS_EXCHANGE, "incident.enriched.#"), (INCIDENTS_EXCHANGE, "incident.resolved.#")),
+STALLED = Gauge(
+    "vigil_consumer_stalled",
+    "1 while a consumer lane has held messages for VIGIL_STALL_AFTER_S without settling any",
+    ["queue", "lane"],
 )
-SERVICE_QUEUES = (CORRELATOR_QUEUE, ENRICHER_QUEUE, REPORTER_QUEUE)
+SPLITS = Counter(
+    "vigil_consumer_batch_splits_total", "Failed batches split in two to find the message at fault", ["queue"]
+)
+
+# PostgreSQL errors that say the server is unreachable, going away or out of resources: not the message's fault.
+# Anything else the server says is about the statement, hence about the messages that led to it.
+OUTAGE_SQLSTATE_CLASSES = ("08", "53")  # connection exception, insufficient resources
+OUTAGE_SQLSTATES = {"57P01", "57P02", "57P03"}  # admin shutdown, crash shutdown, cannot connect now
 
 
 class BrokerUnavailable(RuntimeError):
@@ -112,42 +122,6 @@ def decode(body: bytes) -> RawEnvelope:
     return RawEnvelope.model_validate_json(body)
 
 
-async def declare_topology(channel: AbstractChannel, retry_delays_ms: Sequence[int]) -> None:
-    exchanges: dict[str, AbstractExchange] = {}
-    for name in TOPIC_EXCHANGES:
-        exchanges[name] = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
-    retry = await channel.declare_exchange(RETRY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
-    parking = await channel.declare_exchange(PARKING_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
-    for spec in SERVICE_QUEUES:
-        queue = await channel.declare_queue(
-            spec.name,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": DELIVERY_LIMIT,
-                "x-dead-letter-exchange": PARKING_EXCHANGE,
-                "x-dead-letter-routing-key": spec.name,
-            },
-        )
-        for exchange, pattern in spec.bindings:
-            await queue.bind(exchanges[exchange], pattern)
-        parked = await channel.declare_queue(f"{spec.name}.parking", durable=True, arguments={"x-queue-type": "quorum"})
-        await parked.bind(parking, spec.name)
-        for delay in retry_delays_ms:
-            waiting = await channel.declare_queue(
-                retry_queue_name(spec.name, delay),
-                durable=True,
-                arguments={
-                    "x-queue-type": "quorum",
-                    "x-message-ttl": delay,
-                    # The default exchange routes by queue name: back to where the message failed.
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": spec.name,
-                },
-            )
-            await waiting.bind(retry, retry_queue_name(spec.name, delay))
-
-
 def _copy(delivery: Delivery, headers: dict[str, object]) -> aio_pika.Message:
     message = delivery.message
     return aio_pika.Message(
@@ -159,10 +133,6 @@ def _copy(delivery: Delivery, headers: dict[str, object]) -> aio_pika.Message:
         type=message.type,
         app_id=message.app_id,
     )
-
-
-def retry_queue_name(queue: str, delay_ms: int) -> str:
-    return f"{queue}.retry.{delay_ms}"
 
 
 @dataclass
@@ -206,6 +176,7 @@ class Broker:
     max_attempts: int = 5
     prefetch: int = 200
     publish_timeout_s: float = 5.0
+    stall_after_s: float = 120.0
     _connection: AbstractRobustConnection | None = None
     _channel: AbstractChannel | None = None
     _exchanges: dict[str, AbstractExchange] = field(default_factory=dict)
@@ -243,8 +214,8 @@ class Broker:
         )
         try:
             await connection.connect(timeout=10)
+            await declare_topology(connection, sorted({*self.retry_delays_ms, self.defer_ms}))
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await declare_topology(channel, sorted({*self.retry_delays_ms, self.defer_ms}))
             for name in (*TOPIC_EXCHANGES, RETRY_EXCHANGE, PARKING_EXCHANGE):
                 self._exchanges[name] = await channel.get_exchange(name, ensure=False)
         except BaseException:
@@ -322,6 +293,11 @@ class Broker:
             await consumer.start()
             self._consumers.append(consumer)
 
+    def stalled_lanes(self, now: float | None = None) -> list[str]:
+        """`<queue>/<lane>` of every lane that has held messages for `stall_after_s` without settling any."""
+        now = time.monotonic() if now is None else now
+        return [f"{c.spec.name}/{c.lane}" for c in self._consumers if c.stalled(now, self.stall_after_s)]
+
     async def retry_or_park(self, delivery: Delivery, queue: str, error: BaseException) -> str:
         """Send a failed message on to its next delay queue, or park it; returns the outcome."""
         attempts = delivery.attempts + 1
@@ -376,10 +352,19 @@ class Broker:
 
 
 def is_outage(exc: BaseException) -> bool:
-    """A failure of a server the handler depends on, not of the message: PostgreSQL or RabbitMQ unreachable."""
-    if isinstance(exc, psycopg.errors.QueryCanceled):
-        return False  # a statement timeout is about this message's work
-    return isinstance(exc, psycopg.OperationalError | PoolTimeout | BrokerUnavailable)
+    """A failure of a server the handler depends on, not of the message: RabbitMQ or PostgreSQL unreachable, going
+    away or out of resources, told by PostgreSQL's SQLSTATE and not by psycopg's exception class (which calls an
+    index row too large, a statement timeout and a lost connection all `OperationalError`)."""
+    if isinstance(exc, PoolTimeout | BrokerUnavailable):
+        return True
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.errors.PipelineAborted):
+        return False  # PipelineAborted follows an earlier error of the same work
+    state = exc.sqlstate
+    if state is None:
+        # Raised by psycopg itself, not the server: the connection broke or could not be made, or a value could not
+        # be converted (a DataError: the message's).
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return state[:2] in OUTAGE_SQLSTATE_CLASSES or state in OUTAGE_SQLSTATES
 
 
 class _Consumer:
@@ -399,7 +384,8 @@ class _Consumer:
     ) -> None:
         self.broker, self.spec, self.handler = broker, spec, handler
         self.batch_size, self.batch_wait_s, self.prefetch, self.lane = batch_size, batch_wait_s, prefetch, lane
-        self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        # Each delivery with the monotonic time it arrived, for the age of the oldest one held.
+        self.inbox: asyncio.Queue[tuple[float, AbstractIncomingMessage]] = asyncio.Queue()
         self.workers: list[asyncio.Task[None]] = []
         self.busy = 0
         self.idle = asyncio.Event()
@@ -407,6 +393,24 @@ class _Consumer:
         self.channel: AbstractChannel | None = None
         self.queue: AbstractQueue | None = None
         self.tag: str | None = None
+        # When the batch in hand's first delivery arrived (None: no batch in hand), and when a delivery was last
+        # settled (acknowledged, retried or parked): what tells a stalled lane from a busy one.
+        self.in_hand_since: float | None = None
+        self.settled_at = time.monotonic()
+
+    def oldest_wait(self, now: float) -> float:
+        """Seconds the oldest delivery this lane holds (in hand or waiting in its inbox) has waited; 0: none."""
+        if self.in_hand_since is not None:
+            return now - self.in_hand_since
+        if not self.inbox.empty():
+            return now - self.inbox._queue[0][0]  # type: ignore[attr-defined]  # asyncio.Queue's deque, oldest first
+        return 0.0
+
+    def stalled(self, now: float, after_s: float) -> bool:
+        return self.oldest_wait(now) >= after_s and now - self.settled_at >= after_s
+
+    async def _receive(self, message: AbstractIncomingMessage) -> None:
+        await self.inbox.put((time.monotonic(), message))
 
     async def start(self) -> None:
         self.channel = await self.broker.connection.channel(publisher_confirms=False)
@@ -414,8 +418,12 @@ class _Consumer:
         # A passive declare, not get_queue(ensure=False): only declared queues are registered with the robust
         # channel, and only registered queues get their consumers back after the broker restarts.
         self.queue = await self.channel.declare_queue(self.spec.name, passive=True)
-        self.tag = await self.queue.consume(self.inbox.put, no_ack=False)
+        self.tag = await self.queue.consume(self._receive, no_ack=False)
         self.workers = [asyncio.create_task(self._work(), name=f"consume-{self.spec.name}-{self.lane}")]
+        labels = (self.spec.name, str(self.lane))
+        OLDEST_UNACKED.labels(*labels).set_function(lambda: self.oldest_wait(time.monotonic()))
+        after = self.broker.stall_after_s
+        STALLED.labels(*labels).set_function(lambda: float(self.stalled(time.monotonic(), after)))
 
     async def stop(self) -> None:
         if self.channel is not None and not self.channel.is_closed and self.queue is not None and self.tag:
@@ -435,17 +443,19 @@ class _Consumer:
                 await self.channel.close()
 
     async def _next_batch(self) -> list[AbstractIncomingMessage]:
-        batch = [await self.inbox.get()]
+        arrived, first = await self.inbox.get()
+        self.in_hand_since = arrived
+        batch = [first]
         deadline = time.monotonic() + self.batch_wait_s
         while len(batch) < self.batch_size:
             if not self.inbox.empty():
-                batch.append(self.inbox.get_nowait())
+                batch.append(self.inbox.get_nowait()[1])
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.inbox.get(), remaining))
+                batch.append((await asyncio.wait_for(self.inbox.get(), remaining))[1])
             except TimeoutError:
                 break
         return batch
@@ -458,6 +468,7 @@ class _Consumer:
             try:
                 await self._handle_raw(batch)
             finally:
+                self.in_hand_since = None
                 self.busy -= 1
                 if self.busy == 0:
                     self.idle.set()
@@ -471,8 +482,7 @@ class _Consumer:
                 bad = Delivery(envelope=None, message=message, attempts=0)  # type: ignore[arg-type]
                 await self._fail(bad, PermanentError(f"not a Vigil envelope: {exc.errors()[:3]}"))
                 continue
-            attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0) or 0)
-            deliveries.append(Delivery(envelope, message, attempts))
+            deliveries.append(Delivery(envelope, message, _attempts(message)))
         if deliveries:
             await self._handle(deliveries)
 
@@ -502,15 +512,19 @@ class _Consumer:
         CONSUMED.labels(self.spec.name, "ok").inc(len(deliveries))
 
     async def _handle_failure(self, deliveries: list[Delivery], exc: Exception) -> None:
+        """A batch failed for a reason of its own: halve it until the message at fault is alone, which is retried
+        or parked, while the others commit (a few transactions for one bad message among hundreds)."""
         if len(deliveries) == 1:
             await self._fail(deliveries[0], exc)
             return
+        SPLITS.labels(self.spec.name).inc()
         log.warning(
-            "batch failed, handling its messages one by one",
-            extra={"queue": self.spec.name, "size": len(deliveries), "error": repr(exc)},
+            "batch failed, splitting it to find the message at fault",
+            extra={"queue": self.spec.name, "size": len(deliveries), "error": repr(exc)[:1000]},
         )
-        for delivery in deliveries:
-            await self._handle([delivery])
+        middle = len(deliveries) // 2
+        await self._handle(deliveries[:middle])
+        await self._handle(deliveries[middle:])
 
     async def _fail(self, delivery: Delivery, error: BaseException) -> None:
         try:
@@ -536,8 +550,14 @@ class _Consumer:
         await self._settle(delivery.message.ack())
         CONSUMED.labels(self.spec.name, outcome).inc()
 
-    @staticmethod
-    async def _settle(settling: Awaitable[None]) -> None:
+    async def _settle(self, settling: Awaitable[None]) -> None:
+        self.settled_at = time.monotonic()
         # After a connection loss the broker has already requeued the message; the ack has nowhere to go.
         with contextlib.suppress(AMQPError, aiormq.exceptions.AMQPError, RuntimeError, OSError):
             await settling
+
+
+def _attempts(message: AbstractIncomingMessage) -> int:
+    """Failed handlings so far, from our header; anything else there (a message from elsewhere) counts as none."""
+    value = (message.headers or {}).get(ATTEMPTS_HEADER, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

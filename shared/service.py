@@ -96,6 +96,7 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
         max_attempts=settings.max_attempts,
         prefetch=settings.prefetch,
         publish_timeout_s=settings.publish_timeout_s,
+        stall_after_s=settings.stall_after_s,
     )
     await broker.start()
     app[BROKER] = broker
@@ -103,7 +104,16 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
     async def broker_ready() -> bool:
         return broker.ready
 
+    async def consumers_progressing() -> bool:
+        # A lane holding messages that it settles none of (a database outage, a hung handler) is not ready: an
+        # orchestrator, a load balancer and Vigil's own alert rules see it, not only the logs.
+        stalled = broker.stalled_lanes()
+        if stalled:
+            log.warning("consumer lanes stalled", extra={"lanes": stalled, "after_s": settings.stall_after_s})
+        return not stalled
+
     app[READY_CHECKS]["broker"] = broker_ready
+    app[READY_CHECKS]["consumers"] = consumers_progressing
     yield
     await broker.close()
 

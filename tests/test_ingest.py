@@ -241,7 +241,7 @@ async def test_without_any_token_everything_is_401_and_readyz_says_why(
             if ready["checks"].get("broker"):
                 break
             await asyncio.sleep(0.05)
-        assert resp.status == 503 and ready["checks"] == {"broker": True, "sender_tokens": False}
+        assert resp.status == 503 and ready["checks"] == {"broker": True, "consumers": True, "sender_tokens": False}
         async with http.post(url + WEBHOOK, json=notification(am_alert()), headers=AUTH) as resp:
             assert resp.status == 401
             assert "no sender tokens are configured" in (await resp.json())["message"]
