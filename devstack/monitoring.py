@@ -57,6 +57,8 @@ def alertmanager_config(
                     {
                         "url": f"http://{settings.host}:{settings.ingest_port}/api/v1/webhooks/alertmanager",
                         "send_resolved": True,
+                        # Ingest refuses a notification with more alerts than it takes (413, never retried).
+                        "max_alerts": settings.ingest_max_alerts,
                         "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}},
                     }
                 ],

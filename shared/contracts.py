@@ -144,6 +144,26 @@ class AlertSource(StrEnum):
     event = "event"
 
 
+class AlertAdjustments(BaseModel):
+    """What Vigil changed in an alert to store it (see shared/alert_limits.py), and what the sender sent where it is
+    small enough to keep. Absent (null) when the alert was stored as sent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cut: dict[str, int] = Field(
+        default_factory=dict,
+        description="Bytes cut, by field: `labels.<name>`, `label_names.<name>`, `annotations.<name>`, "
+        "`annotation_names.<name>`, `generatorURL`, `receiver`, `group_key`, `group_labels.<name>`, `externalURL`. "
+        "A cut value ends with a marker such as `…[cut 3,912 bytes]`.",
+    )
+    dropped_labels: int = Field(0, ge=0, description="Labels past the per-alert limit, not stored.")
+    dropped_annotations: int = Field(0, ge=0, description="Annotations past the per-alert limit, not stored.")
+    fingerprint: str | None = Field(None, description="The fingerprint as sent, when it was replaced by a hash.")
+    starts_at: str | None = Field(None, description="startsAt as sent, when the receipt time replaced it.")
+    ends_at: str | None = Field(None, description="endsAt as sent, when it was dropped as impossible.")
+    generator_url: str | None = Field(None, description="The start of a generatorURL too long to keep as a link.")
+
+
 class AlertReceived(BaseModel):
     """One alert of a notification (or one generic event as an alert), as the correlator consumes it.
 
@@ -160,6 +180,9 @@ class AlertReceived(BaseModel):
     group_labels: dict[str, str] = Field(default_factory=dict)
     external_url: str = ""
     received_at: AwareDatetime
+    adjusted: AlertAdjustments | None = Field(
+        None, description="What ingest changed to keep the alert within Vigil's limits; null: stored as sent."
+    )
 
 
 # --- Incident events on vigil.incidents ---------------------------------------------------------

@@ -15,6 +15,7 @@ from aiohttp import web
 from services.correlator.batches import correlate_batch, sweep
 from services.correlator.outbox import AfterCommit, drain_forever
 from services.correlator.rules import RulesError, RuleSet, load_rules
+from shared.alert_limits import AlertLimits
 from shared.asyncapi import asyncapi_document
 from shared.config import ConfigError, Settings
 from shared.messaging import CORRELATOR_QUEUE, Delivery
@@ -52,10 +53,10 @@ async def asyncapi_json(_: web.Request) -> web.Response:
 
 
 def make_handler(app: web.Application, after_commit: AfterCommit) -> Callable[[list[Delivery]], Awaitable[None]]:
-    pool, rules = app[DB], app[RULES]
+    pool, rules, limits = app[DB], app[RULES], AlertLimits.from_settings(app[SETTINGS])
 
     async def handle(deliveries: list[Delivery]) -> None:
-        after_commit.submit(await correlate_batch(pool, rules, deliveries))
+        after_commit.submit(await correlate_batch(pool, rules, deliveries, limits))
 
     return handle
 

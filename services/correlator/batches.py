@@ -29,6 +29,7 @@ from services.correlator.lifecycle import (
 )
 from services.correlator.rules import Rule, RuleSet
 from services.correlator.store import SWEEP_LOCK, Q, lock_and_load, write_world
+from shared.alert_limits import DEFAULT_LIMITS, AlertLimits
 from shared.contracts import AlertReceived, IncidentCommand
 from shared.jsonlog import incident_key
 from shared.messaging import Delivery, PermanentError
@@ -50,15 +51,15 @@ class Decoded:
     order: list[tuple[str, int]] = field(default_factory=list)  # ("alert"|"command", index) in delivery order
 
 
-def decode_batch(deliveries: list[Delivery]) -> Decoded:
-    """Payloads of the batch; a message that can never be applied raises PermanentError (parked)."""
+def decode_batch(deliveries: list[Delivery], limits: AlertLimits = DEFAULT_LIMITS) -> Decoded:
+    """Payloads of the batch, alerts within `limits`; a message that can never be applied raises PermanentError."""
     out = Decoded()
     for d in deliveries:
         env = d.envelope
         try:
             if env.type == ALERT_TYPE:
                 out.order.append(("alert", len(out.alerts)))
-                out.alerts.append(AlertChange.from_message(AlertReceived.model_validate(env.data)))
+                out.alerts.append(AlertChange.from_message(AlertReceived.model_validate(env.data), limits))
             elif env.type.startswith(COMMAND_PREFIX):
                 out.order.append(("command", len(out.commands)))
                 out.commands.append((env.id, IncidentCommand.model_validate(env.data)))
@@ -69,8 +70,10 @@ def decode_batch(deliveries: list[Delivery]) -> Decoded:
     return out
 
 
-async def correlate_batch(pool: AsyncConnectionPool, rules: RuleSet, deliveries: list[Delivery]) -> list[int]:
-    batch = decode_batch(deliveries)
+async def correlate_batch(
+    pool: AsyncConnectionPool, rules: RuleSet, deliveries: list[Delivery], limits: AlertLimits = DEFAULT_LIMITS
+) -> list[int]:
+    batch = decode_batch(deliveries, limits)
     known: dict[str, tuple[Rule, dict[str, str], str]] = {}
     for a in batch.alerts:
         if a.fingerprint not in known:
@@ -94,6 +97,7 @@ async def correlate_batch(pool: AsyncConnectionPool, rules: RuleSet, deliveries:
             [(a.fingerprint, a.starts_at) for a in batch.alerts],
             groups,
             [t["id"] for t in targets.values()],
+            [a.fingerprint for a in batch.alerts if a.sent_starts_at is not None],
         )
         done: set[uuid.UUID] = set()
         if batch.commands:
@@ -104,7 +108,10 @@ async def correlate_batch(pool: AsyncConnectionPool, rules: RuleSet, deliveries:
         applied_commands: list[uuid.UUID] = []
         for kind, index in batch.order:
             if kind == "alert":
-                tally[apply_alert(world, batch.alerts[index])] += 1
+                outcome = apply_alert(world, batch.alerts[index])
+                tally[outcome] += 1
+                if outcome == "foreign_sender":
+                    _log_foreign(world, batch.alerts[index])
                 continue
             message_id, cmd = batch.commands[index]
             if message_id in done:
@@ -166,6 +173,25 @@ async def sweep(pool: AsyncConnectionPool, rules: RuleSet, now: datetime, *, lim
         outbox_ids = await write_world(conn, world, events)
     _log_incident_changes(world, events)
     return outbox_ids
+
+
+def _log_foreign(world: World, change: AlertChange) -> None:
+    owner = world.alerts.get((change.fingerprint, change.starts_at)) or world.latest.get(change.fingerprint)
+    incident = world.incidents.get(owner.incident_id) if owner is not None else None
+    token = incident_key.set(incident.key if incident is not None else None)
+    try:
+        log.warning(
+            "alert change refused: the occurrence belongs to another sender",
+            extra={
+                "fingerprint": change.fingerprint,
+                "alertname": change.alertname,
+                "status": change.status,
+                "sender": change.sender,
+                "owner": owner.sender if owner is not None else None,
+            },
+        )
+    finally:
+        incident_key.reset(token)
 
 
 def _log_incident_changes(world: World, events: list[EventOut]) -> None:

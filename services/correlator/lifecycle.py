@@ -9,12 +9,14 @@ caller), so applying the same message twice leaves the same state as applying it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from services.correlator.rules import Rule, RuleSet, group_key, group_labels, host_of, render_title
+from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, bound_alert, cut_text
 from shared.contracts import (
+    AlertAdjustments,
     AlertReceived,
     CommandAction,
     IncidentCommand,
@@ -23,7 +25,6 @@ from shared.contracts import (
     IncidentState,
     severity_rank,
 )
-from shared.fingerprint import label_fingerprint
 
 FIRING, RESOLVED, STALE = "firing", "resolved", "stale"
 SYSTEM = "correlator"
@@ -44,6 +45,8 @@ class AlertChange:
     sender: str
     receiver: str
     seen_at: datetime
+    # What was changed to keep the alert within limits, as stored (JSON); None: stored as sent.
+    adjustments: dict[str, Any] | None = None
 
     @property
     def alertname(self) -> str:
@@ -53,23 +56,45 @@ class AlertChange:
     def severity(self) -> str:
         return (self.labels.get("severity") or "none").lower()
 
+    @property
+    def sent_starts_at(self) -> str | None:
+        """startsAt as sent, when it was impossible and the receipt time stands in for it."""
+        return self.adjustments.get("starts_at") if self.adjustments else None
+
     @classmethod
-    def from_message(cls, msg: AlertReceived) -> AlertChange:
+    def from_message(cls, msg: AlertReceived, limits: AlertLimits = DEFAULT_LIMITS) -> AlertChange:
+        """The alert within `limits` again (ingest bounded it, unless the message came from elsewhere)."""
         alert = msg.alert
-        labels = dict(alert.labels)
-        return cls(
-            # Generic events and some senders have none: the same hash Alertmanager would compute.
-            fingerprint=alert.fingerprint or label_fingerprint(labels),
+        earlier = msg.adjusted
+        receiver, removed = cut_text(msg.receiver, limits.max_label_value_bytes)
+        if removed:
+            cut = {**(earlier.cut if earlier else {}), "receiver": removed}
+            earlier = (earlier or AlertAdjustments()).model_copy(update={"cut": cut})
+        bounded = bound_alert(
+            labels=alert.labels,
+            annotations=alert.annotations,
+            fingerprint=alert.fingerprint,
             starts_at=alert.starts_at,
             ends_at=alert.ends_at,
-            status=alert.status.value,
-            labels=labels,
-            annotations=dict(alert.annotations),
             generator_url=alert.generator_url,
+            received_at=msg.received_at,
+            limits=limits,
+            earlier=earlier,
+        )
+        adjustments = bounded.adjustments
+        return cls(
+            fingerprint=bounded.fingerprint,
+            starts_at=bounded.starts_at,
+            ends_at=bounded.ends_at,
+            status=alert.status.value,
+            labels=bounded.labels,
+            annotations=bounded.annotations,
+            generator_url=bounded.generator_url,
             source=msg.source.value,
             sender=msg.sender,
-            receiver=msg.receiver,
+            receiver=receiver,
             seen_at=msg.received_at,
+            adjustments=adjustments.model_dump(mode="json", exclude_defaults=True) if adjustments else None,
         )
 
 
@@ -94,6 +119,9 @@ class StoredAlert:
     source: str = "alertmanager"
     sender: str = ""
     receiver: str = ""
+    adjustments: dict[str, Any] | None = None
+    # startsAt as sent, when it was impossible (see AlertChange.sent_starts_at).
+    sent_starts_at: str | None = None
 
     @property
     def key(self) -> tuple[str, datetime]:
@@ -107,6 +135,7 @@ class StoredAlert:
             "severity": self.severity,
             "status": self.status,
             "starts_at": self.starts_at.isoformat(),
+            "sender": self.sender,
         }
 
 
@@ -237,10 +266,19 @@ class World:
 
 
 def apply_alert(world: World, change: AlertChange) -> str:
-    """Apply one alert of a notification; returns the outcome: new, repeat, resolved, refired or ignored."""
+    """Apply one alert of a notification; returns the outcome: new, repeat, resolved, refired, or foreign_sender
+    (another sender's occurrence, which this one may not change)."""
     existing = world.alerts.get((change.fingerprint, change.starts_at))
+    if existing is None and change.sent_starts_at is not None:
+        existing = _same_impossible_start(world, change)
+        if existing is not None:
+            change = replace(change, starts_at=existing.starts_at)
     if existing is None:
         return _new_occurrence(world, change)
+    if existing.sender and change.sender != existing.sender:
+        # An occurrence belongs to the sender that fired it: a second Alertmanager, or a token leaked to a script,
+        # must not resolve (or keep alive) what another one reported.
+        return "foreign_sender"
     inc = world.incidents[existing.incident_id]
     seen = change.seen_at
     if seen > existing.last_seen_at:
@@ -264,6 +302,15 @@ def apply_alert(world: World, change: AlertChange) -> str:
         return "refired"
     # A repeat of a known state, or a stale firing after the resolve (reordered): nothing to change.
     return "repeat"
+
+
+def _same_impossible_start(world: World, change: AlertChange) -> StoredAlert | None:
+    """The occurrence an alert with an impossible startsAt repeats: the newest of its fingerprint, if that one was
+    sent with the same startsAt. Its receipt time stood in for startsAt, so each repeat would otherwise be new."""
+    newest = world.latest.get(change.fingerprint)
+    if newest is not None and newest.sent_starts_at == change.sent_starts_at and newest.key in world.alerts:
+        return newest
+    return None
 
 
 def _rule_of(world: World, change: AlertChange) -> Rule:
@@ -311,12 +358,15 @@ def _new_occurrence(world: World, change: AlertChange) -> str:
         source=change.source,
         sender=change.sender,
         receiver=change.receiver,
+        adjustments=change.adjustments,
+        sent_starts_at=change.sent_starts_at,
     )
     world.add_alert(alert)
     world.dirty_alerts[alert.key] = alert
     refire = (
         previous is not None
         and previous.incident_id == inc.id
+        and previous.sender == change.sender
         and previous.starts_at < change.starts_at
         and change.status == FIRING
     )

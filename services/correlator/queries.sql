@@ -21,28 +21,37 @@ ON CONFLICT DO NOTHING;
 
 -- name: load_alerts
 -- The exact occurrences of the batch (exact = true), plus the newest occurrence of each fingerprint (to spot
--- a refire). Labels and annotations stay in the database: a known occurrence never rewrites them.
+-- a refire, or the repeat of an alert whose impossible startsAt was replaced). Labels and annotations stay in
+-- the database: a known occurrence never rewrites them.
 SELECT a.id, a.incident_id, a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host,
-       a.generator_url, a.source, a.sender, a.receiver, a.first_seen_at, a.last_seen_at, a.resolved_at, true AS exact
+       a.generator_url, a.source, a.sender, a.receiver, a.first_seen_at, a.last_seen_at, a.resolved_at,
+       a.adjustments ->> 'starts_at' AS sent_starts_at, true AS exact
 FROM alerts a
 JOIN unnest(%(fps)s::text[], %(starts)s::timestamptz[]) AS k(fp, s) ON a.fingerprint = k.fp AND a.starts_at = k.s
 UNION ALL
 SELECT n.*, false AS exact FROM unnest(%(distinct_fps)s::text[]) AS f(fp)
 CROSS JOIN LATERAL (
     SELECT a.id, a.incident_id, a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host,
-       a.generator_url, a.source, a.sender, a.receiver, a.first_seen_at, a.last_seen_at, a.resolved_at
+       a.generator_url, a.source, a.sender, a.receiver, a.first_seen_at, a.last_seen_at, a.resolved_at,
+       a.adjustments ->> 'starts_at' AS sent_starts_at
     FROM alerts a WHERE a.fingerprint = f.fp ORDER BY a.starts_at DESC LIMIT 1
 ) n;
 
 -- name: load_incidents
--- Incidents of the batch's known alerts and of the given ids, and per group the unresolved incident or else
--- the newest one. Sent in the same round trip as load_alerts, so it finds the alerts' incidents itself.
+-- Incidents of the batch's known alerts and of the given ids, the incident of the newest occurrence of each
+-- fingerprint sent with an impossible startsAt (`odd_fps`, nearly always empty), and per group the unresolved
+-- incident or else the newest one. Sent in the same round trip as load_alerts, so it finds the alerts' incidents
+-- itself.
 SELECT i.* FROM incidents i
 WHERE i.id = ANY(%(ids)s)
    OR i.id IN (
        SELECT a.incident_id FROM alerts a
        JOIN unnest(%(fps)s::text[], %(starts)s::timestamptz[]) AS k(fp, s)
          ON a.fingerprint = k.fp AND a.starts_at = k.s)
+   OR i.id IN (
+       SELECT n.incident_id FROM unnest(%(odd_fps)s::text[]) AS f(fp)
+       CROSS JOIN LATERAL (
+           SELECT a.incident_id FROM alerts a WHERE a.fingerprint = f.fp ORDER BY a.starts_at DESC LIMIT 1) n)
 UNION ALL
 SELECT c.* FROM unnest(%(groups)s::text[]) AS g(gk)
 CROSS JOIN LATERAL (
@@ -87,15 +96,17 @@ FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
 WHERE i.id = r.id;
 
 -- name: upsert_alerts
+-- What was adjusted to store an alert is written with its first notification and never changed after.
 INSERT INTO alerts (incident_id, fingerprint, starts_at, ends_at, status, alertname, severity, host, labels,
-                    annotations, generator_url, source, sender, receiver, first_seen_at, last_seen_at, resolved_at)
+                    annotations, generator_url, source, sender, receiver, first_seen_at, last_seen_at, resolved_at,
+                    adjustments)
 SELECT r.incident_id, r.fingerprint, r.starts_at, r.ends_at, r.status, r.alertname, r.severity, r.host, r.labels,
        r.annotations, r.generator_url, r.source, r.sender, r.receiver, r.first_seen_at, r.last_seen_at,
-       r.resolved_at
+       r.resolved_at, r.adjustments
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
     incident_id bigint, fingerprint text, starts_at timestamptz, ends_at timestamptz, status text, alertname text,
     severity text, host text, labels jsonb, annotations jsonb, generator_url text, source text, sender text,
-    receiver text, first_seen_at timestamptz, last_seen_at timestamptz, resolved_at timestamptz)
+    receiver text, first_seen_at timestamptz, last_seen_at timestamptz, resolved_at timestamptz, adjustments jsonb)
 ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
     incident_id = EXCLUDED.incident_id, ends_at = EXCLUDED.ends_at, status = EXCLUDED.status,
     last_seen_at = EXCLUDED.last_seen_at, resolved_at = EXCLUDED.resolved_at;

@@ -4,6 +4,7 @@ compute its group and render an incident title."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ HOST = "$host"  # group_by value: the alert's host (instance without port → ho
 ALL_LABELS = "..."  # group_by value: every label, as in Alertmanager's route
 DEFAULT_TITLE = "{{ alertname }} on {{ host }}"
 TITLE_MAX = 300
+# Group keys up to this size are kept as they read; longer ones are hashed (see group_key).
+GROUP_KEY_MAX_BYTES = 1024
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _env = ImmutableSandboxedEnvironment(autoescape=False, undefined=Undefined)
@@ -126,7 +129,12 @@ def group_labels(rule: Rule, labels: Mapping[str, str]) -> dict[str, str]:
 
 
 def group_key(rule: Rule, grouped: Mapping[str, str]) -> str:
-    return f"{rule.name}:{json.dumps(dict(sorted(grouped.items())), ensure_ascii=False, separators=(',', ':'))}"
+    """The rule's name and the group labels; when that is long, the rule's name and a hash of it, so the indexed
+    key stays far below PostgreSQL's index row limit (about 2.7 kB) whatever the labels hold."""
+    key = f"{rule.name}:{json.dumps(dict(sorted(grouped.items())), ensure_ascii=False, separators=(',', ':'))}"
+    if len(key) * 4 <= GROUP_KEY_MAX_BYTES or len(key.encode()) <= GROUP_KEY_MAX_BYTES:
+        return key
+    return f"{rule.name}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def render_title(

@@ -45,18 +45,22 @@ async def lock_and_load(
     alert_keys: Iterable[tuple[str, datetime]],
     group_keys: Iterable[str],
     incident_ids: Iterable[int] = (),
+    odd_fingerprints: Iterable[str] = (),
 ) -> World:
     """Lock the groups, then load their state: one round trip (pipelined), reads after the locks.
 
     An alert's incident normally is in the alert's group; after a rules change it may not be. Then that
     incident's group is locked too and everything is read again, so no incident changes without its lock.
+    `odd_fingerprints`: alerts sent with an impossible startsAt, whose newest occurrence (which they may repeat)
+    is loaded with its incident.
     """
     keys = list(dict.fromkeys(alert_keys))
     incident_ids = sorted(set(incident_ids))
+    odd = sorted(set(odd_fingerprints))
     locked: set[str] = set()
     wanted = set(group_keys)
     while True:
-        world = await _load(conn, rules, keys, sorted(wanted - locked), sorted(wanted), incident_ids)
+        world = await _load(conn, rules, keys, sorted(wanted - locked), sorted(wanted), incident_ids, odd)
         locked |= wanted
         extra = {inc.group_key for inc in world.incidents.values()} - locked
         if not extra:
@@ -71,6 +75,7 @@ async def _load(
     to_lock: list[str],
     groups: list[str],
     incident_ids: list[int],
+    odd_fps: list[str],
 ) -> World:
     world = World(rules)
     params = {
@@ -79,6 +84,7 @@ async def _load(
         "distinct_fps": list(dict.fromkeys(k[0] for k in keys)),
         "ids": incident_ids,
         "groups": groups,
+        "odd_fps": odd_fps,
     }
     async with conn.pipeline():
         if to_lock:
@@ -93,9 +99,10 @@ async def _load(
     # The current incident of a group: the unresolved one, else the newest.
     for inc in sorted(world.incidents.values(), key=lambda i: (i.state != "resolved", i.id)):
         world.current[inc.group_key] = inc.id
+    odd = set(odd_fps)
     for row in alert_rows:
         alert = alert_from_row(row)
-        if row["exact"] and alert.incident_id in world.incidents:
+        if (row["exact"] or alert.fingerprint in odd) and alert.incident_id in world.incidents:
             world.add_alert(alert)
         else:
             newest = world.latest.get(alert.fingerprint)
@@ -123,6 +130,7 @@ def alert_from_row(row: dict[str, Any]) -> StoredAlert:
         source=row["source"],
         sender=row["sender"],
         receiver=row["receiver"],
+        sent_starts_at=row.get("sent_starts_at"),
     )
 
 
@@ -207,6 +215,7 @@ def _alert_row(alert: StoredAlert, ids: dict[int, int]) -> dict[str, Any]:
         "first_seen_at": alert.first_seen_at,
         "last_seen_at": alert.last_seen_at,
         "resolved_at": alert.resolved_at,
+        "adjustments": alert.adjustments,
     }
 
 

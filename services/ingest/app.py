@@ -16,6 +16,7 @@ from services.ingest.handlers import Ingest, json_errors
 from services.ingest.openapi import EVENTS_PATH, WEBHOOK_PATH, openapi_document
 from services.ingest.publisher import BatchPublisher
 from services.ingest.translate import OutgoingMessage
+from shared.alert_limits import AlertLimits
 from shared.config import Settings
 from shared.service import BROKER, READY_CHECKS, base_app, broker_ctx
 
@@ -39,8 +40,14 @@ def build_app(settings: Settings) -> web.Application:
     async def publish(messages: list[OutgoingMessage]) -> None:
         await app[PUBLISHER].publish(messages)
 
-    ingest = Ingest(tokens=tokens, max_body_bytes=settings.ingest_max_body_bytes, publish=publish)
-    document = openapi_document(settings.ingest_max_body_bytes)
+    ingest = Ingest(
+        tokens=tokens,
+        max_body_bytes=settings.ingest_max_body_bytes,
+        publish=publish,
+        limits=AlertLimits.from_settings(settings),
+        max_alerts=settings.ingest_max_alerts,
+    )
+    document = openapi_document(settings.ingest_max_body_bytes, settings.ingest_max_alerts)
 
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(document)

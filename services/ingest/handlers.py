@@ -18,15 +18,17 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import Field, TypeAdapter, ValidationError
 
 from services.ingest.auth import SenderTokens
-from services.ingest.metrics import ALERTS_ACCEPTED, PUBLISH_SECONDS, REJECTS, REQUESTS
-from services.ingest.openapi import EVENTS_PATH, MAX_EVENTS_PER_REQUEST, WEBHOOK_PATH
+from services.ingest.metrics import ALERTS_ACCEPTED, PUBLISH_SECONDS, REJECTS, REQUESTS, VALUES_ADJUSTED
+from services.ingest.openapi import EVENTS_PATH, WEBHOOK_PATH
 from services.ingest.problems import nul_problem
 from services.ingest.translate import (
+    ALERT_ENVELOPE,
     OutgoingMessage,
     event_publication,
     nul_character_fields,
     webhook_messages,
 )
+from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, adjustment_kinds
 from shared.contracts import AlertmanagerWebhook, GenericEvent, utcnow
 from shared.messaging import BrokerUnavailable
 from shared.problems import problem, validation_problem
@@ -40,7 +42,8 @@ NUL_ESCAPE = b"\\u0000"
 
 Publish = Callable[[list[OutgoingMessage]], Awaitable[None]]
 
-EVENT_LIST = TypeAdapter(Annotated[list[GenericEvent], Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)])
+# How many is up to the limit of alerts per request, checked after parsing: a 413 like a webhook's.
+EVENT_LIST = TypeAdapter(Annotated[list[GenericEvent], Field(min_length=1)])
 
 
 class Refused(Exception):
@@ -56,6 +59,8 @@ class Ingest:
     tokens: SenderTokens
     max_body_bytes: int
     publish: Publish
+    limits: AlertLimits = DEFAULT_LIMITS
+    max_alerts: int = 1000
 
     async def webhook(self, request: web.Request) -> web.Response:
         sender = self._authenticate(request)
@@ -64,8 +69,9 @@ class Ingest:
             webhook = AlertmanagerWebhook.model_validate_json(body)
         except ValidationError as exc:
             raise _invalid(exc) from None
+        self._refuse_too_many(len(webhook.alerts))
         _refuse_nul(body, webhook)
-        messages = webhook_messages(webhook, sender, utcnow())
+        messages = webhook_messages(webhook, sender, utcnow(), limits=self.limits)
         return await self._publish(messages, sender, "alertmanager")
 
     async def events(self, request: web.Request) -> web.Response:
@@ -78,12 +84,23 @@ class Ingest:
                 events = [GenericEvent.model_validate_json(body)]
         except ValidationError as exc:
             raise _invalid(exc) from None
+        self._refuse_too_many(len(events))
         _refuse_nul(body, events)
         received_at = utcnow()
-        publications = [event_publication(event, sender, received_at) for event in events]
+        publications = [event_publication(event, sender, received_at, self.limits) for event in events]
         fingerprints = [p.envelope.data.alert.fingerprint for p in publications]
         messages = [p.encoded() for p in publications]
         return await self._publish(messages, sender, "event", fingerprints=fingerprints)
+
+    def _refuse_too_many(self, count: int) -> None:
+        if count <= self.max_alerts:
+            return
+        message = (
+            f"{count} alerts in one request; at most {self.max_alerts} (VIGIL_INGEST_MAX_ALERTS) are taken: set "
+            f"Alertmanager's webhook_config max_alerts to {self.max_alerts} or less"
+        )
+        errors = [{"field": "alerts", "message": message, "type": "too_many_alerts"}]
+        raise Refused(413, "too_many_alerts", problem(413, "too_many_alerts", message, errors))
 
     def _authenticate(self, request: web.Request) -> str:
         sender = self.tokens.sender(request.headers.get("Authorization"))
@@ -139,11 +156,22 @@ class Ingest:
             body = problem(503, "broker_unavailable", f"alerts not stored, retry later: {exc}")
             return web.json_response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
         PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        _count_adjustments(messages)
         ALERTS_ACCEPTED.labels(sender, source).inc(len(messages))
         answer: dict[str, Any] = {"status": "accepted", "accepted": len(messages), "sender": sender}
         if fingerprints is not None:
             answer["fingerprints"] = fingerprints
         return web.json_response(answer)
+
+
+def _count_adjustments(messages: list[OutgoingMessage]) -> None:
+    for message in messages:
+        # Most messages carry `"adjusted":null}}` at the end: only the others are decoded again.
+        if not message.body.endswith(b'"adjusted":null}}'):
+            adjusted = ALERT_ENVELOPE.model_validate_json(message.body).data.adjusted
+            if adjusted is not None:
+                for kind, n in adjustment_kinds(adjusted).items():
+                    VALUES_ADJUSTED.labels(kind).inc(n)
 
 
 def _invalid(exc: ValidationError) -> Refused:

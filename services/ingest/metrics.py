@@ -15,3 +15,10 @@ PUBLISH_SECONDS = Histogram(
     "Time from the first publish of a request to the broker's last confirm",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+VALUES_ADJUSTED = Counter(
+    "vigil_ingest_alert_values_adjusted",
+    "Alert values changed to fit Vigil's limits, by kind: labels / annotations (value cut), label_names, "
+    "labels_dropped, annotations_dropped, fingerprint (hashed), starts_at / ends_at (impossible time), generatorURL, "
+    "receiver, group_key, group_labels, externalURL",
+    ["field"],
+)

@@ -12,7 +12,6 @@ from shared.contracts import AlertmanagerWebhook, GenericEvent
 
 WEBHOOK_PATH = "/api/v1/webhooks/alertmanager"
 EVENTS_PATH = "/api/v1/events"
-MAX_EVENTS_PER_REQUEST = 1000
 
 
 def _problem_schema() -> dict[str, Any]:
@@ -21,6 +20,7 @@ def _problem_schema() -> dict[str, Any]:
             "unauthorized",
             "unsupported_media_type",
             "body_too_large",
+            "too_many_alerts",
             "invalid_json",
             "invalid_payload",
             "broker_unavailable",
@@ -44,7 +44,7 @@ def _accepted_schema() -> dict[str, Any]:
     }
 
 
-def _responses(max_body_bytes: int) -> dict[str, Any]:
+def _responses(max_body_bytes: int, max_alerts: int) -> dict[str, Any]:
     def problem(description: str) -> dict[str, Any]:
         return {
             "description": description,
@@ -58,7 +58,10 @@ def _responses(max_body_bytes: int) -> dict[str, Any]:
         },
         "400": problem("The body is not JSON."),
         "401": problem("Missing or unknown token."),
-        "413": problem(f"The body is larger than {max_body_bytes} bytes (VIGIL_INGEST_MAX_BODY_BYTES)."),
+        "413": problem(
+            f"The body is larger than {max_body_bytes} bytes (VIGIL_INGEST_MAX_BODY_BYTES), or holds more than "
+            f"{max_alerts} alerts (VIGIL_INGEST_MAX_ALERTS; set Alertmanager's max_alerts to at most that)."
+        ),
         "415": problem("Content-Type is not application/json."),
         "422": problem("JSON of the wrong shape or types; `errors` names each field."),
         "503": {
@@ -68,7 +71,7 @@ def _responses(max_body_bytes: int) -> dict[str, Any]:
     }
 
 
-def openapi_document(max_body_bytes: int) -> dict[str, Any]:
+def openapi_document(max_body_bytes: int, max_alerts: int) -> dict[str, Any]:
     _, top = models_json_schema(
         [(AlertmanagerWebhook, "validation"), (GenericEvent, "validation")],
         by_alias=True,
@@ -78,7 +81,7 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
     schemas["Problem"] = _problem_schema()
     schemas["Accepted"] = _accepted_schema()
     security = [{"bearer": []}, {"basic": []}]
-    responses = _responses(max_body_bytes)
+    responses = _responses(max_body_bytes, max_alerts)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -124,7 +127,7 @@ def openapi_document(max_body_bytes: int) -> dict[str, Any]:
                                         {
                                             "type": "array",
                                             "minItems": 1,
-                                            "maxItems": MAX_EVENTS_PER_REQUEST,
+                                            "maxItems": max_alerts,
                                             "items": {"$ref": "#/components/schemas/GenericEvent"},
                                         },
                                     ]

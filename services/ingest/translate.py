@@ -17,8 +17,10 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, BoundedNotification, bound_alert, bound_notification
 from shared.contracts import (
     ALERTS_EXCHANGE,
+    AlertAdjustments,
     AlertmanagerWebhook,
     AlertReceived,
     AlertSource,
@@ -72,25 +74,70 @@ def _routing_key(status: str, severity: str | None, alertname: str | None) -> st
     return alert_routing_key(status, severity, alertname)
 
 
+def bounded(
+    alert: WebhookAlert, received_at: datetime, limits: AlertLimits, earlier: AlertAdjustments | None = None
+) -> tuple[WebhookAlert, AlertAdjustments | None]:
+    """The alert within `limits` (the same object when nothing changed), and what was changed."""
+    result = bound_alert(
+        labels=alert.labels,
+        annotations=alert.annotations,
+        fingerprint=alert.fingerprint,
+        starts_at=alert.starts_at,
+        ends_at=alert.ends_at,
+        generator_url=alert.generator_url,
+        received_at=received_at,
+        limits=limits,
+        earlier=earlier,
+    )
+    if result.adjustments is None and result.fingerprint == alert.fingerprint:
+        return alert, None
+    update = {
+        "labels": result.labels,
+        "annotations": result.annotations,
+        "fingerprint": result.fingerprint,
+        "starts_at": result.starts_at,
+        "ends_at": result.ends_at,
+        "generator_url": result.generator_url,
+    }
+    return alert.model_copy(update=update), result.adjustments
+
+
+def _notification(webhook: AlertmanagerWebhook, limits: AlertLimits) -> BoundedNotification:
+    return bound_notification(
+        receiver=webhook.receiver,
+        group_key=webhook.group_key,
+        group_labels=webhook.group_labels,
+        external_url=webhook.external_url,
+        limits=limits,
+    )
+
+
 def webhook_publications(
-    webhook: AlertmanagerWebhook, sender: str, received_at: datetime, ids: list[uuid.UUID] | None = None
+    webhook: AlertmanagerWebhook,
+    sender: str,
+    received_at: datetime,
+    ids: list[uuid.UUID] | None = None,
+    limits: AlertLimits = DEFAULT_LIMITS,
 ) -> list[Publication]:
-    """One publication per alert of the notification, each carrying the group it came in.
+    """One publication per alert of the notification, each carrying the group it came in, within `limits`.
 
     The definition of what ingest publishes; `webhook_messages` is the same, encoded faster.
     """
     ids = ids or new_ids(len(webhook.alerts))
+    shared = _notification(webhook, limits)
     publications = []
-    for alert, message_id in zip(webhook.alerts, ids, strict=True):
+    for sent, message_id in zip(webhook.alerts, ids, strict=True):
+        alert, adjusted = bounded(sent, received_at, limits, shared.earlier())
         data = AlertReceived(
             alert=alert,
             source=AlertSource.alertmanager,
             sender=sender,
-            receiver=webhook.receiver,
-            group_key=webhook.group_key,
-            group_labels=webhook.group_labels,
-            external_url=webhook.external_url,
+            receiver=shared.receiver,
+            group_key=shared.group_key,
+            group_labels=shared.group_labels,
+            external_url=shared.external_url,
             received_at=received_at,
+            adjusted=adjusted,
         )
         envelope = ALERT_ENVELOPE(
             id=message_id, type=MESSAGE_TYPE, producer=PRODUCER, occurred_at=received_at, data=data
@@ -100,7 +147,11 @@ def webhook_publications(
 
 
 def webhook_messages(
-    webhook: AlertmanagerWebhook, sender: str, received_at: datetime, ids: list[uuid.UUID] | None = None
+    webhook: AlertmanagerWebhook,
+    sender: str,
+    received_at: datetime,
+    ids: list[uuid.UUID] | None = None,
+    limits: AlertLimits = DEFAULT_LIMITS,
 ) -> list[OutgoingMessage]:
     """`webhook_publications`, encoded: byte for byte what `model_dump_json` gives for each envelope.
 
@@ -108,6 +159,7 @@ def webhook_messages(
     building and dumping two models per alert; a test holds the two paths to the same bytes.
     """
     ids = ids or new_ids(len(webhook.alerts))
+    shared = _notification(webhook, limits)
     stamp = to_json(received_at)
     head = b'","type":"' + MESSAGE_TYPE.encode() + b'","version":1,"occurred_at":' + stamp
     head += b',"producer":"' + PRODUCER.encode() + b'","data":{"alert":'
@@ -116,23 +168,26 @@ def webhook_messages(
             b',"source":"alertmanager","sender":',
             to_json(sender),
             b',"receiver":',
-            to_json(webhook.receiver),
+            to_json(shared.receiver),
             b',"group_key":',
-            to_json(webhook.group_key),
+            to_json(shared.group_key),
             b',"group_labels":',
-            to_json(webhook.group_labels),
+            to_json(shared.group_labels),
             b',"external_url":',
-            to_json(webhook.external_url),
+            to_json(shared.external_url),
             b',"received_at":',
             stamp,
-            b"}}",
+            b',"adjusted":',
         )
     )
     dump = WebhookAlert.__pydantic_serializer__.to_json
+    dump_adjusted = AlertAdjustments.__pydantic_serializer__.to_json
     messages = []
-    for alert, message_id in zip(webhook.alerts, ids, strict=True):
+    for sent, message_id in zip(webhook.alerts, ids, strict=True):
+        alert, adjusted = bounded(sent, received_at, limits, shared.earlier())
         text_id = str(message_id)
-        body = b'{"id":"' + text_id.encode() + head + dump(alert, by_alias=True) + tail
+        changes = b"null}}" if adjusted is None else dump_adjusted(adjusted, by_alias=True) + b"}}"
+        body = b'{"id":"' + text_id.encode() + head + dump(alert, by_alias=True) + tail + changes
         messages.append(OutgoingMessage(ALERTS_EXCHANGE, routing_key_for(alert), text_id, received_at, body))
     return messages
 
@@ -163,9 +218,13 @@ def event_alert(event: GenericEvent) -> WebhookAlert:
     )
 
 
-def event_publication(event: GenericEvent, sender: str, received_at: datetime) -> Publication:
-    alert = event_alert(event)
-    data = AlertReceived(alert=alert, source=AlertSource.event, sender=sender, received_at=received_at)
+def event_publication(
+    event: GenericEvent, sender: str, received_at: datetime, limits: AlertLimits = DEFAULT_LIMITS
+) -> Publication:
+    alert, adjusted = bounded(event_alert(event), received_at, limits)
+    data = AlertReceived(
+        alert=alert, source=AlertSource.event, sender=sender, received_at=received_at, adjusted=adjusted
+    )
     envelope = ALERT_ENVELOPE(type=MESSAGE_TYPE, producer=PRODUCER, occurred_at=received_at, data=data)
     return Publication(ALERTS_EXCHANGE, routing_key_for(alert), envelope)
 
