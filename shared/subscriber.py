@@ -5,11 +5,13 @@
 
 It declares its own queue (a private one that disappears with it, or with --queue a durable one that keeps
 events while it is down), binds it to the `vigil.incidents` topic exchange with the given routing keys, and
-prints each event as one JSON line on stdout, or POSTs it as JSON to --forward-url. Delivery is
-at-least-once: it skips envelope ids it has already handled, and events older (lower `revision`) than one it
-already passed on for the same incident. A message is acknowledged only once printed or accepted by the
-forward URL (2xx); 5xx and connection errors are retried with backoff, a 4xx is logged and the event skipped.
-Logs go to stderr. See docs/subscribers.md and docs/asyncapi.json.
+prints each event as one JSON line on stdout, or POSTs it as JSON to --forward-url, with the routing key and
+`late` added. Delivery is at-least-once: it skips envelope ids it has already handled. Events of one incident
+can arrive out of order; none is dropped for it: one whose incident snapshot is older (lower `revision`) than
+one it already passed on gets `"late": true`, so a consumer that keeps the latest state ignores its snapshot
+and one that reacts to, say, `incident.opened` still sees it. A message is acknowledged only once printed or
+accepted by the forward URL (2xx); 5xx and connection errors are retried with backoff, a 4xx is logged and the
+event skipped. Logs go to stderr. See docs/subscribers.md and docs/asyncapi.json.
 """
 
 from __future__ import annotations
@@ -33,6 +35,24 @@ from shared.contracts import INCIDENTS_EXCHANGE
 
 log = logging.getLogger("vigil.subscriber")
 
+# incident.enriched carries the revision it was computed for and report.ready none: neither is a newer state of
+# the incident, so neither counts as one, nor is ever late.
+NOT_A_STATE = frozenset({"incident.enriched", "report.ready"})
+
+
+def incident_state(envelope: dict[str, Any]) -> tuple[str, int] | None:
+    """The incident key and revision of an event that announces a state of its incident."""
+    if envelope.get("type") in NOT_A_STATE:
+        return None
+    data = envelope.get("data")
+    incident = data.get("incident") if isinstance(data, dict) else None
+    if not isinstance(incident, dict):
+        return None
+    key, revision = incident.get("key"), incident.get("revision")
+    if isinstance(key, str) and isinstance(revision, int) and not isinstance(revision, bool):
+        return key, revision
+    return None
+
 
 class Seen:
     """Recent envelope ids and the highest revision passed on per incident, bounded in memory."""
@@ -43,23 +63,20 @@ class Seen:
         self.revisions: OrderedDict[str, int] = OrderedDict()
 
     def is_new(self, envelope: dict[str, Any]) -> bool:
-        message_id = str(envelope.get("id", ""))
-        if message_id in self.ids:
-            return False
-        incident = (envelope.get("data") or {}).get("incident") or {}
-        key, revision = incident.get("key"), incident.get("revision")
-        # incident.enriched carries the revision it was computed for; it is not a newer state of the incident.
-        if envelope.get("type") != "incident.enriched" and isinstance(key, str) and isinstance(revision, int):
-            if revision < self.revisions.get(key, -1):
-                return False
-        return True
+        """False for an envelope id already handled: a redelivery."""
+        return str(envelope.get("id", "")) not in self.ids
+
+    def is_late(self, envelope: dict[str, Any]) -> bool:
+        """True when a newer state of its incident was already passed on: its snapshot is out of date."""
+        state = incident_state(envelope)
+        return state is not None and state[1] < self.revisions.get(state[0], state[1])
 
     def remember(self, envelope: dict[str, Any]) -> None:
         self.ids[str(envelope.get("id", ""))] = None
-        incident = (envelope.get("data") or {}).get("incident") or {}
-        key, revision = incident.get("key"), incident.get("revision")
-        if envelope.get("type") != "incident.enriched" and isinstance(key, str) and isinstance(revision, int):
-            self.revisions[key] = max(revision, self.revisions.get(key, -1))
+        state = incident_state(envelope)
+        if state is not None:
+            key, revision = state
+            self.revisions[key] = max(revision, self.revisions.get(key, revision))
             self.revisions.move_to_end(key)
         for store in (self.ids, self.revisions):
             while len(store) > self.size:
@@ -111,7 +128,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
                 await message.ack()
                 return
             if seen.is_new(envelope):
-                line = {"routing_key": message.routing_key, **envelope}
+                line = {"routing_key": message.routing_key, "late": seen.is_late(envelope), **envelope}
                 if args.forward_url:
                     await forward(client, args.forward_url, line, stop)
                 else:

@@ -102,9 +102,9 @@ async def test_subscriber_prints_the_events_its_bindings_select(amqp_url: str) -
         lines = [json.loads(await asyncio.wait_for(proc.stdout.readline(), 15)) for _ in range(2)]
         proc.terminate()
         rest = await asyncio.wait_for(proc.stdout.read(), 15)
-    assert [(line["type"], line["routing_key"]) for line in lines] == [
-        ("incident.opened", "incident.opened.critical"),
-        ("incident.updated", "incident.updated.warning"),
+    assert [(line["type"], line["routing_key"], line["late"]) for line in lines] == [
+        ("incident.opened", "incident.opened.critical", False),
+        ("incident.updated", "incident.updated.warning", False),
     ]
     assert lines[0]["id"] == str(opened.id) and lines[0]["data"]["incident"]["key"] == "INC-000007"
     assert rest == b""
@@ -136,14 +136,44 @@ async def test_subscriber_forwards_to_a_url(amqp_url: str) -> None:
     assert [r["type"] for r in received] == ["incident.opened"]
 
 
-def test_seen_skips_duplicates_and_older_revisions() -> None:
+async def test_subscriber_passes_on_an_event_that_comes_after_a_newer_one_marked_late(amqp_url: str) -> None:
+    opened = event(IncidentEventType.opened, revision=2)
+    updated = event(IncidentEventType.updated, revision=3)
+    enriched = event(IncidentEventType.enriched, revision=2)  # refers to revision 2: not late
+    async with subscriber(amqp_url, "--bind", "#") as proc:
+        await publish(amqp_url, updated, opened, updated, opened, enriched)  # the second copies are redeliveries
+        assert proc.stdout is not None
+        lines = [json.loads(await asyncio.wait_for(proc.stdout.readline(), 15)) for _ in range(3)]
+        proc.terminate()
+        rest = await asyncio.wait_for(proc.stdout.read(), 15)
+    assert [(line["type"], line["data"]["incident"]["revision"], line["late"]) for line in lines] == [
+        ("incident.updated", 3, False),
+        ("incident.opened", 2, True),
+        ("incident.enriched", 2, False),
+    ]
+    assert [line["id"] for line in lines] == [str(updated.id), str(opened.id), str(enriched.id)]
+    assert lines[1]["routing_key"] == "incident.opened.critical"
+    assert rest == b""
+
+
+def test_seen_skips_duplicates_and_tells_late_snapshots_within_its_memory() -> None:
     seen = Seen(size=3)
-    newer = json.loads(event(IncidentEventType.updated, revision=5).model_dump_json())
-    older = json.loads(event(IncidentEventType.updated, revision=4).model_dump_json())
-    assert seen.is_new(newer)
+
+    def env(ev: IncidentEventType, revision: int, key: str = "INC-000007") -> dict:
+        return json.loads(event(ev, key=key, revision=revision).model_dump_json())
+
+    newer, older = env(IncidentEventType.updated, 5), env(IncidentEventType.opened, 4)
+    assert seen.is_new(newer) and not seen.is_late(newer)
     seen.remember(newer)
-    assert not seen.is_new(newer) and not seen.is_new(older)
-    assert seen.is_new(json.loads(event(IncidentEventType.updated, key="INC-000009", revision=1).model_dump_json()))
+    assert not seen.is_new(newer)
+    assert seen.is_new(older) and seen.is_late(older)
+    seen.remember(older)
+    assert seen.is_late(env(IncidentEventType.resolved, 4))  # remembering the late one did not lower the mark
+    assert not seen.is_late(env(IncidentEventType.enriched, 1)) and not seen.is_late(env(IncidentEventType.updated, 6))
+    assert not seen.is_late(env(IncidentEventType.updated, 1, key="INC-000009"))
+    for n in range(3):  # bounded: the oldest ids and incidents are forgotten
+        seen.remember(env(IncidentEventType.updated, 1, key=f"INC-10000{n}"))
+    assert seen.is_new(newer) and not seen.is_late(older)
 
 
 def test_committed_asyncapi_document_is_what_the_code_generates() -> None:

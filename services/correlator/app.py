@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from services.correlator.batches import correlate_batch, sweep
-from services.correlator.outbox import AfterCommit, drain_forever
+from services.correlator.outbox import AfterCommit
 from services.correlator.rules import RulesError, RuleSet, load_rules
 from shared.alert_limits import AlertLimits
 from shared.asyncapi import asyncapi_document
@@ -65,7 +65,7 @@ def _correlator_ctx(sweep_interval_s: float) -> Callable[[web.Application], Asyn
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         pool, broker, rules = app[DB], app[BROKER], app[RULES]
         consuming = asyncio.Event()
-        after_commit = AfterCommit(pool, broker)
+        after_commit = AfterCommit(pool, broker, interval_s=OUTBOX_INTERVAL_S)
 
         async def start_consumer() -> None:
             await broker.consume(
@@ -96,7 +96,6 @@ def _correlator_ctx(sweep_interval_s: float) -> Callable[[web.Application], Asyn
         tasks = [
             asyncio.create_task(start_consumer(), name="correlator-consume"),
             asyncio.create_task(after_commit.run_forever(), name="correlator-publish"),
-            asyncio.create_task(drain_forever(pool, broker, OUTBOX_INTERVAL_S), name="correlator-outbox"),
             asyncio.create_task(sweep_forever(), name="correlator-sweep"),
         ]
         yield

@@ -1,16 +1,28 @@
 """Publishing the outbox: events are rows written with the change they announce; they go to RabbitMQ
 after the commit, and a row is marked published only once the broker confirmed it.
 
-A row is claimed with `FOR UPDATE SKIP LOCKED`, so two replicas never publish the same row at the same
-time. Delivery stays at-least-once (a crash between confirm and mark republishes): subscribers dedupe by
-envelope id and keep the highest `revision`.
+One path publishes, per process: `AfterCommit` runs a pass whenever a batch committed and every couple of
+seconds, and a pass publishes the unpublished rows in id order, which for one incident is the order of its
+changes (its batches hold the group lock until they commit, so a later change gets higher ids). A row is sent
+only once every earlier row of its incident is confirmed: a row the broker did not confirm holds back the rest
+of its incident, not other incidents, until a later pass starts again from the oldest unpublished row. So,
+from one correlator, the events of an incident reach every queue in revision order.
+
+Rows are claimed with `FOR UPDATE SKIP LOCKED`, so two replicas never publish the same row at the same time,
+and so one replica may publish an incident's later row while another still holds an earlier one: across
+replicas (a takeover of a crashed replica's leftovers, too) order is not guaranteed. Delivery is at-least-once
+(a crash or a lost confirm between publish and mark republishes). That is why every event carries the whole
+incident snapshot and its `revision`: subscribers dedupe by envelope id and tell a late snapshot by its
+revision (docs/subscribers.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -26,8 +38,22 @@ log = logging.getLogger(__name__)
 INCIDENT_EVENTS = Counter("vigil_incidents_total", "Incident events published, by event", ["event"])
 OUTBOX_PENDING = Gauge("vigil_correlator_outbox_pending", "Outbox rows left for the background publisher")
 
+# Rows per claim: each chunk is one transaction, published concurrently on the one confirmed channel.
+CHUNK = 500
+# A row this process did not commit is another's to publish until it is this old (then it is a leftover:
+# its process crashed, or could not reach the broker).
+LEFTOVER_AFTER_S = 5.0
 
-def to_message(row: dict[str, Any]) -> aio_pika.Message:
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Pass:
+    confirmed: int = 0
+    unconfirmed: int = 0
+
+
+def to_message(row: Row) -> aio_pika.Message:
     body = row["body"]
     return aio_pika.Message(
         orjson.dumps(body),
@@ -39,78 +65,135 @@ def to_message(row: dict[str, Any]) -> aio_pika.Message:
     )
 
 
-async def publish_rows(pool: AsyncConnectionPool, broker: Broker, ids: Sequence[int] | None = None) -> int:
-    """Publish the given outbox rows (or the leftovers, if None); returns how many were confirmed."""
-    async with pool.connection() as conn, conn.transaction():
-        if ids is not None:
-            cur = await conn.execute(Q.claim_outbox_ids, {"ids": list(ids)})
-        else:
-            cur = await conn.execute(Q.claim_outbox_leftovers, {"older_than_s": 5.0, "limit": 500})
-        rows = await cur.fetchall()
-        if not rows:
-            return 0
+def waves(rows: Sequence[Row]) -> list[list[Row]]:
+    """Rows in id order, split so that the n-th row of each incident is in the n-th wave: a wave goes out at
+    once, the next only after its confirms, so no row leaves before the earlier rows of its incident are
+    confirmed. Usually one wave: a chunk rarely holds two changes of one incident."""
+    out: list[list[Row]] = []
+    depth: dict[str, int] = {}
+    for row in rows:
+        # A row that is not an incident event orders with nothing.
+        incident = row.get("incident") or f"#{row['id']}"
+        n = depth.get(incident, 0)
+        depth[incident] = n + 1
+        if n == len(out):
+            out.append([])
+        out[n].append(row)
+    return out
+
+
+async def publish_rows(pool: AsyncConnectionPool, broker: Broker, ids: Sequence[int] = ()) -> int:
+    """One pass over the outbox: every unpublished row up to the newest of `ids` (rows this process committed)
+    and every leftover, in id order; returns how many the broker confirmed."""
+    return (await publish_pass(pool, broker, max(ids, default=0))).confirmed
+
+
+async def publish_pass(
+    pool: AsyncConnectionPool,
+    broker: Broker,
+    upto: int,
+    *,
+    chunk: int = CHUNK,
+    leftover_after_s: float = LEFTOVER_AFTER_S,
+) -> Pass:
+    after, confirmed, unconfirmed = 0, 0, 0
+    held: set[str] = set()  # incidents with an unconfirmed row: their later rows wait for the next pass
+    errors: list[BaseException] = []
+    while True:
+        async with pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                Q.claim_outbox,
+                {"after": after, "upto": upto, "older_than_s": leftover_after_s, "limit": chunk},
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                break
+            sent, failed = await _publish_in_order(broker, rows, held)
+            if sent:
+                await conn.execute(Q.mark_published, {"ids": [r["id"] for r in sent]})
+        for r in sent:
+            INCIDENT_EVENTS.labels(r["body"].get("type", "?")).inc()
+        confirmed, unconfirmed = confirmed + len(sent), unconfirmed + len(failed)
+        errors.extend(failed)
+        # Nothing confirmed and something refused: the broker is away, the rest can wait for the next pass.
+        if len(rows) < chunk or (failed and not sent):
+            break
+        after = rows[-1]["id"]
+    if errors:
+        log.warning(
+            "incident events not confirmed, left in the outbox",
+            extra={"count": len(errors), "incidents_held": len(held), "error": str(errors[0])},
+        )
+        unexpected = [e for e in errors if not isinstance(e, BrokerUnavailable)]
+        if unexpected:
+            raise unexpected[0]
+    return Pass(confirmed, unconfirmed)
+
+
+async def _publish_in_order(
+    broker: Broker, rows: Sequence[Row], held: set[str]
+) -> tuple[list[Row], list[BaseException]]:
+    """Publish a chunk wave by wave, skipping the incidents in `held` and adding those a row failed for."""
+    sent: list[Row] = []
+    failed: list[BaseException] = []
+    for wave in waves(rows):
+        ready = [r for r in wave if r.get("incident") not in held]
         results = await asyncio.gather(
             *(
                 # Not mandatory: nobody may be bound to, say, incident.updated.info, and that is fine.
                 broker.publish_message(r["exchange"], r["routing_key"], to_message(r), mandatory=False)
-                for r in rows
+                for r in ready
             ),
             return_exceptions=True,
         )
-        confirmed = [r for r, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
-        if confirmed:
-            await conn.execute(Q.mark_published, {"ids": [r["id"] for r in confirmed]})
-        failed = [res for res in results if isinstance(res, BaseException)]
-    for r in confirmed:
-        INCIDENT_EVENTS.labels(r["body"].get("type", "?")).inc()
-    if failed:
-        log.warning(
-            "incident events not confirmed, left in the outbox",
-            extra={"count": len(failed), "error": str(failed[0])},
-        )
-        if not all(isinstance(f, BrokerUnavailable) for f in failed):
-            raise failed[0]
-    return len(confirmed)
-
-
-async def drain_forever(pool: AsyncConnectionPool, broker: Broker, interval_s: float = 2.0) -> None:
-    """Publish what batches left behind (a crash after commit, a broker outage), in the background."""
-    while True:
-        try:
-            await broker.wait_connected()
-            while await publish_rows(pool, broker) > 0:
-                pass
-            async with pool.connection() as conn:
-                cur = await conn.execute(Q.outbox_pending)
-                row = await cur.fetchone()
-                OUTBOX_PENDING.set(row["n"] if row else 0)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("outbox drain failed; will retry")
-        await asyncio.sleep(interval_s)
+        for row, result in zip(ready, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.append(result)
+                if row.get("incident") is not None:
+                    held.add(row["incident"])
+            else:
+                sent.append(row)
+    return sent, failed
 
 
 class AfterCommit:
-    """Publishes the outbox rows of committed batches off the consumer's path: the next batch does not wait
-    for broker confirms. Rows not confirmed stay in the outbox for `drain_forever`."""
+    """The one publishing path of a process: `submit` (a batch committed these rows) wakes it, and it wakes on
+    its own every `interval_s` for leftovers. The next batch does not wait for broker confirms."""
 
-    def __init__(self, pool: AsyncConnectionPool, broker: Broker) -> None:
-        self.pool, self.broker = pool, broker
-        self.pending: asyncio.Queue[list[int]] = asyncio.Queue()
+    def __init__(self, pool: AsyncConnectionPool, broker: Broker, *, interval_s: float = 2.0) -> None:
+        self.pool, self.broker, self.interval_s = pool, broker, interval_s
+        # The newest row this process committed: every unpublished row up to it is in its view.
+        self.upto = 0
+        self.wake = asyncio.Event()
 
-    def submit(self, ids: list[int]) -> None:
+    def submit(self, ids: Sequence[int]) -> None:
         if ids:
-            self.pending.put_nowait(ids)
+            self.upto = max(self.upto, *ids)
+            self.wake.set()
 
     async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        counted_at = float("-inf")
         while True:
-            ids = await self.pending.get()
-            while not self.pending.empty():
-                ids.extend(self.pending.get_nowait())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.interval_s)
+            self.wake.clear()
+            done = Pass()
             try:
-                await publish_rows(self.pool, self.broker, ids)
+                await self.broker.wait_connected()
+                done = await publish_pass(self.pool, self.broker, self.upto)
+                if loop.time() - counted_at >= self.interval_s:
+                    counted_at = loop.time()
+                    async with self.pool.connection() as conn:
+                        cur = await conn.execute(Q.outbox_pending)
+                        row = await cur.fetchone()
+                    OUTBOX_PENDING.set(row["n"] if row else 0)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("publishing after commit failed; left to the outbox drainer")
+                log.exception("publishing the outbox failed; will retry")
+                done = Pass(unconfirmed=1)
+            if done.unconfirmed:
+                # A broker that refuses is not asked again at every commit; what commits meanwhile waits too,
+                # since it may be the continuation of an incident whose earlier event is still unconfirmed.
+                await asyncio.sleep(self.interval_s)

@@ -128,18 +128,15 @@ SELECT r.message_id, r.exchange, r.routing_key, r.body
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(message_id uuid, exchange text, routing_key text, body jsonb)
 RETURNING id;
 
--- name: claim_outbox_ids
--- Rows another replica is publishing right now are skipped, not published twice at once.
-SELECT id, message_id, exchange, routing_key, body FROM outbox
-WHERE id = ANY(%(ids)s) AND published_at IS NULL
+-- name: claim_outbox
+-- The next chunk after row `after`, in id order (for one incident that is the order of its changes: its batches
+-- hold the group lock until they commit): rows up to `upto`, the newest this process committed, and leftovers
+-- of any process (a crash, a broker outage). Rows another replica is publishing right now are skipped, not
+-- published twice at once. `incident` groups the rows whose order matters.
+SELECT id, message_id, exchange, routing_key, body, body #>> '{data,incident,key}' AS incident FROM outbox
+WHERE published_at IS NULL AND id > %(after)s
+  AND (id <= %(upto)s OR created_at < now() - make_interval(secs => %(older_than_s)s))
 ORDER BY id
-FOR UPDATE SKIP LOCKED;
-
--- name: claim_outbox_leftovers
--- Rows whose batch did not publish them (crash, broker outage), oldest first.
-SELECT id, message_id, exchange, routing_key, body FROM outbox
-WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %(older_than_s)s)
-ORDER BY created_at, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
