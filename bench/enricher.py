@@ -202,6 +202,8 @@ async def run(base: Path, concurrency: int | None) -> None:
             database_url=postgres.url,
             amqp_url=rabbit.url(),
             prometheus_url=prometheus.url,
+            # The seeded alerts' generatorURLs name Prometheus as docker-compose does.
+            prometheus_trusted_hosts=("prometheus:9090",),
             loki_url=loki_url,
             enricher_port=free_port(),
             database_pool_size=8,

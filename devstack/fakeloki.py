@@ -1,7 +1,7 @@
 """A small Loki of the project's own, for tests and benches where no Loki can be installed (docker-compose runs
 the real one). It keeps pushed lines in memory and answers `query_range` in Loki's exact response format.
 
-    python -m devstack.fakeloki --port 3100 [--delay 0]
+    python -m devstack.fakeloki --port 3100 [--delay 0] [--max-query-series 500]
 
 Endpoints: `POST /loki/api/v1/push` (JSON push format), `GET|POST /loki/api/v1/query_range`, `GET /ready`.
 
@@ -12,7 +12,9 @@ The LogQL subset it understands (anything else is a 400, as Loki answers an unpa
   first, at most `limit` lines (default 100, at most 5000) across all streams, `start <= ts < end`.
 - metric queries: `count_over_time(<log query> [<duration>])` and `rate(...)`, optionally wrapped in
   `sum(...)` / `sum by (labels) (...)` / `sum(...) by (labels)`. Result: `matrix` evaluated at start, start+step,
-  ... end, each sample counting lines in `(t - range, t]`; empty samples are left out, as Loki does.
+  ... end, each sample counting lines in `(t - range, t]`; empty samples are left out, as Loki does. More series
+  than `max_query_series` (Loki's limits_config setting, default 500) is a 400 with Loki's message; `limit` is
+  checked but, as in Loki, counts only log lines.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from aiohttp import web
 
 MAX_LIMIT = 5000
 DEFAULT_LIMIT = 100
+MAX_QUERY_SERIES = 500
 
 # --- Parsing ---------------------------------------------------------------------------------------
 
@@ -383,6 +386,7 @@ def parse_step(value: str | None, start_ns: int, end_ns: int) -> float:
 
 STORE = web.AppKey("store", Store)
 DELAY = web.AppKey("delay", Callable[[], float])
+MAX_SERIES = web.AppKey("max_query_series", int)
 
 
 async def push(request: web.Request) -> web.Response:
@@ -424,7 +428,14 @@ async def query_range(request: web.Request) -> web.Response:
             data = {"resultType": "streams", "result": evaluate_logs(store, query, start_ns, end_ns, limit, direction)}
         else:
             step = parse_step(params.get("step"), start_ns, end_ns)
-            data = {"resultType": "matrix", "result": evaluate_metric(store, query, start_ns, end_ns, step)}
+            result = evaluate_metric(store, query, start_ns, end_ns, step)
+            if len(result) > request.app[MAX_SERIES]:
+                raise LogQLError(
+                    f"maximum number of series ({request.app[MAX_SERIES]}) reached for a single query; consider "
+                    "reducing query cardinality by adding more specific stream selectors, reducing the time range, "
+                    "or aggregating results with functions like sum(), count() or topk()"
+                )
+            data = {"resultType": "matrix", "result": result}
     except LogQLError as exc:
         return web.Response(status=400, text=f"{exc}\n")
     except ValueError as exc:
@@ -437,11 +448,14 @@ async def ready(_: web.Request) -> web.Response:
     return web.Response(text="ready\n")
 
 
-def create_app(delay: float | Callable[[], float] = 0.0, store: Store | None = None) -> web.Application:
+def create_app(
+    delay: float | Callable[[], float] = 0.0, store: Store | None = None, max_query_series: int = MAX_QUERY_SERIES
+) -> web.Application:
     """`delay`: seconds (or a function giving them) every query waits before answering, to play a slow Loki."""
     app = web.Application(client_max_size=64 * 1024**2)
     app[STORE] = store if store is not None else Store()
     app[DELAY] = delay if callable(delay) else (lambda: float(delay))
+    app[MAX_SERIES] = max_query_series
     app.router.add_post("/loki/api/v1/push", push)
     app.router.add_get("/loki/api/v1/query_range", query_range)
     app.router.add_post("/loki/api/v1/query_range", query_range)
@@ -454,8 +468,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3100)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds every query waits before answering")
+    parser.add_argument("--max-query-series", type=int, default=MAX_QUERY_SERIES, help="series a metric query may give")
     args = parser.parse_args()
-    web.run_app(create_app(args.delay), host=args.host, port=args.port, print=None, access_log=None)
+    app = create_app(args.delay, max_query_series=args.max_query_series)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class Prometheus:
             f"--config.file={self.config_file}",
             f"--storage.tsdb.path={self.base_dir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
+            # Alert links (generatorURL) name this address, which is VIGIL_PROMETHEUS_URL: the enricher runs only the
+            # expressions of the Prometheus it is configured with, and the links open in a browser on this machine.
+            f"--web.external-url={self.url}",
             "--log.level=warn",
             *self.extra_args,
         ]

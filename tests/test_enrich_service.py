@@ -39,7 +39,7 @@ from services.enricher.config import (
     load_config,
 )
 from services.enricher.consumer import snapshot_from_row
-from services.enricher.upstream import Upstream, UpstreamError, prometheus_range
+from services.enricher.upstream import QueryRejectedError, Upstream, UpstreamError, loki_matrix, prometheus_range
 from shared.config import Settings
 from shared.contracts import (
     INCIDENTS_EXCHANGE,
@@ -57,6 +57,9 @@ pytestmark = pytest.mark.slow
 
 PEAK_SCRAPE = 6  # the exporter serves 1, 1, 1, 1, 1, 1, 9, 1, 1, ... for web-1
 ODD_HOST = 'we"b\\x'
+# Seeded alerts come from a Prometheus whose external URL (in generatorURL) is not the address the enricher queries,
+# as when Prometheus runs with --web.external-url; with_upstreams allows its host.
+GENERATOR = "http://prometheus:9090"
 
 
 @dataclass
@@ -155,19 +158,32 @@ def make_config(**loki: Any) -> EnrichmentConfig:
     )
 
 
-async def seed(db_url: str, *, hosts: tuple[str, ...], first_alert_at: datetime, number: int = 1) -> IncidentSnapshot:
-    expr = quote('vigil_test_value{node="web-1"} > 5')
+def generator_url(base: str, expr: str) -> str:
+    return f"{base}/graph?g0.expr={quote(expr)}&g0.tab=1"
+
+
+async def seed(
+    db_url: str,
+    *,
+    hosts: tuple[str, ...],
+    first_alert_at: datetime,
+    number: int = 1,
+    alerts: dict[str, str] | None = None,
+) -> IncidentSnapshot:
+    """An incident with an alert per `alerts` entry (alertname: generatorURL); by default ValueHigh from GENERATOR."""
+    alerts = alerts or {"ValueHigh": generator_url(GENERATOR, 'vigil_test_value{node="web-1"} > 5')}
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
         incident_id = await insert_incident(conn, number=number, hosts=hosts, opened_at=first_alert_at)
-        await insert_alert(
-            conn,
-            incident_id,
-            alertname="ValueHigh",
-            labels={"seed": str(number)},
-            host=hosts[0],
-            starts_at=first_alert_at,
-            generator_url=f"http://prometheus:9090/graph?g0.expr={expr}&g0.tab=1",
-        )
+        for alertname, url in alerts.items():
+            await insert_alert(
+                conn,
+                incident_id,
+                alertname=alertname,
+                labels={"seed": str(number)},
+                host=hosts[0],
+                starts_at=first_alert_at,
+                generator_url=url,
+            )
         row = await (await conn.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))).fetchone()
     assert row is not None
     return snapshot_from_row(row)
@@ -233,7 +249,10 @@ async def push_logs(loki_url: str, host: str, entries: list[tuple[datetime, str]
 
 
 def with_upstreams(settings: Settings, prometheus: str, loki: str) -> Settings:
-    return settings.model_copy(update={"prometheus_url": prometheus, "loki_url": loki})
+    trusted = (GENERATOR.removeprefix("http://"),)
+    return settings.model_copy(
+        update={"prometheus_url": prometheus, "loki_url": loki, "prometheus_trusted_hosts": trusted}
+    )
 
 
 # --- end to end ----------------------------------------------------------------------------------
@@ -321,13 +340,94 @@ async def test_deploy_templates_are_valid_promql(stack: Stack) -> None:
     config = load_config(Path("deploy/enrichment.yml"))
     now = datetime.now(UTC)
     alert = AlertFacts("X", ODD_HOST, {"instance": 'a"b:9100', "job": "node"}, "", now, None)
-    plan = build_plan(IncidentFacts(1, "INC-000001", 1, ["web-1", ODD_HOST], now, None, [alert]), config)
+    facts = IncidentFacts(1, "INC-000001", 1, ["web-1", ODD_HOST], now, None, [alert])
+    plan = build_plan(facts, config, trusted_hosts=frozenset())
     upstream = Upstream.create("prometheus", stack.prometheus.url, config.prometheus)
     try:
         for query in plan.prometheus:
-            await prometheus_range(upstream, query.query, now - timedelta(minutes=5), now, 15, time.monotonic() + 10)
+            start, deadline = now - timedelta(minutes=5), time.monotonic() + 10
+            await prometheus_range(upstream, query.query, start, now, 15, deadline, max_series=10)
     finally:
         await upstream.close()
+
+
+@dataclass
+class RecordingPrometheus:
+    """Stands in for Prometheus: remembers the parameters of every query_range request, answers an empty matrix."""
+
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+    async def query_range(self, request: web.Request) -> web.Response:
+        form = {**request.query, **(await request.post())}
+        self.requests.append({name: str(value) for name, value in form.items()})
+        return web.json_response({"status": "success", "data": {"resultType": "matrix", "result": []}})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/v1/query_range", self.query_range)
+        app.router.add_post("/api/v1/query_range", self.query_range)
+        return app
+
+
+async def test_only_our_prometheus_runs_alert_expressions_each_with_a_timeout_and_a_series_limit(
+    settings: Settings, loki: str
+) -> None:
+    recorder = RecordingPrometheus()
+    async with running(recorder.app(), free_port()) as prometheus_url:
+        alerts = {
+            "Ours": generator_url(prometheus_url, "ours_metric > 1"),
+            # The allow-list (VIGIL_PROMETHEUS_TRUSTED_HOSTS, here prometheus:9090), whatever the case.
+            "Allowed": generator_url("http://PROMETHEUS:9090", "allowed_metric > 1"),
+            "Evil": generator_url("http://prometheus.evil:9090", 'evil_metric{job=~".+"} > 1'),
+            "Spoof": generator_url("http://prometheus:9090@prometheus.evil:9090", "spoof_metric > 1"),
+        }
+        snapshot = await seed(settings.database_url, hosts=("web-1",), first_alert_at=datetime.now(UTC), alerts=alerts)
+        async with enricher(with_upstreams(settings, prometheus_url, loki), make_config()) as harness:
+            await harness.publish(snapshot)
+            event = await harness.next_enriched()
+
+    queries = [r["query"] for r in recorder.requests]
+    # The two alert expressions (thresholds removed) and make_config's two templates, nothing else.
+    assert len(queries) == 4 and {"ours_metric", "allowed_metric"} <= set(queries)
+    assert not any("evil_metric" in q or "spoof_metric" in q for q in queries)
+    # make_config's 2 s per request, and max_series_per_query's default.
+    assert {(r["timeout"], r["limit"]) for r in recorder.requests} == {("2s", "10")}
+    detail = event["data"]["detail"]
+    assert detail["complete"] is False
+    assert detail["missing"] == [
+        "prometheus (alert: Evil, alert: Spoof): expressions from untrusted host prometheus.evil:9090 not run"
+    ]
+    row = await stored(settings.database_url, snapshot.key)
+    assert row is not None
+    context = IncidentContext.model_validate(row["context"])
+    assert [(u.name, u.ok, u.queries) for u in context.upstreams] == [("prometheus", True, 4), ("loki", True, 3)]
+
+
+async def test_a_loki_metric_answer_with_more_series_than_allowed_is_refused() -> None:
+    now = datetime.now(UTC)
+    query = 'sum by (host) (count_over_time({job="varlogs"} |~ "ERROR" [1m]))'
+    start, end = now - timedelta(minutes=5), now + timedelta(minutes=1)
+    async with running(fake_loki_app(), free_port()) as url:
+        for i in range(12):
+            await push_logs(url, f"web-{i}", [(now - timedelta(seconds=30), "ERROR disk full")])
+        upstream = Upstream.create("loki", url, LokiConfig())
+        try:
+            matrix = await loki_matrix(upstream, query, start, end, 60, time.monotonic() + 5, max_series=12)
+            assert len(matrix) == 12
+            with pytest.raises(QueryRejectedError, match="12 series, more than 11; narrow the query"):
+                await loki_matrix(upstream, query, start, end, 60, time.monotonic() + 5, max_series=11)
+        finally:
+            await upstream.close()
+    # Loki's own bound (limits_config.max_query_series), as Loki answers it.
+    async with running(fake_loki_app(max_query_series=5), free_port()) as url:
+        for i in range(6):
+            await push_logs(url, f"web-{i}", [(now - timedelta(seconds=30), "ERROR disk full")])
+        upstream = Upstream.create("loki", url, LokiConfig())
+        try:
+            with pytest.raises(QueryRejectedError, match=r"HTTP 400\): maximum number of series \(5\)"):
+                await loki_matrix(upstream, query, start, end, 60, time.monotonic() + 5, max_series=500)
+        finally:
+            await upstream.close()
 
 
 # --- re-enrichment -------------------------------------------------------------------------------
@@ -452,11 +552,11 @@ async def test_breaker_opens_after_failures_and_short_circuits() -> None:
         try:
             for _ in range(2):
                 with pytest.raises(UpstreamError, match="HTTP 503: overloaded"):
-                    await prometheus_range(upstream, "up", now, now, 15, time.monotonic() + 5)
+                    await prometheus_range(upstream, "up", now, now, 15, time.monotonic() + 5, max_series=10)
             assert hits == 4
             started = time.monotonic()
             with pytest.raises(CircuitOpenError):
-                await prometheus_range(upstream, "up", now, now, 15, time.monotonic() + 5)
+                await prometheus_range(upstream, "up", now, now, 15, time.monotonic() + 5, max_series=10)
             assert hits == 4 and time.monotonic() - started < 0.5
         finally:
             await upstream.close()
@@ -481,8 +581,6 @@ async def test_one_slow_incident_does_not_hold_up_the_others(settings: Settings,
 
 
 async def test_oversized_answer_is_refused_not_parsed() -> None:
-    from services.enricher.upstream import QueryRejectedError
-
     async def huge(_: web.Request) -> web.Response:
         values = [[i, "1"] for i in range(10_000)]
         body = {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": values}]}}
@@ -495,7 +593,7 @@ async def test_oversized_answer_is_refused_not_parsed() -> None:
         now = datetime.now(UTC)
         try:
             with pytest.raises(QueryRejectedError, match="larger than 4096 bytes"):
-                await prometheus_range(upstream, "up", now, now, 15, time.monotonic() + 5)
+                await prometheus_range(upstream, "up", now, now, 15, time.monotonic() + 5, max_series=10)
         finally:
             await upstream.close()
 

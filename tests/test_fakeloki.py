@@ -133,3 +133,19 @@ async def test_invalid_logql_is_400(loki: httpx.AsyncClient, bad: str) -> None:
 async def test_limit_above_maximum_is_400_and_ready_answers(loki: httpx.AsyncClient) -> None:
     assert (await query(loki, '{host="web-1"}', limit=5001)).status_code == 400
     assert (await loki.get("/ready")).status_code == 200
+
+
+async def test_metric_query_with_more_series_than_max_query_series_is_400() -> None:
+    """As Loki's limits_config.max_query_series: the whole answer is refused, not cut; log queries are untouched."""
+    async with running(create_app(max_query_series=2), free_port()) as url, httpx.AsyncClient(base_url=url) as client:
+        values = [[str(T0 + S), "error"]]
+        streams = [{"stream": {"host": f"web-{i}", "job": "varlogs"}, "values": values} for i in range(3)]
+        assert (await client.post("/loki/api/v1/push", json={"streams": streams})).status_code == 204
+        q = 'sum by (host) (count_over_time({job="varlogs"}[1m]))'
+        refused = await query(client, q, step="60s")
+        assert refused.status_code == 400
+        assert refused.text.startswith("maximum number of series (2) reached for a single query")
+        summed = (await query(client, 'sum(count_over_time({job="varlogs"}[1m]))', step="60s")).json()
+        assert len(summed["data"]["result"]) == 1
+        logs = (await query(client, '{job="varlogs"}', limit=2)).json()
+        assert sum(len(r["values"]) for r in logs["data"]["result"]) == 2

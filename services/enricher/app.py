@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from services.enricher import promql
 from services.enricher.config import EnrichmentConfig, EnrichmentConfigError, load_config
 from services.enricher.consumer import Enricher
 from services.enricher.enrich import Upstreams
@@ -23,6 +24,7 @@ from shared.service import BROKER, DB, SETTINGS, base_app, broker_ctx, database_
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("enrichment_config", EnrichmentConfig)
+TRUSTED_HOSTS = web.AppKey("trusted_hosts", frozenset)
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
 ENRICHER = web.AppKey("enricher", Enricher)
 
@@ -41,7 +43,9 @@ async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     interval = timedelta(milliseconds=app[SETTINGS].refresh_interval_ms)
-    enricher = Enricher(app[DB], app[BROKER], app[CONFIG], app[UPSTREAMS], refresh_interval=interval)
+    enricher = Enricher(
+        app[DB], app[BROKER], app[CONFIG], app[UPSTREAMS], refresh_interval=interval, trusted_hosts=app[TRUSTED_HOSTS]
+    )
     app[ENRICHER] = enricher
     # Concurrency > 1: one incident waiting on a slow upstream never holds up the others.
     starting = asyncio.create_task(
@@ -62,10 +66,16 @@ def build_app(settings: Settings, config: EnrichmentConfig | None = None) -> web
         except EnrichmentConfigError as exc:
             print(f"vigil: invalid enrichment config (VIGIL_ENRICHMENT_CONFIG)\n  {exc}", file=sys.stderr)
             raise ConfigError(2) from None
+    try:
+        trusted = promql.trusted_hosts(settings.prometheus_url, settings.prometheus_trusted_hosts)
+    except ValueError as exc:
+        print(f"vigil: invalid VIGIL_PROMETHEUS_TRUSTED_HOSTS\n  {exc}", file=sys.stderr)
+        raise ConfigError(2) from None
     # Competing replicas share the queue: each holds only a few more incidents than it works on at once.
     settings = settings.model_copy(update={"prefetch": min(settings.prefetch, config.concurrency * 2)})
     app = base_app("enricher", settings)
     app[CONFIG] = config
+    app[TRUSTED_HOSTS] = trusted
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(upstreams_ctx)
     app.cleanup_ctx.append(broker_ctx)

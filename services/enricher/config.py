@@ -50,7 +50,9 @@ class WindowConfig(_Strict):
 
 
 class UpstreamConfig(_Strict):
-    timeout: Duration = Field(timedelta(seconds=5), description="Per request.")
+    timeout: Duration = Field(
+        timedelta(seconds=5), description="Per request; Prometheus is also told it, as the query's `timeout`."
+    )
     attempts: int = Field(3, ge=1, le=10, description="Tries per query, with exponential backoff between them.")
     backoff: Duration = Field(timedelta(milliseconds=200))
     budget: Duration = Field(timedelta(seconds=20), description="Total time for all of one incident's queries.")
@@ -75,7 +77,9 @@ class PromQuery(_Strict):
 class PrometheusConfig(UpstreamConfig):
     alert_expression: bool = Field(True, description="Query each alert's own expression from its generatorURL.")
     max_alert_expressions: int = Field(5, ge=0)
-    max_series_per_query: int = Field(10, ge=1, le=1000)
+    max_series_per_query: int = Field(
+        10, ge=1, le=1000, description="Series kept per query; also sent as `limit` (Prometheus versions that know it)."
+    )
     queries: list[PromQuery] = Field(default_factory=list)
 
 
@@ -87,6 +91,9 @@ class LokiConfig(UpstreamConfig):
     security_limit: int = Field(500, ge=1, le=5000)
     max_line_bytes: int = Field(1000, ge=80, le=65_536)
     max_total_bytes: int = Field(200_000, ge=1000)
+    max_series_per_query: int = Field(
+        500, ge=1, le=10_000, description="A metric answer with more series is refused (Loki's max_query_series)."
+    )
     burst_min_errors: int = Field(5, ge=1, description="A minute with at least this many errors, and ...")
     burst_factor: float = Field(3.0, ge=1, description="... this many times the window's median, is a burst.")
 

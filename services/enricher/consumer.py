@@ -129,6 +129,8 @@ class Enricher:
     config: EnrichmentConfig
     upstreams: Upstreams
     refresh_interval: timedelta = timedelta(seconds=10)
+    # host:port of the Prometheus servers whose alert expressions may run (promql.trusted_hosts); empty: none.
+    trusted_hosts: frozenset[str] = frozenset()
 
     async def handle(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -170,7 +172,9 @@ class Enricher:
         async with self.pool.connection() as conn:
             alerts = await (await conn.execute(QUERIES.incident_alerts, {"incident_id": row["id"]})).fetchall()
         facts = facts_from_rows(row, alerts)
-        context = await enrich(facts, self.config, self.upstreams, now=datetime.now(UTC))
+        context = await enrich(
+            facts, self.config, self.upstreams, now=datetime.now(UTC), trusted_hosts=self.trusted_hosts
+        )
         async with self.pool.connection() as conn:
             stored = await (
                 await conn.execute(

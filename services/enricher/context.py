@@ -8,15 +8,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from services.enricher.config import EnrichmentConfig
-from services.enricher.plan import IncidentFacts, LokiQueryPlan, PromQueryPlan
+from services.enricher.plan import IncidentFacts, LokiQueryPlan, PromQueryPlan, SkippedExpressions
 from services.enricher.security import parse_fail2ban
-from services.enricher.summarise import summarise
+from services.enricher.summarise import summarise, to_time
 from services.enricher.timeline import AlertMark, build_timeline, find_bursts, per_minute
 from services.enricher.upstream import Series, Stream
-from services.enricher.window import Window
+from services.enricher.window import EARLIEST, LATEST, Window, shift
 from shared.incident_context import IncidentContext, LogLine, SecurityEvent, SeriesSummary, UpstreamStatus
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_NS = (EARLIEST - _EPOCH) // timedelta(microseconds=1) * 1000
+_MAX_NS = (LATEST - _EPOCH) // timedelta(microseconds=1) * 1000
+# Hostile alerts may name many hosts and long alert names: `missing` stays a few readable lines.
+MAX_SKIPPED_HOSTS = 5
+MAX_SKIPPED_NAMES = 5
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,8 @@ class LokiResult:
 
 
 def ns_to_time(ns: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ns // 1000)
+    """A log line's time; one outside datetime's range lands at its nearer end instead of raising."""
+    return _EPOCH + timedelta(microseconds=min(max(ns, _MIN_NS), _MAX_NS) // 1000)
 
 
 def _peak(series: Series) -> float:
@@ -127,6 +133,21 @@ def _missing(upstream: str, results: Sequence[PromResult | LokiResult]) -> list[
     return [f"{upstream} ({', '.join(names)}): {reason}" for reason, names in by_reason.items()]
 
 
+def _skipped(skipped: Sequence[SkippedExpressions]) -> list[str]:
+    """`prometheus (alert: HighCpu): expression from untrusted host prometheus.evil:9090 not run`, per host."""
+    lines = []
+    for entry in skipped[:MAX_SKIPPED_HOSTS]:
+        names = [f"alert: {name}" for name in entry.alertnames[:MAX_SKIPPED_NAMES]]
+        if len(entry.alertnames) > MAX_SKIPPED_NAMES:
+            names.append(f"{len(entry.alertnames) - MAX_SKIPPED_NAMES} more")
+        what = "expression" if len(entry.alertnames) == 1 else "expressions"
+        source = f"untrusted host {entry.host}" if entry.host else "a generatorURL without an http(s) host"
+        lines.append(f"prometheus ({', '.join(names)}): {what} from {source} not run")
+    if len(skipped) > MAX_SKIPPED_HOSTS:
+        lines.append(f"prometheus: expressions from {len(skipped) - MAX_SKIPPED_HOSTS} more untrusted hosts not run")
+    return lines
+
+
 def assemble(
     incident: IncidentFacts,
     window: Window,
@@ -135,7 +156,9 @@ def assemble(
     config: EnrichmentConfig,
     *,
     generated_at: datetime,
+    skipped: Sequence[SkippedExpressions] = (),
 ) -> IncidentContext:
+    """`skipped`: alert expressions the plan left unrun; they are missing from the context, so `missing` says why."""
     metrics = metric_summaries(
         [r for r in prom if r.series is not None],
         alert_at=incident.first_alert_at,
@@ -153,7 +176,7 @@ def assemble(
     )
     # Each sample of count_over_time(...[1m]) counts the minute that ends at its timestamp.
     error_samples = [
-        (datetime.fromtimestamp(t, UTC) - timedelta(minutes=1), v)
+        (shift(to_time(t), -timedelta(minutes=1)), v)
         for _, points in ((errors_result.matrix or []) if errors_result else [])
         for t, v in points
         if math.isfinite(v)
@@ -167,7 +190,7 @@ def assemble(
     )
     security = security_events((security_result.streams or []) if security_result else [])
     alerts = [AlertMark(a.alertname, a.host, a.starts_at, a.ends_at, a.severity) for a in incident.alerts]
-    missing = _missing("prometheus", prom) + _missing("loki", loki)
+    missing = _skipped(skipped) + _missing("prometheus", prom) + _missing("loki", loki)
     return IncidentContext(
         incident_key=incident.key,
         window_start=window.start,

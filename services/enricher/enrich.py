@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -50,9 +51,13 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-async def _prom(upstream: Upstream, plan: PromQueryPlan, window: Window, deadline: float) -> PromResult:
+async def _prom(
+    upstream: Upstream, plan: PromQueryPlan, window: Window, deadline: float, max_series: int
+) -> PromResult:
     try:
-        series = await prometheus_range(upstream, plan.query, window.start, window.end, window.step_s, deadline)
+        series = await prometheus_range(
+            upstream, plan.query, window.start, window.end, window.step_s, deadline, max_series=max_series
+        )
         return PromResult(plan, series=series)
     except (CircuitOpenError, UpstreamError) as exc:
         return PromResult(plan, error=_reason(exc))
@@ -64,7 +69,7 @@ async def _loki(upstream: Upstream, plan: LokiQueryPlan, window: Window, deadlin
             # Whole minutes, so each count_over_time([1m]) sample is one clock minute.
             start = window.start.replace(second=0, microsecond=0)
             end = window.end.replace(second=0, microsecond=0) + timedelta(minutes=1)
-            matrix = await loki_matrix(upstream, plan.query, start, end, 60, deadline)
+            matrix = await loki_matrix(upstream, plan.query, start, end, 60, deadline, max_series=plan.limit)
             return LokiResult(plan, matrix=matrix)
         streams = await loki_streams(upstream, plan.query, window.start, window.end, plan.limit, deadline)
         return LokiResult(plan, streams=streams)
@@ -73,19 +78,26 @@ async def _loki(upstream: Upstream, plan: LokiQueryPlan, window: Window, deadlin
 
 
 async def enrich(
-    incident: IncidentFacts, config: EnrichmentConfig, upstreams: Upstreams, *, now: datetime
+    incident: IncidentFacts,
+    config: EnrichmentConfig,
+    upstreams: Upstreams,
+    *,
+    now: datetime,
+    trusted_hosts: Set[str],
 ) -> IncidentContext:
+    """`trusted_hosts`: `host:port` of the Prometheus servers whose alert expressions may be run."""
     window = window_for(incident, config, now)
-    plan = build_plan(incident, config)
+    plan = build_plan(incident, config, trusted_hosts=trusted_hosts)
     started = time.monotonic()
     prom_deadline = started + config.prometheus.budget.total_seconds()
     loki_deadline = started + config.loki.budget.total_seconds()
-    prom_tasks = [_prom(upstreams.prometheus, p, window, prom_deadline) for p in plan.prometheus]
+    max_series = config.prometheus.max_series_per_query
+    prom_tasks = [_prom(upstreams.prometheus, p, window, prom_deadline, max_series) for p in plan.prometheus]
     loki_tasks = [_loki(upstreams.loki, p, window, loki_deadline) for p in plan.loki]
     results = await asyncio.gather(*prom_tasks, *loki_tasks)
     prom = [r for r in results if isinstance(r, PromResult)]
     loki = [r for r in results if isinstance(r, LokiResult)]
-    context = assemble(incident, window, prom, loki, config, generated_at=now)
+    context = assemble(incident, window, prom, loki, config, generated_at=now, skipped=plan.skipped)
     log.info(
         "incident enriched",
         extra={

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -57,13 +57,23 @@ class PromQueryPlan:
 class LokiQueryPlan:
     kind: Literal["logs", "errors", "security"]
     query: str
-    limit: int
+    limit: int  # lines kept for a log query; series allowed for the metric query (`errors`)
+
+
+@dataclass(frozen=True)
+class SkippedExpressions:
+    """Alert expressions not run: their generatorURL names a Prometheus that is neither the configured one nor
+    allowed. Anyone who can send an alert could otherwise have any PromQL evaluated on our Prometheus."""
+
+    host: str  # the generatorURL's host:port; empty when it names no http(s) host
+    alertnames: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Plan:
     prometheus: list[PromQueryPlan]
     loki: list[LokiQueryPlan]
+    skipped: list[SkippedExpressions] = field(default_factory=list)
 
 
 def template_values(incident: IncidentFacts) -> dict[str, str]:
@@ -86,13 +96,14 @@ def _renderable(template: str, values: dict[str, str]) -> bool:
     return all(name in values for name in promql.placeholders(template))
 
 
-def alert_expressions(alerts: Sequence[AlertFacts], limit: int) -> list[PromQueryPlan]:
-    """One query per distinct expression (threshold removed), remembering the labels of every alert it fired."""
+def alert_expressions(alerts: Sequence[AlertFacts], limit: int, trusted_hosts: Set[str]) -> list[PromQueryPlan]:
+    """One query per distinct expression (threshold removed), remembering the labels of every alert it fired;
+    only expressions whose generatorURL names one of `trusted_hosts` (`host:port`, see promql.trusted_hosts)."""
     names: dict[str, str] = {}
     labels: dict[str, list[dict[str, str]]] = {}
     for alert in sorted(alerts, key=lambda a: a.starts_at):
         expr = promql.alert_expression(alert.generator_url)
-        if expr is None:
+        if expr is None or promql.url_host(alert.generator_url) not in trusted_hosts:
             continue
         query = promql.without_threshold(expr)
         if query not in names:
@@ -103,18 +114,35 @@ def alert_expressions(alerts: Sequence[AlertFacts], limit: int) -> list[PromQuer
     return [PromQueryPlan(name=names[q], query=q, alert_labels=tuple(labels[q])) for q in names]
 
 
-def build_plan(incident: IncidentFacts, config: EnrichmentConfig) -> Plan:
+def skipped_expressions(alerts: Sequence[AlertFacts], trusted_hosts: Set[str]) -> list[SkippedExpressions]:
+    """Per untrusted host, the names of the alerts whose expression it would have supplied."""
+    names: dict[str, set[str]] = {}
+    for alert in alerts:
+        host = promql.url_host(alert.generator_url)
+        if host not in trusted_hosts and promql.alert_expression(alert.generator_url) is not None:
+            names.setdefault(host or "", set()).add(alert.alertname)
+    return [SkippedExpressions(host, tuple(sorted(names[host]))) for host in sorted(names)]
+
+
+def build_plan(incident: IncidentFacts, config: EnrichmentConfig, *, trusted_hosts: Set[str]) -> Plan:
+    """`trusted_hosts`: the `host:port`s of the Prometheus servers whose alert expressions may be run."""
     values = template_values(incident)
     prom: list[PromQueryPlan] = []
+    skipped: list[SkippedExpressions] = []
     if config.prometheus.alert_expression:
-        prom += alert_expressions(incident.alerts, config.prometheus.max_alert_expressions)
+        prom += alert_expressions(incident.alerts, config.prometheus.max_alert_expressions, trusted_hosts)
+        skipped = skipped_expressions(incident.alerts, trusted_hosts)
     for template in config.prometheus.queries:
         if _renderable(template.query, values):
             prom.append(PromQueryPlan(template.name, promql.render(template.query, values), template.unit))
     loki: list[LokiQueryPlan] = []
-    limits = {"logs": config.loki.line_limit, "errors": 0, "security": config.loki.security_limit}
+    limits = {
+        "logs": config.loki.line_limit,
+        "errors": config.loki.max_series_per_query,
+        "security": config.loki.security_limit,
+    }
     for kind in ("logs", "errors", "security"):
         template = getattr(config.loki, kind)
         if template and _renderable(template, values):
             loki.append(LokiQueryPlan(kind, logql.render(template, values), limits[kind]))  # type: ignore[arg-type]
-    return Plan(prometheus=prom, loki=loki)
+    return Plan(prometheus=prom, loki=loki, skipped=skipped)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 # Go's regexp.QuoteMeta set: the characters RE2 gives a meaning to.
 _REGEX_META = frozenset(r"\.+*?()|[]{}^$")
@@ -129,6 +129,50 @@ def alert_expression(generator_url: str) -> str | None:
     if not expr or len(expr) > MAX_ALERT_EXPR_CHARS:
         return None
     return expr
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _host_port(parts: SplitResult, port: int) -> str:
+    host = parts.hostname or ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def url_host(url: str) -> str | None:
+    """`host:port` of an http(s) URL, lower-cased, its scheme's default port filled in (`http://Prom/graph` →
+    `prom:80`); None for a URL without a host, of another scheme, or with a port that is not one."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not parts.hostname or scheme not in _DEFAULT_PORTS:
+        return None
+    return _host_port(parts, _DEFAULT_PORTS[scheme] if port is None else port)
+
+
+def trusted_hosts(prometheus_url: str, allowed: Iterable[str]) -> frozenset[str]:
+    """The `host:port`s whose alert expressions may be run: the configured Prometheus's, and each `host[:port]`
+    (or URL) of the allow-list. An entry without a port stands for both default ports, http's and https's, as a
+    generatorURL without a port means one of them. Raises ValueError naming an entry that is no host[:port]."""
+    hosts = {host} if (host := url_host(prometheus_url)) else set()
+    for entry in allowed:
+        if "://" in entry:
+            if (host := url_host(entry)) is None:
+                raise ValueError(f"not an http(s) URL with a host: {entry!r}")
+            hosts.add(host)
+            continue
+        try:
+            parts = urlsplit(f"//{entry.strip()}")
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"not a host[:port]: {entry!r}") from None
+        if not parts.hostname or parts.path or parts.query or parts.fragment or parts.username is not None:
+            raise ValueError(f"not a host[:port]: {entry!r}")
+        hosts.update(_host_port(parts, p) for p in ([port] if port is not None else _DEFAULT_PORTS.values()))
+    return frozenset(hosts)
 
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:Inf|NaN)", re.IGNORECASE)

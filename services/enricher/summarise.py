@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from services.enricher.window import EARLIEST, LATEST
+
 MIN_BASELINE_POINTS = 3
 # A series deviates when it is further from its baseline than the larger of: this many (robust) standard deviations
 # of the baseline, this fraction of the baseline, or the absolute floor (a flat 0 series moving to 0.001 is news).
@@ -33,7 +35,11 @@ class Summary:
 
 
 def to_time(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s, UTC)
+    """A time from an answer; one outside datetime's range (or NaN) lands at its nearer end instead of raising."""
+    try:
+        return datetime.fromtimestamp(epoch_s, UTC)
+    except (OverflowError, ValueError, OSError):
+        return LATEST if epoch_s > 0 else EARLIEST
 
 
 def summarise(points: Sequence[tuple[float, float]], *, alert_at: datetime, keep_points: int) -> Summary:

@@ -155,14 +155,30 @@ def _error_text(raw: bytes) -> str:
 # --- Prometheus ----------------------------------------------------------------------------------
 
 
+def prometheus_duration(value: timedelta) -> str:
+    """`value` as Prometheus parses a duration: whole seconds or milliseconds (`5s`, `300ms`; never `0.3s`)."""
+    ms = max(round(value / timedelta(milliseconds=1)), 1)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
 async def prometheus_range(
-    upstream: Upstream, query: str, start: datetime, end: datetime, step_s: int, deadline: float
+    upstream: Upstream, query: str, start: datetime, end: datetime, step_s: int, deadline: float, *, max_series: int
 ) -> list[Series]:
+    """Prometheus stops evaluating at `timeout` (its own -query.timeout caps it) rather than working on after we
+    gave up, and returns at most `limit` series (versions before the parameter ignore it; the answer is then
+    bounded by max_response_bytes alone)."""
     # POST: a long expression would not fit in a URL; Prometheus takes form-encoded parameters alike.
     body = await upstream.get_json(
         "POST",
         "/api/v1/query_range",
-        {"query": query, "start": f"{start.timestamp():.3f}", "end": f"{end.timestamp():.3f}", "step": f"{step_s}s"},
+        {
+            "query": query,
+            "start": f"{start.timestamp():.3f}",
+            "end": f"{end.timestamp():.3f}",
+            "step": f"{step_s}s",
+            "timeout": prometheus_duration(upstream.config.timeout),
+            "limit": str(max_series),
+        },
         deadline,
     )
     return parse_matrix(body)
@@ -203,14 +219,20 @@ async def loki_streams(
 
 
 async def loki_matrix(
-    upstream: Upstream, query: str, start: datetime, end: datetime, step_s: int, deadline: float
+    upstream: Upstream, query: str, start: datetime, end: datetime, step_s: int, deadline: float, *, max_series: int
 ) -> list[Series]:
+    """Loki takes no per-request timeout or series limit (`limit` counts log lines and is ignored for a metric
+    query): its limits_config (query_timeout, max_query_series) bounds it, and we refuse more than `max_series`
+    series here, as Loki's max_query_series would, rather than sum a part of them."""
     body = await upstream.get_json(
         "GET",
         "/loki/api/v1/query_range",
         {"query": query, "start": str(_ns(start)), "end": str(_ns(end)), "step": f"{step_s}s"},
         deadline,
     )
+    result = (body.get("data") or {}).get("result")
+    if isinstance(result, list) and len(result) > max_series:
+        raise QueryRejectedError(f"{len(result)} series, more than {max_series}; narrow the query")
     return parse_matrix(body)
 
 
