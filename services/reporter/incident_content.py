@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import BaseModel, Field
 
 from services.reporter.incident_report import IncidentReport, ReportAlert, TimelineEntry, UtcDatetime
+from shared.alert_limits import describe_adjustments
 from shared.incident_context import ContextEvent, IncidentContext
 from shared.timeline import describe
 
@@ -66,6 +67,10 @@ class AlertRow(BaseModel):
     annotations: dict[str, str]
     generator_url: str
     source: str
+    adjusted: list[str] = Field(
+        default_factory=list,
+        description="What Vigil changed to store the alert within its limits, and what was sent; empty: as sent.",
+    )
 
 
 class TimelineRow(BaseModel):
@@ -229,6 +234,7 @@ def alert_row(alert: ReportAlert) -> AlertRow:
         annotations=dict(sorted(alert.annotations.items())),
         generator_url=alert.generator_url,
         source=alert.source,
+        adjusted=describe_adjustments(alert.adjustments),
     )
 
 

@@ -51,6 +51,8 @@ class ReportAlert(BaseModel):
     source: str = "alertmanager"
     sender: str = ""
     receiver: str = ""
+    # What Vigil changed to store the alert within its limits (shared.contracts.AlertAdjustments); None: as sent.
+    adjustments: dict[str, Any] | None = None
 
 
 class TimelineEntry(BaseModel):

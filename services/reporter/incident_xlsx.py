@@ -76,6 +76,7 @@ def _alerts(ws: WriteOnlyWorksheet, c: IncidentContent) -> None:
         ("Labels", 60),
         ("Fingerprint", 18),
         ("Source URL", 40),
+        ("Stored adjusted", 50),
     ]
     xc.start_table(ws, columns, len(c.alerts))
     for a in c.alerts:
@@ -92,6 +93,7 @@ def _alerts(ws: WriteOnlyWorksheet, c: IncidentContent) -> None:
                 xc.text(ws, ", ".join(f"{k}={v}" for k, v in a.labels.items())),
                 xc.text(ws, a.fingerprint),
                 xc.text(ws, a.generator_url),
+                xc.text(ws, "; ".join(a.adjusted)),
             ]
         )
 

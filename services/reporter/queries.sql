@@ -9,7 +9,7 @@ WHERE key = %(key)s
 
 -- name: incident_alerts
 SELECT fingerprint, alertname, severity, host, status, starts_at, ends_at, resolved_at, first_seen_at, last_seen_at,
-       labels, annotations, generator_url, source, sender, receiver
+       labels, annotations, generator_url, source, sender, receiver, adjustments
 FROM alerts
 WHERE incident_id = %(incident_id)s
 ORDER BY starts_at, id

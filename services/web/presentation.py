@@ -12,6 +12,7 @@ from markupsafe import Markup, escape
 from pydantic import ValidationError
 
 from services.web.charts import render_chart
+from shared.alert_limits import describe_adjustments
 from shared.incident_context import IncidentContext
 from shared.timeline import describe
 
@@ -128,6 +129,9 @@ def alert_json(row: dict[str, Any]) -> dict[str, Any]:
         "annotations": row["annotations"],
         "generator_url": row["generator_url"],
         "source": row["source"],
+        "sender": row["sender"],
+        # What Vigil changed to store the alert within its limits, and what was sent (null: stored as sent).
+        "adjustments": row["adjustments"],
     }
 
 
@@ -156,6 +160,8 @@ def alert_row(row: dict[str, Any]) -> str:
     runbook = web_link(row["annotations"].get("runbook_url"))
     if runbook:
         notes += f'<a href="{escape(runbook)}" rel="noopener noreferrer">runbook</a>'
+    for line in describe_adjustments(row.get("adjustments")):
+        notes += f'<div class="adjusted"><b>stored adjusted</b>: {escape(line)}</div>'
     return (
         f'<tr><td>{name_cell}</td><td><span class="badge st-{status}">{status}</span></td>'
         f"<td>{escape(row['host'] or '')}</td><td>{time_tag(row['starts_at'])}</td>"

@@ -90,7 +90,7 @@ WHERE i.key = %(key)s AND i.announced;
 
 -- name: incident_alerts
 SELECT a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host, a.labels, a.annotations,
-       a.generator_url, a.source, a.sender, a.first_seen_at, a.last_seen_at, a.resolved_at
+       a.generator_url, a.source, a.sender, a.first_seen_at, a.last_seen_at, a.resolved_at, a.adjustments
 FROM alerts a
 WHERE a.incident_id = %(incident_id)s
 ORDER BY a.starts_at, a.id;
@@ -98,7 +98,7 @@ ORDER BY a.starts_at, a.id;
 -- name: incident_alerts_first
 -- The incident page lists the first alerts by start time; the summary below counts them all.
 SELECT a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host, a.labels, a.annotations,
-       a.generator_url, a.source, a.sender, a.first_seen_at, a.last_seen_at, a.resolved_at
+       a.generator_url, a.source, a.sender, a.first_seen_at, a.last_seen_at, a.resolved_at, a.adjustments
 FROM alerts a
 WHERE a.incident_id = %(incident_id)s
 ORDER BY a.starts_at, a.id
