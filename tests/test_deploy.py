@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shared.config import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 
@@ -35,6 +37,11 @@ VIGIL_METRICS = {
     "vigil_enrichment_seconds": "histogram",
     "vigil_upstream_errors_total": "counter",
     "vigil_reports_rendered_total": "counter",
+    "vigil_ingest_alert_values_adjusted_total": "counter",
+    "vigil_consumer_batch_splits_total": "counter",
+    "vigil_consumer_oldest_unacked_seconds": "gauge",
+    "vigil_consumer_stalled": "gauge",
+    "vigil_topology_outdated_queues": "gauge",
 }
 PROCESS_METRICS = {
     "process_cpu_seconds_total",
@@ -48,7 +55,7 @@ PROCESS_METRICS = {
 KNOWN_SERIES = (
     {"up"}
     | PROCESS_METRICS
-    | {n for n, kind in VIGIL_METRICS.items() if kind == "counter"}
+    | {n for n, kind in VIGIL_METRICS.items() if kind in ("counter", "gauge")}
     | {n + s for n, kind in VIGIL_METRICS.items() if kind == "histogram" for s in ("_bucket", "_sum", "_count")}
 )
 
@@ -281,6 +288,15 @@ def test_alertmanager_sends_everything_to_ingest_with_resolved():
     assert webhook["url"] == "http://ingest:8081/api/v1/webhooks/alertmanager"
     assert webhook["send_resolved"] is True
     assert webhook["http_config"]["authorization"]["type"] == "Bearer"
+    # Ingest answers a larger notification with 413, which Alertmanager never retries.
+    assert 0 < webhook["max_alerts"] <= Settings.model_fields["ingest_max_alerts"].default
+
+
+def test_the_documented_alertmanager_config_keeps_within_ingests_alert_limit():
+    documented = (ROOT / "docs" / "ingest.md").read_text().split("## Alertmanager", 1)[1].split("```yaml", 1)[1]
+    (receiver,) = yaml.safe_load(documented.split("```", 1)[0])["receivers"]
+    (webhook,) = receiver["webhook_configs"]
+    assert 0 < webhook["max_alerts"] <= Settings.model_fields["ingest_max_alerts"].default
 
 
 # --- Grafana ------------------------------------------------------------------------------------
