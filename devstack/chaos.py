@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -23,7 +24,9 @@ import psycopg
 
 from devstack.alertstorm import WebhookSender, alert, occurrence, webhook
 from devstack.harness import LocalVigil
+from devstack.hostile import hostile_set, stored_fingerprint
 from shared.contracts import INCIDENTS_EXCHANGE
+from shared.topology import CORRELATOR_QUEUE
 
 PROBE_QUEUE = "chaos.probe"
 STORED_ALERTS = "SELECT fingerprint, starts_at FROM alerts"
@@ -44,6 +47,8 @@ class DrillResult:
     incidents: int
     ingest_retries: int
     seconds: float
+    # Where the hostile alerts went (poison drill): stored (bounded), refused (4xx), parked, or held (none of those).
+    hostile: dict[str, int] | None = None
 
 
 @dataclass
@@ -52,6 +57,7 @@ class Drill:
     fault: Callable[[LocalVigil], Awaitable[None]]
     twice: bool = False
     replicas: int = 1
+    hostile: int = 0  # hostile alerts mixed into the stream
 
 
 async def _kill_correlator(vigil: LocalVigil) -> None:
@@ -78,6 +84,7 @@ DRILLS = {
         Drill("restart_postgres", _restart_postgres),
         Drill("two_correlators", _nothing, replicas=2),
         Drill("duplicate_delivery", _nothing, twice=True),
+        Drill("poison", _nothing, hostile=50),
     )
 }
 
@@ -122,18 +129,33 @@ async def run_drill(drill: Drill, *, alerts_per_s: int = 200, seconds: float = 1
         per_webhook = 5
         webhooks = int(alerts_per_s * seconds / per_webhook)
         t0 = datetime.now(UTC).replace(microsecond=0)
+        odd, broken = hostile_set(drill.hostile, seed=12, t0=t0)
+        # Odd alerts ride along in ordinary webhooks, spread over the stream; broken ones go alone.
+        riders = {i * webhooks // max(1, len(odd)): a for i, a in enumerate(odd)}
+        loners = {i * webhooks // max(1, len(broken)) + 1: a for i, a in enumerate(broken)}
+        hostile_accepted: list[dict[str, object]] = []
+        refused = 0
 
         async def send_one(i: int) -> None:
+            nonlocal refused
             host = f"drill-host-{i % hosts:03d}"
             alerts = [
                 alert(f"DrillAlert{i}_{j}", host, starts_at=t0 + timedelta(seconds=i), severity="warning")
                 for j in range(per_webhook)
             ]
-            body = webhook(alerts)
+            rider = riders.get(i)
+            body = webhook([*alerts, rider] if rider else alerts)
             copies = 2 if drill.twice else 1
             results = await asyncio.gather(*(sender.send(body) for _ in range(copies)))
             if any(results):
                 accepted.update(occurrence(a) for a in alerts)
+                if rider:
+                    hostile_accepted.append(rider)
+            if (loner := loners.get(i)) is not None:
+                if await sender.send(webhook([loner])):
+                    hostile_accepted.append(loner)
+                else:
+                    refused += 1
 
         async def stream() -> None:
             interval = per_webhook / alerts_per_s
@@ -149,11 +171,14 @@ async def run_drill(drill: Drill, *, alerts_per_s: int = 200, seconds: float = 1
         await asyncio.sleep(seconds / 2)
         await drill.fault(vigil)
         await streaming
-        stored, incidents, distinct_hosts = await settle(vigil.postgres.url, len(accepted))
+        stored, incidents, distinct_hosts = await settle(vigil.postgres.url, len(accepted) + len(hostile_accepted))
         await wait_for_events(probe, vigil.postgres.url)
         keys = await announced_keys(vigil.postgres.url)
         await probe.close()
         await sender.aclose()
+        hostile = None
+        if drill.hostile:
+            hostile = await where_hostile_went(vigil, hostile_accepted, {fp for fp, _ in stored}, refused)
     lost = len(accepted - stored)
     return DrillResult(
         drill=drill.name,
@@ -165,7 +190,29 @@ async def run_drill(drill: Drill, *, alerts_per_s: int = 200, seconds: float = 1
         incidents=incidents,
         ingest_retries=sender.retries,
         seconds=round(time.monotonic() - started, 1),
+        hostile=hostile,
     )
+
+
+async def where_hostile_went(
+    vigil: LocalVigil, accepted: list[dict[str, object]], stored: set[str], refused: int
+) -> dict[str, int]:
+    """Each hostile alert ingest accepted is stored (under the fingerprint its limits give it), parked, or held."""
+    parked: set[str] = set()
+    async with await aio_pika.connect(vigil.rabbitmq.url()) as conn:
+        queue = await (await conn.channel()).declare_queue(f"{CORRELATOR_QUEUE.name}.parking", passive=True)
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                parked.add(json.loads(message.body)["data"]["alert"]["fingerprint"])
+    fingerprints = [stored_fingerprint(a) for a in accepted]
+    kept = sum(fp in stored for fp in fingerprints)
+    held_back = sum(fp not in stored and fp in parked for fp in fingerprints)
+    return {
+        "stored": kept,
+        "refused_4xx": refused,
+        "parked": held_back,
+        "held": len(fingerprints) - kept - held_back,
+    }
 
 
 async def settle(db_url: str, expected: int, quiet_s: float = 30, limit_s: float = 120) -> tuple[set, int, int]:
@@ -225,6 +272,7 @@ def main() -> int:
         result = asyncio.run(run_drill(DRILLS[name], seconds=4 if args.short else 20))
         print(json.dumps(asdict(result)), flush=True)
         failed |= result.lost > 0 or result.duplicated_incidents > 0 or result.lost_events > 0
+        failed |= result.hostile is not None and result.hostile["held"] > 0
     return 1 if failed else 0
 
 

@@ -1,6 +1,6 @@
 """The short fault drills of `make chaos`, in `make test`: while alerts stream in, kill -9 the correlator,
-restart RabbitMQ, restart PostgreSQL, run two correlators, deliver everything twice. Every alert ingest
-accepted must be stored exactly once, no incident duplicated, no `incident.opened` event lost."""
+restart RabbitMQ, restart PostgreSQL, run two correlators, deliver everything twice, mix hostile alerts in. Every
+alert ingest accepted must be stored exactly once, no incident duplicated, no `incident.opened` event lost."""
 
 from __future__ import annotations
 
@@ -17,4 +17,9 @@ async def test_nothing_is_lost_or_duplicated(name: str) -> None:
     assert result.sent >= 550, result  # the stream really ran (600 alerts offered)
     assert (result.lost, result.duplicated_incidents, result.lost_events) == (0, 0, 0), result
     assert result.stored == result.sent
-    assert result.incidents == 20
+    if result.hostile is None:
+        assert result.incidents == 20
+    else:  # the poison drill: every hostile alert stored (one incident each, on its own host) or refused
+        assert result.hostile["held"] == 0 and result.hostile["parked"] == 0, result
+        assert result.hostile["stored"] + result.hostile["refused_4xx"] == 50, result
+        assert result.incidents == 20 + result.hostile["stored"]
