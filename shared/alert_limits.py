@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.contracts import AlertAdjustments
+from shared.contracts import AlertAdjustments, WebhookAlert
 from shared.fingerprint import label_fingerprint
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -242,6 +242,23 @@ def bound_alert(
         ends_at=ends_at,
         generator_url=generator_url,
         adjustments=changes.adjustments(),
+    )
+
+
+def bound_webhook_alert(
+    alert: WebhookAlert, received_at: datetime, limits: AlertLimits, earlier: AlertAdjustments | None = None
+) -> BoundedAlert:
+    """`bound_alert` over an alert as a webhook carries it."""
+    return bound_alert(
+        labels=alert.labels,
+        annotations=alert.annotations,
+        fingerprint=alert.fingerprint,
+        starts_at=alert.starts_at,
+        ends_at=alert.ends_at,
+        generator_url=alert.generator_url,
+        received_at=received_at,
+        limits=limits,
+        earlier=earlier,
     )
 
 

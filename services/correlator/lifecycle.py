@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from services.correlator.rules import Rule, RuleSet, group_key, group_labels, host_of, render_title
-from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, bound_alert, cut_text
+from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, bound_webhook_alert, cut_text
 from shared.contracts import (
     AlertAdjustments,
     AlertReceived,
@@ -70,17 +70,7 @@ class AlertChange:
         if removed:
             cut = {**(earlier.cut if earlier else {}), "receiver": removed}
             earlier = (earlier or AlertAdjustments()).model_copy(update={"cut": cut})
-        bounded = bound_alert(
-            labels=alert.labels,
-            annotations=alert.annotations,
-            fingerprint=alert.fingerprint,
-            starts_at=alert.starts_at,
-            ends_at=alert.ends_at,
-            generator_url=alert.generator_url,
-            received_at=msg.received_at,
-            limits=limits,
-            earlier=earlier,
-        )
+        bounded = bound_webhook_alert(alert, msg.received_at, limits, earlier)
         adjustments = bounded.adjustments
         return cls(
             fingerprint=bounded.fingerprint,

@@ -17,7 +17,13 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, BoundedNotification, bound_alert, bound_notification
+from shared.alert_limits import (
+    DEFAULT_LIMITS,
+    AlertLimits,
+    BoundedNotification,
+    bound_notification,
+    bound_webhook_alert,
+)
 from shared.contracts import (
     ALERTS_EXCHANGE,
     AlertAdjustments,
@@ -78,17 +84,7 @@ def bounded(
     alert: WebhookAlert, received_at: datetime, limits: AlertLimits, earlier: AlertAdjustments | None = None
 ) -> tuple[WebhookAlert, AlertAdjustments | None]:
     """The alert within `limits` (the same object when nothing changed), and what was changed."""
-    result = bound_alert(
-        labels=alert.labels,
-        annotations=alert.annotations,
-        fingerprint=alert.fingerprint,
-        starts_at=alert.starts_at,
-        ends_at=alert.ends_at,
-        generator_url=alert.generator_url,
-        received_at=received_at,
-        limits=limits,
-        earlier=earlier,
-    )
+    result = bound_webhook_alert(alert, received_at, limits, earlier)
     if result.adjustments is None and result.fingerprint == alert.fingerprint:
         return alert, None
     update = {
