@@ -12,11 +12,13 @@ from shared.alert_limits import (
     AlertLimits,
     adjustment_kinds,
     bound_alert,
+    bound_webhook_alert,
     cut_text,
     describe_adjustments,
+    plainly_within,
     stable_fingerprint,
 )
-from shared.contracts import AlertAdjustments
+from shared.contracts import AlertAdjustments, WebhookAlert
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 LIMITS = AlertLimits(max_labels=8, max_label_name_bytes=64, max_label_value_bytes=100, max_annotation_bytes=256)
@@ -169,3 +171,26 @@ def test_adjustments_are_described_in_words() -> None:
         "4 labels past the limit not stored",
         f"cut to fit: labels.instance ({result.adjustments.cut['labels.instance']:,} bytes)",
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    labels=st.dictionaries(st.text(max_size=80), st.text(max_size=120), max_size=10),
+    annotations=st.dictionaries(st.text(max_size=20), st.text(max_size=400), max_size=4),
+    fingerprint=st.sampled_from(["", "0123456789abcdef", "ABCDEF0123456789", "x"]),
+    offset=st.sampled_from([timedelta(0), timedelta(days=-20000), timedelta(days=2)]),
+)
+def test_the_fast_check_never_passes_an_alert_bounding_would_change(
+    labels: dict[str, str], annotations: dict[str, str], fingerprint: str, offset: timedelta
+) -> None:
+    alert = WebhookAlert(
+        status="firing", labels=labels, annotations=annotations, startsAt=NOW + offset, fingerprint=fingerprint
+    )
+    if plainly_within(alert, NOW, LIMITS):
+        assert bound_webhook_alert(alert, NOW, LIMITS) == bound(
+            labels=labels, annotations=annotations, fingerprint=fingerprint, starts_at=NOW + offset, generator_url=""
+        )
+        assert (
+            bound(labels=labels, annotations=annotations, fingerprint=fingerprint, starts_at=NOW + offset).adjustments
+            is None
+        )

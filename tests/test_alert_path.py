@@ -38,7 +38,7 @@ from shared.config import Settings
 from shared.contracts import CommandAction, Envelope, IncidentCommand
 from shared.fingerprint import label_fingerprint
 from shared.messaging import CORRELATOR_QUEUE, Broker, Delivery, is_outage
-from shared.topology import retry_queue_arguments, retry_queue_name, service_queue_arguments
+from shared.topology import retry_queue_arguments, retry_queue_name
 from tests.conftest import running
 from tests.test_plumbing import drain, new_broker
 
@@ -357,48 +357,45 @@ async def _status_is(p: Pipeline, alertname: str, status: str) -> bool:
 # --- 6. no message lost between queues ------------------------------------------------------------------------------
 
 
-async def test_retry_and_service_queues_dead_letter_at_least_once(amqp_url: str, rabbitmq: RabbitMQ) -> None:
+async def test_retry_queues_dead_letter_at_least_once(amqp_url: str, rabbitmq: RabbitMQ) -> None:
     broker = await new_broker(amqp_url)
     await broker.close()
     vhost = amqp_url.rsplit("/", 1)[1]
     queues = {q["name"]: q["arguments"] for q in rabbitmq.api("GET", f"/api/queues/{vhost}")}  # type: ignore[union-attr]
-    for name in ("vigil.correlator", retry_queue_name("vigil.correlator", 50), retry_queue_name("vigil.enricher", 100)):
+    for name in (retry_queue_name("vigil.correlator", 50), retry_queue_name("vigil.enricher", 100)):
         assert queues[name]["x-dead-letter-strategy"] == "at-least-once", name
         assert queues[name]["x-overflow"] == "reject-publish", name
+        assert queues[name]["x-dead-letter-routing-key"] == name.split(".retry.")[0]
 
 
-async def test_a_queue_declared_by_an_older_vigil_is_upgraded_once_empty(amqp_url: str, rabbitmq: RabbitMQ) -> None:
+async def test_a_retry_queue_declared_by_an_older_vigil_is_upgraded_once_empty(
+    amqp_url: str, rabbitmq: RabbitMQ
+) -> None:
     vhost = amqp_url.rsplit("/", 1)[1]
-    old = {k: v for k, v in service_queue_arguments("vigil.enricher").items() if not k.startswith("x-overflow")}
-    old.pop("x-dead-letter-strategy")
-    old_retry = {
-        k: v
-        for k, v in retry_queue_arguments("vigil.enricher", 50).items()
-        if k not in ("x-overflow", "x-dead-letter-strategy")
-    }
+    delay = 60_000
+
+    def old(queue: str) -> dict[str, Any]:
+        args = retry_queue_arguments(queue, delay)
+        return {k: v for k, v in args.items() if k not in ("x-overflow", "x-dead-letter-strategy")}
+
+    idle, busy = retry_queue_name("vigil.enricher", delay), retry_queue_name("vigil.reporter", delay)
     async with await aio_pika.connect(amqp_url) as conn:
         channel = await conn.channel()
-        await channel.declare_queue("vigil.enricher", durable=True, arguments=old)
-        await channel.declare_queue(retry_queue_name("vigil.enricher", 50), durable=True, arguments=old_retry)
-        busy = await channel.declare_queue(
-            "vigil.reporter",
-            durable=True,
-            arguments={
-                k: v
-                for k, v in service_queue_arguments("vigil.reporter").items()
-                if k not in ("x-overflow", "x-dead-letter-strategy")
-            },
-        )
-        await channel.default_exchange.publish(aio_pika.Message(b"waiting"), routing_key=busy.name)
-    broker = await new_broker(amqp_url)  # declares the topology
+        await channel.declare_queue(idle, durable=True, arguments=old("vigil.enricher"))
+        await channel.declare_queue(busy, durable=True, arguments=old("vigil.reporter"))
+        await channel.default_exchange.publish(aio_pika.Message(b"waiting"), routing_key=busy)
+    broker = await new_broker(amqp_url, retry_delays_ms=(delay,))  # declares the topology
     await broker.close()
     queues = {q["name"]: q for q in rabbitmq.api("GET", f"/api/queues/{vhost}")}  # type: ignore[union-attr]
-    assert queues["vigil.enricher"]["arguments"]["x-dead-letter-strategy"] == "at-least-once"
-    assert queues[retry_queue_name("vigil.enricher", 50)]["arguments"]["x-dead-letter-strategy"] == "at-least-once"
+    assert queues[idle]["arguments"]["x-dead-letter-strategy"] == "at-least-once"
     # One holding a message is left as it was, message and all, until a later start finds it empty.
-    assert "x-dead-letter-strategy" not in queues["vigil.reporter"]["arguments"]
-    assert [m.body for m in await drain(amqp_url, "vigil.reporter")] == [b"waiting"]
-    assert "vigil.enricher.upgrading" not in queues
+    assert "x-dead-letter-strategy" not in queues[busy]["arguments"]
+    assert not any(name.endswith(".upgrading") for name in queues)
+    assert [m.body for m in await drain(amqp_url, busy)] == [b"waiting"]
+    broker = await new_broker(amqp_url, retry_delays_ms=(delay,))  # the next start finds it empty
+    await broker.close()
+    queues = {q["name"]: q for q in rabbitmq.api("GET", f"/api/queues/{vhost}")}  # type: ignore[union-attr]
+    assert queues[busy]["arguments"]["x-dead-letter-strategy"] == "at-least-once"
 
 
 @pytest.mark.slow

@@ -22,7 +22,8 @@ def command_envelope(comment: str = "hello") -> Envelope[IncidentCommand]:
 
 
 async def new_broker(url: str, **kwargs: object) -> Broker:
-    broker = Broker(url, producer="test", retry_delays_ms=(50, 100), **kwargs)  # type: ignore[arg-type]
+    kwargs = {"retry_delays_ms": (50, 100), **kwargs}
+    broker = Broker(url, producer="test", **kwargs)  # type: ignore[arg-type]
     await broker.start()
     await asyncio.wait_for(broker.wait_connected(), 30)
     return broker

@@ -23,6 +23,7 @@ from shared.alert_limits import (
     BoundedNotification,
     bound_notification,
     bound_webhook_alert,
+    plainly_within,
 )
 from shared.contracts import (
     ALERTS_EXCHANGE,
@@ -84,6 +85,8 @@ def bounded(
     alert: WebhookAlert, received_at: datetime, limits: AlertLimits, earlier: AlertAdjustments | None = None
 ) -> tuple[WebhookAlert, AlertAdjustments | None]:
     """The alert within `limits` (the same object when nothing changed), and what was changed."""
+    if earlier is None and plainly_within(alert, received_at, limits):
+        return alert, None
     result = bound_webhook_alert(alert, received_at, limits, earlier)
     if result.adjustments is None and result.fingerprint == alert.fingerprint:
         return alert, None
