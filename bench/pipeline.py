@@ -165,7 +165,7 @@ async def latency(vigil: LocalVigil, sender: WebhookSender) -> list[float]:
 async def main() -> None:
     progress("starting PostgreSQL, RabbitMQ and the five services")
     async with LocalVigil() as vigil:
-        sender = WebhookSender(f"{vigil.url('ingest')}/api/v1/webhooks/alertmanager", "harness-token")
+        sender = WebhookSender(f"{vigil.url('ingest')}/api/v1/webhooks/alertmanager", "harness-sender-token-01")
         try:
             measured = (*ALL_SERVICES, "postgres", "rabbitmq")
             cpu_before = {name: vigil.cpu_seconds(name) for name in measured}

@@ -124,7 +124,7 @@ async def run_drill(drill: Drill, *, alerts_per_s: int = 200, seconds: float = 1
         await vigil.wait_ready([f"correlator-{n}" for n in range(2, drill.replicas + 1)])
         probe = EventProbe(vigil.rabbitmq.url())
         await probe.start()
-        sender = WebhookSender(f"{vigil.url('ingest')}/api/v1/webhooks/alertmanager", "harness-token")
+        sender = WebhookSender(f"{vigil.url('ingest')}/api/v1/webhooks/alertmanager", "harness-sender-token-01")
         accepted: set[tuple[str, str]] = set()
         per_webhook = 5
         webhooks = int(alerts_per_s * seconds / per_webhook)

@@ -6,6 +6,7 @@ exactly these fields). A wrong value stops the process at start with the variabl
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
+
+from shared.secret_values import url_password_weakness, weakness
 
 ENV_PREFIX = "VIGIL_"
 
@@ -34,7 +37,9 @@ class Settings(BaseSettings):
 
     database_url: str = Field("postgresql://vigil@127.0.0.1:55432/vigil", description="PostgreSQL DSN.")
     database_pool_size: int = Field(10, ge=1, le=200)
-    amqp_url: str = Field("amqp://vigil:vigil@127.0.0.1:55672/", description="RabbitMQ URL.")
+    amqp_url: str = Field(
+        "amqp://vigil@127.0.0.1:55672/", description="RabbitMQ URL; its password, if any, must be a real one."
+    )
     prefetch: int = Field(
         400,
         ge=1,
@@ -102,6 +107,39 @@ class Settings(BaseSettings):
     web_login_lockout_s: int = Field(
         300, ge=1, description="The lockout window: a locked user name may try again once its failures age out."
     )
+    web_login_max_failures_per_address: int = Field(
+        20, ge=0, description="Failed logins one client address may have within the lockout window; 0: no limit."
+    )
+    web_login_concurrency: int = Field(
+        2, ge=1, le=64, description="Password checks (64 MiB of argon2 each) running at once; more wait, then 503."
+    )
+    web_login_wait_s: float = Field(2.0, gt=0, le=60, description="How long a login waits for a password check slot.")
+    web_trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="CIDRs of reverse proxies whose VIGIL_WEB_TRUSTED_HEADER and X-Forwarded-For are believed; "
+        "comma-separated.",
+    )
+    web_read_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="How long a client may take to send a request's headers and body."
+    )
+    web_statement_timeout_ms: int = Field(
+        5000, ge=100, description="statement_timeout of the web's page and API queries."
+    )
+    web_audit_statement_timeout_ms: int = Field(
+        120_000, ge=1000, description="statement_timeout of an audit export's queries."
+    )
+    web_max_live_clients: int = Field(200, ge=1, description="Live (server-sent events) connections at once.")
+    web_max_audit_exports: int = Field(2, ge=1, le=16, description="Audit exports built at once; more get 503.")
+    web_database_url: str | None = Field(
+        None,
+        description="PostgreSQL DSN of the web's own least-privilege role (vigil_web); unset: VIGIL_DATABASE_URL.",
+    )
+    retention_days: int = Field(
+        400, ge=1, le=36_500, description="Resolved incidents and all their rows are deleted this long after resolve."
+    )
+    message_retention_days: int = Field(
+        7, ge=1, le=365, description="Published outbox rows and processed-message ids are deleted after this."
+    )
 
     prometheus_url: str = Field("http://127.0.0.1:59090")
     prometheus_trusted_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -150,11 +188,51 @@ class Settings(BaseSettings):
             tokens[name.strip()] = token.strip()
         return tokens
 
-    @field_validator("web_readonly_tokens", "prometheus_trusted_hosts", mode="before")
+    @field_validator("web_readonly_tokens", "prometheus_trusted_hosts", "web_trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("ingest_token", "api_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (problem := weakness(value.get_secret_value())):
+            raise ValueError(f"the token {problem}")
+        return value
+
+    @field_validator("ingest_tokens")
+    @classmethod
+    def _strong_sender_tokens(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for sender, token in value.items():
+            if problem := weakness(token.get_secret_value()):
+                raise ValueError(f"the token of sender {sender!r} {problem}")
+        return value
+
+    @field_validator("web_readonly_tokens")
+    @classmethod
+    def _strong_tokens(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for n, token in enumerate(value, 1):
+            if problem := weakness(token.get_secret_value()):
+                raise ValueError(f"token {n} {problem}")
+        return value
+
+    @field_validator("database_url", "amqp_url", "web_database_url")
+    @classmethod
+    def _strong_url_password(cls, value: str | None) -> str | None:
+        if value is not None and (problem := url_password_weakness(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("web_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or CIDR: {cidr!r}") from None
         return value
 
     @field_validator("retry_delays_ms")

@@ -153,7 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--queue", default="", help="durable queue name (default: a private queue for this run)")
     parser.add_argument("--forward-url", default="", help="POST each event as JSON here instead of printing it")
-    parser.add_argument("--amqp-url", default=os.environ.get("VIGIL_AMQP_URL", "amqp://vigil:vigil@127.0.0.1:55672/"))
+    parser.add_argument("--amqp-url", default=os.environ.get("VIGIL_AMQP_URL", "amqp://vigil@127.0.0.1:55672/"))
     parser.add_argument("--prefetch", type=int, default=50)
     args = parser.parse_args(argv)
     if args.forward_url and not args.forward_url.startswith(("http://", "https://")):

@@ -90,8 +90,8 @@ def settings(db_url: str, amqp_url: str, tmp_path: Path) -> Settings:
         retry_delays_ms=(100, 200),
         refresh_interval_ms=1000,
         max_attempts=3,
-        ingest_token="test-token",
-        api_token="test-api-token",
+        ingest_token="test-sender-token-0001",
+        api_token="test-api-token-000001",
         database_pool_size=4,
     )
 

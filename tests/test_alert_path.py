@@ -88,7 +88,7 @@ class Pipeline:
     correlator: str
     client: httpx.AsyncClient
 
-    async def post(self, body: Any, token: str = "test-token") -> httpx.Response:
+    async def post(self, body: Any, token: str = "test-sender-token-0001") -> httpx.Response:
         return await self.client.post(
             self.ingest + WEBHOOK,
             content=json.dumps(body),
@@ -329,13 +329,13 @@ async def test_a_lane_that_settles_nothing_fails_readyz_and_shows_its_oldest_wai
 
 
 async def test_another_sender_cannot_resolve_or_change_an_alert(settings: Settings) -> None:
-    settings = settings.model_copy(update={"ingest_tokens": {"cron": SecretStr("cron-token")}})
+    settings = settings.model_copy(update={"ingest_tokens": {"cron": SecretStr("cron-sender-token-01")}})
     async with pipeline(settings) as p:
         firing = am_alert("Owned", "db9")
         assert (await p.post(notification(firing))).status_code == 200
         await p.until(lambda: _status_is(p, "Owned", "firing"))
         resolved = {**firing, "status": "resolved", "endsAt": datetime.now(UTC).isoformat()}
-        assert (await p.post(notification(resolved), token="cron-token")).status_code == 200
+        assert (await p.post(notification(resolved), token="cron-sender-token-01")).status_code == 200
         await asyncio.sleep(1.0)
         [still] = await p.stored("Owned")
         assert (await p.post(notification(resolved))).status_code == 200

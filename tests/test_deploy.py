@@ -134,7 +134,13 @@ def test_env_example_documents_every_required_variable():
         if line and not line.startswith("#")
     )
     assert set(example) == REQUIRED_ENV
-    assert set(example.values()) == {"change-me"}
+    assert set(example.values()) == {""}  # nothing usable: every secret is the reader's own
+
+
+def test_compose_refuses_an_empty_secret(tmp_path):
+    env = {k: "x" * 32 for k in REQUIRED_ENV} | {"VIGIL_API_TOKEN": ""}
+    proc = compose_config(tmp_path, env)
+    assert proc.returncode != 0 and "set VIGIL_API_TOKEN in .env" in proc.stderr
 
 
 def test_every_image_is_pinned():

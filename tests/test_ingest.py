@@ -30,7 +30,7 @@ from tests.conftest import running
 
 WEBHOOK = "/api/v1/webhooks/alertmanager"
 EVENTS = "/api/v1/events"
-AUTH = {"Authorization": "Bearer test-token"}
+AUTH = {"Authorization": "Bearer test-sender-token-0001"}
 
 
 def am_alert(name: str = "HostDown", **labels: str) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def ingest_settings(amqp_url: str, tmp_path: Path) -> Settings:
         amqp_url=amqp_url,
         state_dir=tmp_path,
         ingest_port=free_port(),
-        ingest_token="test-token",
+        ingest_token="test-sender-token-0001",
         retry_delays_ms=(100, 200),
         publish_timeout_s=3,
     )
@@ -198,7 +198,7 @@ async def test_senders_by_bearer_and_basic_auth_are_named_on_the_message(
     )
     basic = base64.b64encode(b"grafana:g-secret").decode()
     async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
-        for header in ("Bearer g-secret", f"Basic {basic}", "bearer test-token"):
+        for header in ("Bearer g-secret", f"Basic {basic}", "bearer test-sender-token-0001"):
             async with http.post(url + WEBHOOK, json=notification(am_alert()), headers={"Authorization": header}) as r:
                 assert r.status == 200, await r.text()
         messages = await tap.take(3)
@@ -211,10 +211,10 @@ async def test_senders_by_bearer_and_basic_auth_are_named_on_the_message(
         None,
         "Bearer wrong",
         "Bearer ",
-        "Token test-token",
-        "Basic " + base64.b64encode(b"cron:test-token").decode(),  # right token, wrong sender name
+        "Token test-sender-token-0001",
+        "Basic " + base64.b64encode(b"cron:test-sender-token-0001").decode(),  # right token, wrong sender name
         "Basic !!!notbase64",
-        "Bearer test-token-and-more",
+        "Bearer test-sender-token-0001-and-more",
     ],
 )
 async def test_missing_or_wrong_token_is_401_and_nothing_is_published(
@@ -507,7 +507,7 @@ async def test_documented_curl_example_is_accepted(
         result = await asyncio.to_thread(
             subprocess.run,
             ["bash", "-c", command],
-            env={**os.environ, "VIGIL_TOKEN": "test-token"},
+            env={**os.environ, "VIGIL_TOKEN": "test-sender-token-0001"},
             capture_output=True,
             text=True,
             timeout=30,

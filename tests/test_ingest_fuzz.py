@@ -27,7 +27,7 @@ from shared.config import Settings
 from tests.conftest import running
 from tests.test_ingest import EVENTS, WEBHOOK, am_alert, notification
 
-TOKEN = "fuzz-token"
+TOKEN = "fuzz-sender-token-0001"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

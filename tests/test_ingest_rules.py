@@ -36,7 +36,10 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def tokens() -> SenderTokens:
-    settings = Settings(ingest_token="t-default", ingest_tokens={"grafana": SecretStr("t-grafana"), "cron": "t-cron"})
+    settings = Settings(
+        ingest_token="t-default-0123456789",
+        ingest_tokens={"grafana": SecretStr("t-grafana-0123456789"), "cron": "t-cron-0123456789ab"},
+    )
     return SenderTokens.from_settings(settings)
 
 
@@ -46,17 +49,26 @@ def basic(name: bytes, password: bytes) -> str:
 
 def test_each_sender_is_recognised_by_its_own_token_only() -> None:
     senders = tokens()
-    assert senders.sender("Bearer t-default") == "alertmanager"
-    assert senders.sender("bearer  t-grafana ") == "grafana"
-    assert senders.sender(basic(b"cron", b"t-cron")) == "cron"
-    assert senders.sender(basic(b"grafana", b"t-cron")) is None  # a token is bound to its sender's name
+    assert senders.sender("Bearer t-default-0123456789") == "alertmanager"
+    assert senders.sender("bearer  t-grafana-0123456789 ") == "grafana"
+    assert senders.sender(basic(b"cron", b"t-cron-0123456789ab")) == "cron"
+    assert senders.sender(basic(b"grafana", b"t-cron-0123456789ab")) is None  # a token is bound to its sender's name
     assert senders.sender(basic(b"cron", b"")) is None
-    for bad in (None, "", "Bearer", "Bearer t-defaul", "Bearer t-default2", "t-default", "Basic ###", "Digest x"):
+    for bad in (
+        None,
+        "",
+        "Bearer",
+        "Bearer t-default-012345678",
+        "Bearer t-default-01234567892",
+        "t-default-0123456789",
+        "Basic ###",
+        "Digest x",
+    ):
         assert senders.sender(bad) is None, bad
 
 
 def test_no_tokens_configured_matches_nothing() -> None:
-    senders = SenderTokens.from_settings(Settings(ingest_token="", ingest_tokens={}))
+    senders = SenderTokens.from_settings(Settings(ingest_token=None, ingest_tokens={}))
     assert not senders
     assert senders.sender("Bearer ") is None
     assert senders.sender(basic(b"alertmanager", b"")) is None

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from services.web.access import Role, TokenBook, check_password, hash_password, load_users, safe_next
+from services.web.access import (
+    Role,
+    TokenBook,
+    UsersFileError,
+    check_password,
+    hash_password,
+    load_users,
+    safe_next,
+)
 from services.web.charts import MAX_MARKERS, render_chart
 from services.web.listing import (
     Cursor,
@@ -22,6 +30,7 @@ from services.web.listing import (
 )
 from services.web.lockout import Limit, retry_after
 from services.web.presentation import duration, time_tag, timeline_summary, web_link
+from shared.secret_values import EXAMPLE_HASHES
 
 T0 = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 
@@ -209,10 +218,15 @@ def test_login_redirects_stay_on_site(target: str | None, expected: str) -> None
     assert safe_next(target) == expected
 
 
-def test_example_users_file_loads_and_its_documented_password_works() -> None:
-    users = load_users(Path("deploy/users.example.yml"))
-    assert {u.role for u in users.values()} == {Role.responder, Role.viewer}
-    assert check_password(users, "alice", "a-long-example-password") == users["alice"]
+def test_the_example_users_file_cannot_be_used_as_it_is(tmp_path: Path) -> None:
+    with pytest.raises(UsersFileError, match=r"users\[0\]: `password_hash` must be an argon2 hash"):
+        load_users(Path("deploy/users.example.yml"))
+    # The hash an earlier example shipped, beside its password, is refused wherever it turns up.
+    (shipped,) = EXAMPLE_HASHES
+    copied = tmp_path / "users.yml"
+    copied.write_text(f"users:\n  - name: alice\n    password_hash: '{shipped}'\n    role: responder\n")
+    with pytest.raises(UsersFileError, match="the example's"):
+        load_users(copied)
 
 
 def test_hash_password_command_prints_a_hash_the_users_file_accepts(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from shared.config import Settings
+from shared.secret_values import EXAMPLE_HASHES
 
 _hasher = PasswordHasher()
 # Checked when a user name is unknown, so a wrong name takes as long as a wrong password.
@@ -86,6 +87,8 @@ def load_users(path: Path | None) -> dict[str, User]:
             raise UsersFileError(
                 f"{where}: `password_hash` must be an argon2 hash (python -m services.web.hash_password)"
             )
+        if hashed in EXAMPLE_HASHES:
+            raise UsersFileError(f"{where}: `password_hash` is the example's, whose password is published; make one")
         if role not in Role.__members__:
             raise UsersFileError(f"{where}: `role` must be responder or viewer")
         if name in users:

@@ -21,7 +21,7 @@ from services.web.appkeys import LIVE
 from shared.config import Settings
 from tests.conftest import running
 
-RESPONDER_TOKEN = "test-api-token"  # the `settings` fixture's api_token
+RESPONDER_TOKEN = "test-api-token-000001"  # the `settings` fixture's api_token
 READONLY_TOKEN = "readonly-token-123"
 PASSWORDS = {"alice": "alice-password-1", "victor": "victor-password-1"}
 
