@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from devstack.postgres import Postgres
-from devstack.procs import cpu_seconds, free_port, peak_rss_mb, read_pid, tree_cpu_seconds
+from devstack.procs import cpu_seconds, free_port, free_ports, peak_rss_mb, read_pid, tree_cpu_seconds
 from devstack.rabbitmq import RabbitMQ
 from devstack.readiness import wait_ready
 from devstack.supervisor import Supervisor
@@ -46,7 +46,7 @@ class LocalVigil:
         try:
             await asyncio.gather(asyncio.to_thread(self.postgres.start), asyncio.to_thread(self.rabbitmq.start))
             await migrate(self.postgres.url)
-            self.ports = {name: free_port() for name in ALL_SERVICES}
+            self.ports = dict(zip(ALL_SERVICES, free_ports(len(ALL_SERVICES)), strict=True))
             self.env = {
                 "VIGIL_DATABASE_URL": self.postgres.url,
                 "VIGIL_AMQP_URL": self.rabbitmq.url(),

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from devstack.postgres import Postgres
-from devstack.procs import free_port
+from devstack.procs import free_port, free_ports
 from devstack.rabbitmq import RabbitMQ
 
 
@@ -25,4 +25,5 @@ def new_postgres(root: Path) -> Postgres:
 
 
 def new_rabbitmq(root: Path) -> RabbitMQ:
-    return RabbitMQ(root / "rabbitmq", free_port(), free_port(), secrets.token_hex(12))
+    amqp, management = free_ports(2)
+    return RabbitMQ(root / "rabbitmq", amqp, management, secrets.token_hex(12))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from devstack.procs import free_port
+from devstack.procs import free_ports
 
 SERVICES = ("ingest", "correlator", "enricher", "reporter", "web")
 
@@ -54,8 +54,9 @@ def stack_env_for_test() -> Iterator[dict[str, str]]:
     state = Path(tempfile.mkdtemp(prefix="vigil-run-"))
     state.chmod(0o755)
     env = {"VIGIL_STATE_DIR": str(state)}
-    for name in (*SERVICES, "postgres", "rabbitmq", "rabbitmq_management", "prometheus", "alertmanager"):
-        env[f"VIGIL_{name.upper()}_PORT"] = str(free_port())
+    names = (*SERVICES, "postgres", "rabbitmq", "rabbitmq_management", "prometheus", "alertmanager")
+    for name, port in zip(names, free_ports(len(names)), strict=True):
+        env[f"VIGIL_{name.upper()}_PORT"] = str(port)
     for name in ("DATABASE_URL", "AMQP_URL", "PROMETHEUS_URL", "INGEST_TOKEN", "API_TOKEN"):
         env[f"VIGIL_{name}"] = ""
     yield env
