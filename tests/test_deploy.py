@@ -5,7 +5,9 @@ test instead of skipping it: scripts/provision installs them (docker-compose, pr
 prometheus-alertmanager from Debian).
 """
 
+import ipaddress
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,17 +15,25 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 
+from devstack.postgres import pg_bin
 from shared.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 
 VIGIL_PORTS = {"web": 8080, "ingest": 8081, "correlator": 8082, "enricher": 8083, "reporter": 8084}
-PUBLISHED = {"web", "ingest", "grafana"}
-REQUIRED_ENV = {"POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "VIGIL_API_TOKEN", "GRAFANA_ADMIN_PASSWORD"}
+PUBLISHED = {"web", "ingest", "grafana", "oauth2-proxy"}
+REQUIRED_ENV = {
+    "POSTGRES_PASSWORD",
+    "WEB_DB_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "VIGIL_API_TOKEN",
+    "GRAFANA_ADMIN_PASSWORD",
+}
 
 # Vigil's metrics (name -> kind) and the prometheus_client process collector's.
 VIGIL_METRICS = {
@@ -42,6 +52,8 @@ VIGIL_METRICS = {
     "vigil_consumer_oldest_unacked_seconds": "gauge",
     "vigil_consumer_stalled": "gauge",
     "vigil_topology_outdated_queues": "gauge",
+    "vigil_retention_deleted_rows_total": "counter",
+    "vigil_retention_last_pass_timestamp_seconds": "gauge",
 }
 PROCESS_METRICS = {
     "process_cpu_seconds_total",
@@ -154,7 +166,7 @@ def test_every_image_is_pinned():
         assert tag != "latest" and re.match(r"v?\d+\.\d+", tag), (name, image)
 
 
-def test_only_web_ingest_and_grafana_publish_and_only_on_loopback():
+def test_only_web_ingest_grafana_and_the_proxy_publish_and_only_on_loopback():
     published = set()
     for name, svc in services()["services"].items():
         for port in svc.get("ports", []):
@@ -172,6 +184,37 @@ def test_unpublished_services_are_only_on_internal_networks():
             assert set(svc.get("networks", {})) <= internal, name
 
 
+def test_the_web_believes_the_user_header_only_from_oauth2_proxys_address_on_an_internal_network():
+    cfg = services()
+    network = cfg["networks"]["web-proxy"]
+    assert network["internal"] is True
+    (pool,) = network["ipam"]["config"]
+    subnet = ipaddress.ip_network(pool["subnet"])
+    proxy = cfg["services"]["oauth2-proxy"]
+    assert proxy["profiles"] == ["proxy"]  # not part of the default deployment
+    assert proxy["user"].split(":")[0] not in {"0", "root"} and proxy["read_only"] is True
+    address = ipaddress.ip_address(proxy["networks"]["web-proxy"]["ipv4_address"])
+    assert address in subnet
+    # Only the two of them are on it, and the proxy reaches the web by the alias it has there alone.
+    on_it = {name for name, svc in cfg["services"].items() if "web-proxy" in svc.get("networks", {})}
+    assert on_it == {"web", "oauth2-proxy"}
+    (alias,) = cfg["services"]["web"]["networks"]["web-proxy"]["aliases"]
+    assert proxy["environment"]["OAUTH2_PROXY_UPSTREAMS"] == f"http://{alias}:8080/"
+    env = cfg["services"]["web"]["environment"]
+    trusted = Settings(web_trusted_proxies=env["VIGIL_WEB_TRUSTED_PROXIES"]).web_trusted_proxies
+    # The proxy's address only: the subnet also holds the host's bridge address, open to any local user.
+    assert [ipaddress.ip_network(cidr) for cidr in trusted] == [ipaddress.ip_network(f"{address}/32")]
+
+
+def test_the_default_deployment_runs_without_the_proxy():
+    # `docker-compose up` without `--profile proxy` starts every service but the proxy, and the web as before.
+    cfg = services()
+    assert {name for name, svc in cfg["services"].items() if svc.get("profiles")} == {"oauth2-proxy"}
+    web = cfg["services"]["web"]
+    assert {"backend", "edge"} <= set(web["networks"]) and web["ports"]
+    assert web["environment"]["VIGIL_WEB_TRUSTED_HEADER"] == ""  # off unless .env sets it
+
+
 def test_vigil_services_are_non_root_healthchecked_and_configured():
     for name, port in VIGIL_PORTS.items():
         svc = services()["services"][name]
@@ -182,7 +225,13 @@ def test_vigil_services_are_non_root_healthchecked_and_configured():
         assert svc["healthcheck"]["test"][:2] == ["CMD", "python"], name
         assert f"http://127.0.0.1:{port}/readyz" in svc["healthcheck"]["test"][-1], name
         env = svc["environment"]
-        assert env["VIGIL_DATABASE_URL"].startswith("postgresql://vigil:test-postgres_password@postgres:5432/")
+        if name == "web":  # its own login, and never the schema owner's password
+            assert "VIGIL_DATABASE_URL" not in env
+            login = "postgresql://vigil_web_login:test-web_db_password@postgres:5432/vigil"
+            assert env["VIGIL_WEB_DATABASE_URL"] == login
+        else:
+            assert env["VIGIL_DATABASE_URL"].startswith("postgresql://vigil:test-postgres_password@postgres:5432/")
+            assert "VIGIL_WEB_DATABASE_URL" not in env
         assert env["VIGIL_AMQP_URL"] == "amqp://vigil:test-rabbitmq_password@rabbitmq:5672/"
         assert env["VIGIL_PROMETHEUS_URL"] == "http://prometheus:9090"
         assert env["VIGIL_LOKI_URL"] == "http://loki:3100"
@@ -211,6 +260,42 @@ def test_ingest_and_alertmanager_share_the_token_file():
     assert webhook["http_config"]["authorization"]["credentials_file"] == f"/run/secrets/{secret}"
     # The secret file itself is the user's, and never committed.
     assert run("git", "check-ignore", "-q", f"deploy/secrets/{secret}").returncode == 0
+
+
+def test_postgres_makes_the_webs_own_login_with_its_init_script(postgres, db_url):
+    """The postgres image runs deploy/postgres/initdb/*.sh when it creates its volume; here the script runs as the
+    image would (psql to the database as POSTGRES_USER), against the test cluster, twice: the second run is an
+    operator changing WEB_DB_PASSWORD."""
+    pg = services()["services"]["postgres"]
+    assert pg["environment"]["VIGIL_WEB_DB_PASSWORD"] == "test-web_db_password"
+    mounts = {v["target"]: v for v in pg["volumes"] if isinstance(v, dict)} or {
+        v.split(":")[1]: {"source": v.split(":")[0], "read_only": v.endswith(":ro")} for v in pg["volumes"]
+    }
+    init = mounts["/docker-entrypoint-initdb.d"]
+    assert Path(init["source"]) == DEPLOY / "postgres" / "initdb" and init["read_only"]
+    (script,) = (DEPLOY / "postgres" / "initdb").glob("*.sh")
+    assert os.access(script, os.X_OK)  # the image executes an executable script (and would source any other)
+    database = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    env = {
+        "PATH": f"{Path(pg_bin('psql')).parent}:/usr/bin:/bin",
+        "POSTGRES_USER": postgres.user,
+        "POSTGRES_DB": str(database),
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(postgres.port),
+        "PGPASSWORD": postgres.password,
+    }
+    web_url = db_url.replace(f"{postgres.user}:{postgres.password}@", "vigil_web_login:{}@")
+    for password in ("first-password-0123456789", "second-password-0123456789"):
+        proc = run("sh", str(script), env={**env, "VIGIL_WEB_DB_PASSWORD": password})
+        assert proc.returncode == 0, proc.stderr
+        with psycopg.connect(web_url.format(password), autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM incidents").fetchone() == (0,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("DELETE FROM incidents")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(web_url.format("first-password-0123456789"))
+    refused = run("sh", str(script), env={**env, "VIGIL_WEB_DB_PASSWORD": ""})
+    assert refused.returncode != 0 and "set WEB_DB_PASSWORD in .env" in refused.stderr
 
 
 def test_bind_mounted_repo_files_exist():

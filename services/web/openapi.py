@@ -19,8 +19,15 @@ def _key() -> dict[str, Any]:
     return {"name": "key", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^INC-\d{6,}$"}}
 
 
-READ_ERRORS = {"401": _error("No credentials"), "404": _error("No such incident")}
+# Any request: credentials, cookies or a CSRF header that are not UTF-8 or hold control characters; a query past
+# VIGIL_WEB_STATEMENT_TIMEOUT_MS (`query_timeout`) or PostgreSQL unreachable (`database_unavailable`), with Retry-After.
+COMMON_ERRORS = {
+    "400": _error("Malformed credentials, cookie or CSRF header"),
+    "503": _error("A query took too long, or the database is unreachable; retry after Retry-After"),
+}
+READ_ERRORS = {**COMMON_ERRORS, "401": _error("No credentials"), "404": _error("No such incident")}
 ACT_ERRORS = {
+    "400": COMMON_ERRORS["400"],
     "401": _error("No credentials"),
     "403": _error("Read-only credentials, or a missing CSRF token for a session"),
     "404": _error("No such incident"),
@@ -69,6 +76,14 @@ def _download(summary: str, types: dict[str, str], parameters: list[dict[str, An
             },
         }
     }
+
+
+def _audit(path: dict[str, Any]) -> dict[str, Any]:
+    path["get"]["responses"]["503"] = _error(
+        "VIGIL_WEB_MAX_AUDIT_EXPORTS exports are running (`busy`), or the audit ran past "
+        "VIGIL_WEB_AUDIT_STATEMENT_TIMEOUT_MS; retry after Retry-After"
+    )
+    return path
 
 
 def openapi_document() -> dict[str, Any]:
@@ -144,6 +159,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "A page of incidents and the counts per state",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IncidentPage"}}},
                         },
+                        **COMMON_ERRORS,
                         "401": _error("No credentials"),
                         "422": _error("Invalid query parameter (the body names it)"),
                     },
@@ -169,11 +185,15 @@ def openapi_document() -> dict[str, Any]:
                 [_key()],
             ),
             "/api/v1/incidents/{key}/report.json": _download("JSON report", {"json": "application/json"}, [_key()]),
-            "/api/v1/reports/audit.md": _download("Audit report of a period", {"md": "text/markdown"}, range_params),
-            "/api/v1/reports/audit.xlsx": _download(
-                "Audit report of a period",
-                {"xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
-                range_params,
+            "/api/v1/reports/audit.md": _audit(
+                _download("Audit report of a period", {"md": "text/markdown"}, range_params)
+            ),
+            "/api/v1/reports/audit.xlsx": _audit(
+                _download(
+                    "Audit report of a period",
+                    {"xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+                    range_params,
+                )
             ),
             "/api/v1/incidents/{key}/ack": _action("Acknowledge"),
             "/api/v1/incidents/{key}/resolve": _action("Resolve"),
@@ -182,7 +202,12 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/stream": {
                 "get": {
                     "summary": "Server-sent events: `incident` events with the changed incident's key, state, severity",
-                    "responses": {"200": {"description": "text/event-stream"}, "401": _error("No credentials")},
+                    "responses": {
+                        "200": {"description": "text/event-stream"},
+                        "400": COMMON_ERRORS["400"],
+                        "401": _error("No credentials"),
+                        "503": _error("VIGIL_WEB_MAX_LIVE_CLIENTS streams are open (`busy`); retry after Retry-After"),
+                    },
                 }
             },
         },
