@@ -12,10 +12,14 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from devstack.procs import StackError, read_pid, spawn, stop_pid, wait_until
 
 PG_USER = "postgres"
+# The web's login and the group role migration 0060_roles grants the web's reads and writes to.
+WEB_LOGIN = "vigil_web_login"
+WEB_ROLE = "vigil_web"
 
 
 def pg_bin(name: str) -> str:
@@ -139,6 +143,35 @@ class Postgres:
         deadline = time.monotonic() + 10
         while (self.data_dir / "postmaster.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def login_url(url: str, user: str, password: str) -> str:
+    """`url`'s server and database, logged in as `user`."""
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}{port}"))
+
+
+def ensure_login(owner_url: str, login: str, password: str, role: str) -> str:
+    """Make `login` a member of `role` with `password` (made, or its password set, as it is found); returns the URL
+    it connects to the owner's database with. The owner needs CREATEROLE (a superuser, as `make run`'s is)."""
+    import psycopg
+    from psycopg import sql
+
+    name, secret, group = sql.Identifier(login), sql.Literal(password), sql.Identifier(role)
+    try:
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
+            make = sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}" if exists else "CREATE ROLE {} LOGIN PASSWORD {}")
+            conn.execute(make.format(name, secret))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(group, name))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise StackError(
+            f"the database user may not make the web's login {login} ({exc.diag.message_primary}): give it CREATEROLE, "
+            f"or set VIGIL_WEB_DATABASE_URL to a login that is a member of {role}"
+        ) from exc
+    return login_url(owner_url, login, password)
 
 
 def _alive(pid: int) -> bool:

@@ -24,7 +24,7 @@ from typing import Protocol
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from devstack.postgres import Postgres
+from devstack.postgres import WEB_LOGIN, WEB_ROLE, Postgres, ensure_login
 from devstack.procs import StackError
 from devstack.rabbitmq import RabbitMQ
 from devstack.readiness import wait_ready
@@ -33,6 +33,7 @@ from shared.config import Settings, load_settings
 from shared.db import migrate
 
 SERVICES = ("ingest", "correlator", "enricher", "reporter", "web")
+SECRETS = ("postgres", "rabbitmq", "ingest_token", "api_token", "web_db")
 
 
 class StackSettings(BaseSettings):
@@ -60,13 +61,15 @@ class Stack:
     started: list[tuple[str, Server]] = field(default_factory=list)
 
     def secrets(self) -> dict[str, str]:
-        """Passwords and tokens made once per state directory, so a second run finds its data again."""
+        """Passwords and tokens made once per state directory, so a second run finds its data again. One that a
+        state directory from an older Vigil lacks is made and added; the others are kept."""
         path = self.state / "secrets.json"
-        if path.exists():
-            return dict(json.loads(path.read_text()))
-        made = {name: secrets.token_urlsafe(24) for name in ("postgres", "rabbitmq", "ingest_token", "api_token")}
-        path.write_text(json.dumps(made, indent=2))
-        path.chmod(0o600)
+        made: dict[str, str] = dict(json.loads(path.read_text())) if path.exists() else {}
+        missing = [name for name in SECRETS if name not in made]
+        if missing:
+            made.update({name: secrets.token_urlsafe(24) for name in missing})
+            path.write_text(json.dumps(made, indent=2))
+            path.chmod(0o600)
         return made
 
     def stop_all(self) -> None:
@@ -129,6 +132,17 @@ def start_servers(stack: Stack, settings: Settings, ports: StackSettings, *, dem
     if ports.with_monitoring or demo:
         env.update(start_monitoring(stack, settings, ports, env["VIGIL_INGEST_TOKEN"], demo=demo))
     return env
+
+
+def web_login(stack: Stack, settings: Settings) -> dict[str, str]:
+    """The web connects with a login of its own in role vigil_web (reads incidents, writes only its sessions), made
+    here with the owner's URL once the migrations have made the role; unless VIGIL_WEB_DATABASE_URL names one."""
+    if os.environ.get("VIGIL_WEB_DATABASE_URL"):
+        print("vigil: the web logs in with VIGIL_WEB_DATABASE_URL", flush=True)
+        return {}
+    url = ensure_login(settings.database_url, WEB_LOGIN, stack.secrets()["web_db"], WEB_ROLE)
+    print(f"vigil: the web logs in as {WEB_LOGIN} (role {WEB_ROLE})", flush=True)
+    return {"VIGIL_WEB_DATABASE_URL": url}
 
 
 def node_exporter() -> str | None:
@@ -252,6 +266,7 @@ def main() -> int:
         settings = load_settings()
         asyncio.run(migrate(settings.database_url))
         print("vigil: database migrated", flush=True)
+        env.update(web_login(stack, settings))
         asyncio.run(supervise(settings, env, ports, demo=demo))
     except StackError as exc:
         print(f"vigil: {exc}", file=sys.stderr, flush=True)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.errors import Diagnostic
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
@@ -26,13 +31,30 @@ set_json_loads(orjson.loads)
 set_json_dumps(orjson.dumps)
 
 
-async def open_pool(url: str, *, max_size: int = 10, min_size: int = 1) -> AsyncConnectionPool:
-    """An open pool whose connections return rows as dicts; waits until the first connection works."""
+# A session setting rather than the connection's `options` parameter, which would replace any `options` the URL
+# carries; set_config takes the value as a parameter.
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
+
+
+async def open_pool(
+    url: str, *, max_size: int = 10, min_size: int = 1, statement_timeout_ms: int | None = None
+) -> AsyncConnectionPool:
+    """An open pool whose connections return rows as dicts; waits until the first connection works.
+
+    With `statement_timeout_ms`, PostgreSQL cancels any statement of the pool's connections that runs longer
+    (SQLSTATE 57014, psycopg.errors.QueryCanceled): a reader serving people gives up instead of piling up.
+    """
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(SET_STATEMENT_TIMEOUT, (f"{statement_timeout_ms}ms",))
+        await conn.commit()
+
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         kwargs={"row_factory": dict_row, "autocommit": False},
+        configure=configure if statement_timeout_ms is not None else None,
         open=False,
         name="vigil",
         # A dead server must surface as an error within seconds, not a hang.
@@ -41,6 +63,23 @@ async def open_pool(url: str, *, max_size: int = 10, min_size: int = 1) -> Async
     )
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+def connect_sync(url: str, *, statement_timeout_ms: int) -> psycopg.Connection[Any]:
+    """A blocking connection for work done in a thread of its own (an audit export), with its statement_timeout."""
+    conn = psycopg.connect(url, connect_timeout=10)
+    try:
+        conn.execute(SET_STATEMENT_TIMEOUT, (f"{statement_timeout_ms}ms",))
+        conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def user_of(url: str) -> str:
+    """The role a connection URL logs in as, for logs (never the password)."""
+    return str(conninfo_to_dict(url).get("user") or "(the operating system user)")
 
 
 @dataclass(frozen=True)
@@ -71,6 +110,12 @@ class MigrationError(RuntimeError):
     pass
 
 
+def _log_notice(diag: Diagnostic) -> None:
+    # A migration's WARNING (a role it found rather than made, say) is for the operator: log it as one.
+    level = logging.WARNING if diag.severity_nonlocalized == "WARNING" else logging.INFO
+    log.log(level, "migration: %s", diag.message_primary, extra={"detail": diag.message_detail or ""})
+
+
 async def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations, each in its own transaction; returns the versions applied.
 
@@ -79,6 +124,7 @@ async def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """
     applied_now: list[str] = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        conn.add_notice_handler(_log_notice)
         await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
         try:
             await conn.execute(
@@ -97,17 +143,59 @@ async def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                             "add a new migration instead of editing an old one"
                         )
                     continue
-                async with conn.transaction():
-                    await conn.execute(migration.sql)  # type: ignore[arg-type]
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
-                        (migration.version, migration.checksum),
-                    )
+                try:
+                    async with conn.transaction():
+                        await conn.execute(migration.sql)  # type: ignore[arg-type]
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
+                            (migration.version, migration.checksum),
+                        )
+                except psycopg.DatabaseError as exc:
+                    # The server's own words and hint (a missing privilege names what to grant), with the file.
+                    said = exc.diag.message_primary or str(exc)
+                    hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
+                    raise MigrationError(
+                        f"migration {migration.version} failed as {user_of(url)}: {said}{hint}"
+                    ) from exc
                 log.info("migration applied", extra={"migration": migration.version})
                 applied_now.append(migration.version)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
     return applied_now
+
+
+async def wait_for_schema(url: str, *, timeout_s: float, directory: Path = MIGRATIONS_DIR) -> None:
+    """Wait until every migration this code knows is applied, for a process that does not apply them itself: one
+    connected as a role that may only read the schema (the web's). The services that own the schema migrate it at
+    their start. Whatever stands in the way (no schema yet, no server, a login refused) is logged every ten seconds,
+    and raised as MigrationError after `timeout_s`."""
+    wanted = {m.version for m in list_migrations(directory)}
+    deadline = time.monotonic() + timeout_s
+    next_log = time.monotonic()
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=5) as conn:
+                cur = await conn.execute("SELECT version FROM schema_migrations")
+                missing = sorted(wanted - {row[0] for row in await cur.fetchall()})
+            reason = f"migrations not applied yet: {', '.join(missing)}"
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
+            # No schema at all yet, or one from before the migration that grants this role its reads.
+            missing, reason = sorted(wanted), "the schema is not there yet"
+        except psycopg.OperationalError as exc:
+            # Unreachable, starting, or refusing this login (not made yet, as while a new volume is initialised).
+            missing, reason = sorted(wanted), f"cannot connect: {exc}"
+        if not missing:
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            raise MigrationError(
+                f"gave up after {timeout_s:.0f}s waiting for the schema as {user_of(url)}: {reason}; "
+                "a service connected as the schema's owner (VIGIL_DATABASE_URL) applies the migrations at its start"
+            )
+        if now >= next_log:
+            log.warning("waiting for the schema", extra={"user": user_of(url), "reason": reason})
+            next_log = now + 10
+        await asyncio.sleep(0.5)
 
 
 class Queries:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -19,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from shared.config import Settings, load_settings
 from shared.cpu_priority import lower_priority
 from shared.db import migrate, open_pool
+from shared.http_server import app_runner
 from shared.jsonlog import setup_logging
 from shared.messaging import Broker
 
@@ -132,6 +134,22 @@ def run(service: str, build_app: Callable[[Settings], web.Application], *, backg
         lower_priority(settings.background_nice)
     app = build_app(settings)
     port = service_port(service, settings)
-    log.info("starting", extra={"host": settings.host, "port": port})
-    web.run_app(app, host=settings.host, port=port, print=None, access_log=None, shutdown_timeout=30)
+    log.info("starting", extra={"host": settings.host, "port": port, "read_timeout_s": settings.web_read_timeout_s})
+
+    async def serve() -> None:
+        # Not web.run_app: it builds aiohttp's own runner, whose connections wait forever for a slow client's
+        # request (shared/http_server.py). Stopping is the same: the signal ends the wait, cleanup drains.
+        runner = app_runner(app, settings.web_read_timeout_s)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.host, port).start()
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(serve())
     log.info("stopped")

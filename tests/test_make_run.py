@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from devstack.procs import pid_alive, read_pid
+from devstack.run import Stack
 from tests.running_stack import SERVICES, RunningStack
 
 pytestmark = pytest.mark.slow
@@ -39,6 +40,26 @@ def priority(pid: int) -> tuple[int, str | None]:
     return nice, words[-1] if words else None
 
 
+def web_logins(owner_url: str) -> list[str]:
+    """The roles the web's connections log in as (its pool keeps one open), each a member of vigil_web."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT usename, pg_has_role(usename, 'vigil_web', 'member') FROM pg_stat_activity "
+            "WHERE datname = 'vigil' AND usename <> 'vigil'"
+        ).fetchall()
+    assert all(member for _, member in rows), rows
+    return [name for name, _ in rows]
+
+
+def test_an_older_state_directory_gets_the_secrets_it_lacks_and_keeps_the_others(tmp_path: Path) -> None:
+    old = {"postgres": "p" * 32, "rabbitmq": "r" * 32, "ingest_token": "i" * 32, "api_token": "a" * 32}
+    (tmp_path / "secrets.json").write_text(json.dumps(old))
+    made = Stack(tmp_path).secrets()
+    assert {k: made[k] for k in old} == old and len(made["web_db"]) >= 16
+    assert json.loads((tmp_path / "secrets.json").read_text()) == made
+    assert Stack(tmp_path).secrets() == made
+
+
 def test_make_run_brings_everything_up_and_down_and_keeps_data(stack_env: dict[str, str]) -> None:
     state = Path(stack_env["VIGIL_STATE_DIR"])
     first = RunningStack(stack_env)
@@ -61,6 +82,9 @@ def test_make_run_brings_everything_up_and_down_and_keeps_data(stack_env: dict[s
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("CREATE TABLE kept_across_runs (note text)")
             conn.execute("INSERT INTO kept_across_runs VALUES ('first run')")
+        # The web logs in as its own login, a member of vigil_web, with a generated password: not as the owner.
+        assert len(made["web_db"]) >= 16
+        assert web_logins(db) == ["vigil_web_login"]
     finally:
         code = first.terminate()
     assert code == 0, "\n".join(first.lines[-40:])
@@ -72,6 +96,8 @@ def test_make_run_brings_everything_up_and_down_and_keeps_data(stack_env: dict[s
         second.wait_for("Vigil is running")
         with psycopg.connect(db) as conn:
             assert conn.execute("SELECT note FROM kept_across_runs").fetchall() == [("first run",)]
+        assert json.loads((state / "secrets.json").read_text()) == made  # the same passwords, the web's too
+        assert web_logins(db) == ["vigil_web_login"]
         pids = server_pids(state)
     finally:
         assert second.terminate() == 0

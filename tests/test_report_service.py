@@ -224,7 +224,9 @@ async def load(db_url: str) -> IncidentReport:
 
 async def store(db_url: str, report: IncidentReport) -> report_store.Stored:
     async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row, autocommit=True) as c:
-        stored = await report_store.store(c, KEY, render_all(report), Source(report.revision, report.context_version))
+        stored = await report_store.store(
+            c, KEY, render_all(report), Source(report.revision, report.context_version), state=report.state
+        )
     assert stored is not None
     return stored
 

@@ -283,7 +283,9 @@ async def test_trusted_header_is_honoured_only_when_configured(settings: Setting
     await seed_three(db_url)
     async with serve_web(web_settings(settings, tmp_path)) as web, web.client(**{"X-Forwarded-User": "alice"}) as c:
         assert (await c.get("/")).status_code == 302
-    proxied = web_settings(settings, tmp_path, web_trusted_header="X-Forwarded-User")
+    proxied = web_settings(
+        settings, tmp_path, web_trusted_header="X-Forwarded-User", web_trusted_proxies=("127.0.0.1/32",)
+    )
     async with serve_web(proxied) as web:
         async with web.client(**{"X-Forwarded-User": "alice"}) as client:
             page = await client.get("/incidents/INC-000001")

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from services.web.access import (
+    PasswordChecks,
+    PasswordChecksBusy,
     Role,
     TokenBook,
     UsersFileError,
     check_password,
+    client_address,
+    has_control_chars,
     hash_password,
     load_users,
+    malformed_header,
+    parse_networks,
     safe_next,
 )
 from services.web.charts import MAX_MARKERS, render_chart
+from services.web.gate import OncePer
 from services.web.listing import (
     Cursor,
     Matcher,
@@ -28,7 +37,7 @@ from services.web.listing import (
     query_string,
     sql_params,
 )
-from services.web.lockout import Limit, retry_after
+from services.web.lockout import Limit, Refusal, Scope, address_key, refusal, retry_after
 from services.web.presentation import duration, time_tag, timeline_summary, web_link
 from shared.secret_values import EXAMPLE_HASHES
 
@@ -277,7 +286,7 @@ def test_live_payload_carries_what_a_page_updates_and_ignores_the_rest() -> None
 async def test_a_live_client_that_falls_behind_is_dropped_not_waited_for() -> None:
     from services.web.live import CLIENT_BUFFER, LiveHub
 
-    hub = LiveHub()
+    hub = LiveHub(max_clients=2)
     async with hub.subscribe() as slow, hub.subscribe() as fast:
         for n in range(CLIENT_BUFFER):
             hub.publish({"n": n})
@@ -299,3 +308,221 @@ def test_a_name_is_locked_while_it_has_the_limit_of_earlier_attempts_in_the_wind
     assert retry_after(burst, now, limit) == 200
     assert retry_after([now - timedelta(seconds=299.5)] * 3, now, limit) == 1  # rounds up, never 0
     assert retry_after(burst, now, Limit(max_failures=0, window_s=300)) is None
+
+
+# --- login and proxy hardening -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/",
+        "/incidents/INC-000001",
+        "/incidents/INC-000001?alerts=all#timeline",
+        "/?state=open&host=web-1&matcher=job%3D%22node%22",
+        "/?q=disk%20full",
+        "/?q=a%5Cb",  # a backslash in a search, encoded: the query cannot change where the browser goes
+        "/javascript:alert(1)",  # a path on this site, however it reads
+    ],
+)
+def test_a_plain_path_on_this_site_survives_login(target: str) -> None:
+    assert safe_next(target) == target
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        None,
+        "",
+        "//evil.example",
+        "///evil.example",
+        "https://evil.example",
+        "HTTP://evil.example",
+        "javascript:alert(1)",
+        "JaVaScRiPt:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "/a\\b",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r/evil.example",
+        "/\x00",
+        "/\x7f",
+        "/\x85/evil.example",
+        "\t//evil.example",
+        " //evil.example",
+        "\u3000//evil.example",
+        "/ /evil.example",
+        "/%2F%2Fevil.example",
+        "/%2f%2fevil.example",
+        "/%2F/evil.example",
+        "/%5Cevil.example",
+        "/%5cevil.example",
+        "/%09/evil.example",
+        "/%0d%0a/evil.example",
+        "/%252F%252Fevil.example",
+        "/%25252F%25252Fevil.example",
+        "/%2e%2e/%2e%2e//evil.example",
+        "/./",
+        "/é",
+    ],
+)
+def test_a_hostile_next_goes_home(target: str | None) -> None:
+    assert safe_next(target) == "/"
+
+
+NETS = parse_networks(["10.0.0.0/8", "fd00::/8"])
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        # An untrusted peer is the client, whatever it says it forwards.
+        ("203.0.113.7", [], "203.0.113.7"),
+        ("203.0.113.7", ["198.51.100.1"], "203.0.113.7"),
+        ("203.0.113.7", ["10.0.0.1, 10.0.0.2"], "203.0.113.7"),
+        # A trusted proxy: the address it appended.
+        ("10.0.0.2", ["198.51.100.1"], "198.51.100.1"),
+        # What the client put in front of the proxy's entry is ignored.
+        ("10.0.0.2", ["1.1.1.1, 2.2.2.2, 198.51.100.1"], "198.51.100.1"),
+        # Several proxies, one X-Forwarded-For line each or comma-separated: the first untrusted from the right.
+        ("10.0.0.2", ["1.1.1.1, 198.51.100.1, 10.0.0.9, 10.0.0.3"], "198.51.100.1"),
+        ("10.0.0.2", ["1.1.1.1", "198.51.100.1", "10.0.0.3"], "198.51.100.1"),
+        # A client claiming to be a trusted proxy still ends the walk only at an untrusted address.
+        ("10.0.0.2", ["10.0.0.1, 198.51.100.1"], "198.51.100.1"),
+        # Nothing forwarded: the proxy asked for itself.
+        ("10.0.0.2", [], "10.0.0.2"),
+        ("10.0.0.2", [""], "10.0.0.2"),
+        # Garbage stops the walk at the proxy that passed it on: no address of the client's choosing.
+        ("10.0.0.2", ["1.1.1.1, not-an-address"], "10.0.0.2"),
+        ("10.0.0.2", ["1.1.1.1, unknown, 10.0.0.3"], "10.0.0.3"),
+        ("10.0.0.2", ["198.51.100.1, , 10.0.0.3"], "10.0.0.3"),
+        ("10.0.0.2", ["1.1.1.1\udcff"], "10.0.0.2"),
+        ("10.0.0.2", ["999.1.1.1"], "10.0.0.2"),
+        ("10.0.0.2", ["1.1.1.1/8"], "10.0.0.2"),
+        # Ports and brackets, as some proxies write them; mapped IPv4 is IPv4.
+        ("10.0.0.2", ["198.51.100.1:5678"], "198.51.100.1"),
+        ("10.0.0.2", ["[2001:db8::1]:443"], "2001:db8::1"),
+        ("10.0.0.2", [" 2001:db8::1 "], "2001:db8::1"),
+        ("::ffff:10.0.0.2", ["198.51.100.1"], "198.51.100.1"),
+        ("::ffff:203.0.113.7", ["198.51.100.1"], "203.0.113.7"),
+        ("fd00::2", ["198.51.100.1"], "198.51.100.1"),
+        # Every hop trusted: the leftmost is the client, inside the trusted networks.
+        ("10.0.0.2", ["10.1.1.1, 10.0.0.3"], "10.1.1.1"),
+    ],
+)
+def test_the_client_address_believes_x_forwarded_for_only_from_trusted_proxies(
+    peer: str, forwarded: list[str], client: str
+) -> None:
+    assert str(client_address(peer, forwarded, NETS)) == client
+
+
+def test_without_trusted_proxies_the_peer_is_the_client_and_a_peer_must_be_an_address() -> None:
+    assert str(client_address("10.0.0.2", ["198.51.100.1"], ())) == "10.0.0.2"
+    with pytest.raises(ValueError, match="not an IP address"):
+        client_address("/run/vigil.sock", [], NETS)
+
+
+def test_failures_are_counted_per_ipv4_address_and_per_ipv6_slash_64() -> None:
+    assert address_key(ipaddress.ip_address("203.0.113.7")) == "203.0.113.7"
+    assert address_key(ipaddress.ip_address("2001:db8:1:2:aaaa::1")) == "2001:db8:1:2::/64"
+    assert address_key(ipaddress.ip_address("2001:db8:1:2:bbbb::9")) == "2001:db8:1:2::/64"
+
+
+def test_a_login_is_refused_by_whichever_count_frees_up_later() -> None:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    name_limit, address_limit = Limit(max_failures=2, window_s=300), Limit(max_failures=3, window_s=300)
+    two = [now - timedelta(seconds=s) for s in (200, 100)]
+    three = [now - timedelta(seconds=s) for s in (50, 40, 30)]
+    assert refusal([], [], now, name_limit, address_limit) is None
+    assert refusal(two[1:], three[1:], now, name_limit, address_limit) is None
+    assert refusal(two, three[1:], now, name_limit, address_limit) == Refusal(Scope.name, 100)
+    assert refusal(two[1:], three, now, name_limit, address_limit) == Refusal(Scope.address, 250)
+    assert refusal(two, three, now, name_limit, address_limit) == Refusal(Scope.address, 250)
+    assert refusal(two, three, now, name_limit, Limit(max_failures=0, window_s=300)) == Refusal(Scope.name, 100)
+
+
+@pytest.mark.parametrize("value", ["\udcff\udcfe", "\x00", "\x1b[31m", "Bearer a\tb", "x\x7f", "\x85", "a\r\nb"])
+def test_credential_headers_must_be_text(value: str) -> None:
+    assert malformed_header(value)
+
+
+@pytest.mark.parametrize("value", ["Bearer abc-123_XYZ", "vigil_session=abc; theme=dark", "", "café=crème"])
+def test_ordinary_header_values_pass(value: str) -> None:
+    assert not malformed_header(value)
+
+
+def test_user_names_with_control_characters_are_refused() -> None:
+    assert has_control_chars("al\x00ice") and has_control_chars("alice\n") and has_control_chars("\x9balice")
+    assert not has_control_chars("Zoë O'Brien")
+
+
+def test_a_warning_anyone_can_provoke_is_logged_once_a_minute() -> None:
+    once = OncePer(60)
+    assert [once.due(t) for t in (0, 1, 59.9, 60, 61, 130)] == [True, False, False, True, False, True]
+
+
+async def test_password_checks_run_a_bounded_number_at_once_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import services.web.access as access
+
+    running, most, loop_thread = 0, 0, threading.get_ident()
+    lock = threading.Lock()
+
+    def slow_check(users: object, name: str, password: str) -> None:
+        nonlocal running, most
+        assert threading.get_ident() != loop_thread  # never on the event loop
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.3)
+        with lock:
+            running -= 1
+
+    monkeypatch.setattr(access, "check_password", slow_check)
+    checks = PasswordChecks(concurrency=2, wait_s=0.1)
+
+    async def login() -> str:
+        try:
+            async with checks.slot() as verify:
+                await verify({}, "alice", "guess")
+        except PasswordChecksBusy:
+            return "busy"
+        return "checked"
+
+    outcomes = await asyncio.gather(*(login() for _ in range(5)))
+    assert sorted(outcomes) == ["busy"] * 3 + ["checked"] * 2 and most == 2
+    # A slot whose login never got to the check (refused before it) is free again at once.
+    async with checks.slot():
+        pass
+    assert sorted(await asyncio.gather(login(), login())) == ["checked", "checked"]
+
+
+async def test_a_cancelled_login_keeps_its_slot_until_argon2_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import services.web.access as access
+
+    release = threading.Event()
+    monkeypatch.setattr(access, "check_password", lambda *_: release.wait(5))
+    checks = PasswordChecks(concurrency=1, wait_s=0.1)
+
+    async def login() -> None:
+        async with checks.slot() as verify:
+            await verify({}, "alice", "guess")
+
+    first = asyncio.create_task(login())
+    await asyncio.sleep(0.05)
+    first.cancel()
+    await asyncio.sleep(0.05)
+    with pytest.raises(PasswordChecksBusy):  # the thread still runs: its slot is not free
+        async with checks.slot():
+            pass
+    release.set()
+    await asyncio.sleep(0.1)
+    async with checks.slot():
+        pass

@@ -1,5 +1,5 @@
-"""The correlator process: wiring only (rules, database, broker, consumer, outbox, sweeper); the logic
-lives in the pure modules beside it (rules, matchers, lifecycle)."""
+"""The correlator process: wiring only (rules, database, broker, consumer, outbox, sweeper, retention); the logic
+lives in the pure modules beside it (rules, matchers, lifecycle, retention's rules)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from services.correlator import retention
 from services.correlator.batches import correlate_batch, sweep
 from services.correlator.outbox import AfterCommit
 from services.correlator.rules import RulesError, RuleSet, load_rules
@@ -33,7 +34,12 @@ SWEEP_INTERVAL_S = 15.0
 OUTBOX_INTERVAL_S = 2.0
 
 
-def build_app(settings: Settings, *, sweep_interval_s: float = SWEEP_INTERVAL_S) -> web.Application:
+def build_app(
+    settings: Settings,
+    *,
+    sweep_interval_s: float = SWEEP_INTERVAL_S,
+    retention_interval_s: float = retention.INTERVAL_S,
+) -> web.Application:
     try:
         rules = load_rules(settings.correlation_rules)
     except RulesError as exc:
@@ -44,7 +50,7 @@ def build_app(settings: Settings, *, sweep_interval_s: float = SWEEP_INTERVAL_S)
     app.router.add_get("/asyncapi.json", asyncapi_json)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(broker_ctx)
-    app.cleanup_ctx.append(_correlator_ctx(sweep_interval_s))
+    app.cleanup_ctx.append(_correlator_ctx(sweep_interval_s, retention_interval_s))
     return app
 
 
@@ -61,7 +67,9 @@ def make_handler(app: web.Application, after_commit: AfterCommit) -> Callable[[l
     return handle
 
 
-def _correlator_ctx(sweep_interval_s: float) -> Callable[[web.Application], AsyncIterator[None]]:
+def _correlator_ctx(
+    sweep_interval_s: float, retention_interval_s: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         pool, broker, rules = app[DB], app[BROKER], app[RULES]
         consuming = asyncio.Event()
@@ -97,6 +105,16 @@ def _correlator_ctx(sweep_interval_s: float) -> Callable[[web.Application], Asyn
             asyncio.create_task(start_consumer(), name="correlator-consume"),
             asyncio.create_task(after_commit.run_forever(), name="correlator-publish"),
             asyncio.create_task(sweep_forever(), name="correlator-sweep"),
+            asyncio.create_task(
+                retention.run_forever(
+                    pool,
+                    retention.Policy.from_settings(app[SETTINGS]),
+                    interval_s=retention_interval_s,
+                    # Not in the first minute of a (re)start, when a backlog of alerts may be waiting.
+                    first_after_s=min(retention.FIRST_PASS_AFTER_S, retention_interval_s),
+                ),
+                name="correlator-retention",
+            ),
         ]
         yield
         for task in tasks:

@@ -159,3 +159,88 @@ LIMIT %(limit)s;
 
 -- name: outbox_pending
 SELECT count(*) AS n FROM outbox WHERE published_at IS NULL;
+
+-- Retention (services/correlator/retention.py). Which rows go is decided in Python over what these read; every
+-- transaction reads and deletes a bounded number of rows.
+
+-- name: retention_now
+SELECT now() AS now;
+
+-- name: retention_limits
+-- A retention transaction neither waits long for a lock nor runs long: past these it fails, and the next pass retries.
+SELECT set_config('lock_timeout', '2s', true) AS lock_timeout, set_config('statement_timeout', '30s', true) AS timeout;
+
+-- name: try_retention_lock
+SELECT pg_try_advisory_xact_lock(%(key)s) AS got;
+
+-- name: expired_incident_candidates
+-- Oldest resolve first, through incidents_resolved_at.
+SELECT id, key, group_key, state, opened_at, resolved_at FROM incidents
+WHERE state = 'resolved' AND resolved_at < %(cutoff)s AND opened_at < %(cutoff)s
+ORDER BY resolved_at, id
+LIMIT %(limit)s;
+
+-- name: try_group_locks
+-- The correlator's per-group locks, without waiting: a group a batch holds right now is left for the next pass, and
+-- retention, never waiting for one, never deadlocks with a batch.
+SELECT k AS lock_id, pg_try_advisory_xact_lock(k) AS got FROM unnest(%(keys)s::bigint[]) AS k;
+
+-- name: incidents_for_retention
+SELECT id, key, group_key, state, opened_at, resolved_at FROM incidents WHERE id = ANY(%(ids)s);
+
+-- name: incident_row_counts
+-- Rows under each incident, besides its own.
+SELECT i.id,
+       (SELECT count(*) FROM incident_timeline t WHERE t.incident_id = i.id)
+     + (SELECT count(*) FROM enrichments e WHERE e.incident_id = i.id)
+     + (SELECT count(*) FROM report_sources s WHERE s.incident_id = i.id)
+     + (SELECT count(*) FROM reports r WHERE r.incident_id = i.id)
+     + (SELECT count(*) FROM alerts a WHERE a.incident_id = i.id) AS rows
+FROM unnest(%(ids)s::bigint[]) AS i(id);
+
+-- name: delete_incident_timeline
+DELETE FROM incident_timeline WHERE id IN (
+    SELECT id FROM incident_timeline WHERE incident_id = ANY(%(ids)s) LIMIT %(limit)s);
+
+-- name: delete_enrichments
+DELETE FROM enrichments WHERE incident_id IN (
+    SELECT incident_id FROM enrichments WHERE incident_id = ANY(%(ids)s) LIMIT %(limit)s);
+
+-- name: delete_report_sources
+DELETE FROM report_sources WHERE incident_id IN (
+    SELECT incident_id FROM report_sources WHERE incident_id = ANY(%(ids)s) LIMIT %(limit)s);
+
+-- name: delete_reports
+DELETE FROM reports WHERE (incident_id, version, format) IN (
+    SELECT incident_id, version, format FROM reports WHERE incident_id = ANY(%(ids)s) LIMIT %(limit)s);
+
+-- name: delete_alerts
+DELETE FROM alerts WHERE id IN (
+    SELECT id FROM alerts WHERE incident_id = ANY(%(ids)s) LIMIT %(limit)s);
+
+-- name: delete_incidents
+DELETE FROM incidents WHERE id = ANY(%(ids)s) RETURNING key;
+
+-- name: record_retention_horizon
+-- In the transaction of each deletion: no incident opened at or after `deleted_before` was deleted. Never moves back.
+INSERT INTO retention_horizon (deleted_before) VALUES (%(cutoff)s)
+ON CONFLICT (singleton) DO UPDATE
+SET deleted_before = greatest(retention_horizon.deleted_before, EXCLUDED.deleted_before), updated_at = now();
+
+-- name: outbox_oldest
+-- Rows after `after` in id order, which is the order they were written in (through the primary key).
+SELECT id, created_at, published_at FROM outbox WHERE id > %(after)s ORDER BY id LIMIT %(limit)s;
+
+-- name: delete_outbox
+DELETE FROM outbox WHERE id = ANY(%(ids)s);
+
+-- name: processed_oldest
+SELECT consumer, message_id, processed_at FROM processed_messages
+WHERE processed_at < %(cutoff)s
+ORDER BY processed_at
+LIMIT %(limit)s;
+
+-- name: delete_processed
+DELETE FROM processed_messages p
+USING unnest(%(consumers)s::text[], %(ids)s::uuid[]) AS k(consumer, message_id)
+WHERE p.consumer = k.consumer AND p.message_id = k.message_id;

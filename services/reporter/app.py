@@ -1,14 +1,16 @@
-"""The reporter process: wiring only (database, broker, consumer); the logic lives in pure modules beside it."""
+"""The reporter process: wiring only (database, broker, consumer, version pruning); the logic lives in pure modules
+beside it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from aiohttp import web
 
+from services.reporter import pruning
 from services.reporter.consumer import ReportHandler
 from shared.config import Settings
 from shared.messaging import REPORTER_QUEUE
@@ -33,9 +35,29 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
             await starting
 
 
-def build_app(settings: Settings) -> web.Application:
+def pruning_ctx(interval_s: float) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(
+            pruning.run_forever(
+                app[DB],
+                interval_s=interval_s,
+                # Not in the first minute of a (re)start, when a backlog of events may be waiting.
+                first_after_s=min(pruning.FIRST_PASS_AFTER_S, interval_s),
+            ),
+            name="reporter-pruning",
+        )
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
+def build_app(settings: Settings, *, prune_interval_s: float = pruning.INTERVAL_S) -> web.Application:
     app = base_app("reporter", settings)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(broker_ctx)
     app.cleanup_ctx.append(consumer_ctx)
+    app.cleanup_ctx.append(pruning_ctx(prune_interval_s))
     return app

@@ -4,6 +4,11 @@ Which incidents a period holds: the announced incidents whose `opened_at` is in 
 earlier and still open is not part of the period (it belongs to the period it opened in); "still open" lists the
 period's incidents that are not resolved as of `as_of` (the database's clock when the data was read).
 
+Retention (services/correlator/retention.py) deletes the incidents that resolved and opened before its cut-off, and
+records the latest cut-off it deleted before: the retention horizon, read in the audit's snapshot. A period that starts
+at or after it is complete; one that starts before it is complete only from the horizon on (of the incidents opened
+before it, those also resolved before it are gone).
+
 - MTTA: acknowledged_at - opened_at, over the period's acknowledged incidents.
 - MTTR: resolved_at - opened_at, over the period's resolved incidents.
 - Mean and p90 (linear interpolation between closest ranks).
@@ -11,52 +16,36 @@ period's incidents that are not resolved as of `as_of` (the database's clock whe
 - Flapping alerts: one alert series (fingerprint) that fired at least `FLAP_MIN_OCCURRENCES` times within the
   period's incidents, or fired in an incident the correlator marked flapping.
 
-`load` streams rows with COPY into polars; `summarise` is the pure computation; renderers read the result.
+PostgreSQL computes all of it (audit.sql) in one REPEATABLE READ snapshot. `reading` opens the snapshot and reads the
+summary; each table of the report is read, when a renderer iterates it, through a server-side cursor `CHUNK_ROWS` rows
+at a time, so memory stays flat however many incidents the period holds: a renderer writes each row out as it comes.
+The connection is a blocking one: an export runs in a thread of its own, beside the event loop, not on it.
 """
 
 from __future__ import annotations
 
-import io
+import itertools
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
-import polars as pl
 import psycopg
+from psycopg.rows import dict_row, namedtuple_row
 
-from services.reporter.queries import QUERIES
 from shared.contracts import SEVERITY_RANK
+from shared.db import Queries
 
+Q = Queries(Path(__file__).with_name("audit.sql"))
 PERIODS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 Period = Literal["24h", "7d", "30d"]
 FLAP_MIN_OCCURRENCES = 3
 TOP_NOISY = 20
-
-INCIDENT_SCHEMA: dict[str, Any] = {
-    "id": pl.Int64,
-    "key": pl.String,
-    "title": pl.String,
-    "state": pl.String,
-    "severity": pl.String,
-    "rule": pl.String,
-    "hosts": pl.String,
-    "alert_count": pl.Int64,
-    "flapping": pl.String,
-    "opened_at": pl.Int64,
-    "acknowledged_at": pl.Int64,
-    "acknowledged_by": pl.String,
-    "resolved_at": pl.Int64,
-    "resolved_by": pl.String,
-}
-HOST_SCHEMA: dict[str, Any] = {"incident_id": pl.Int64, "host": pl.String}
-ALERT_SCHEMA: dict[str, Any] = {
-    "incident_id": pl.Int64,
-    "alertname": pl.String,
-    "host": pl.String,
-    "severity": pl.String,
-    "fingerprint": pl.String,
-}
-TIMES = ("opened_at", "acknowledged_at", "resolved_at")
+# Rows fetched per round trip: large enough that the round trips cost little, small enough to be nothing in memory.
+CHUNK_ROWS = 2_000
+_cursor_numbers = itertools.count(1)
 
 
 def period_range(period: Period, as_of: datetime) -> tuple[datetime, datetime]:
@@ -74,11 +63,35 @@ class Durations:
 
 
 @dataclass(frozen=True)
+class Rows:
+    """One table of the audit, in the order PostgreSQL sorted it, as named tuples. Iterating reads it through a
+    server-side cursor, `CHUNK_ROWS` at a time; each iteration reads it afresh from the report's snapshot."""
+
+    conn: psycopg.Connection[Any]
+    query: str
+    params: Mapping[str, Any]
+
+    def __iter__(self) -> Iterator[Any]:
+        # The cursor lives in the snapshot's transaction; `reading` closes that only after the renderer is done.
+        with self.conn.cursor(name=f"audit_{next(_cursor_numbers)}", row_factory=namedtuple_row) as cur:
+            cur.itersize = CHUNK_ROWS
+            cur.execute(self.query, self.params)  # type: ignore[arg-type]
+            yield from cur
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """All rows at once, as plain tuples: for small tables and tests, not for a period's incidents."""
+        return [tuple(row) for row in self]
+
+    def column(self, name: str) -> list[Any]:
+        return [getattr(row, name) for row in self]
+
+
+@dataclass(frozen=True)
 class AuditReport:
-    """The audit of [since, until) as seen at `as_of`. Tables are polars DataFrames (iterate with `iter_rows`).
+    """The audit of [since, until) as seen at `as_of`: figures read at once, tables read as they are iterated.
 
     incidents: key, title, state, severity, rule, hosts, alert_count, flapping, opened_at, acknowledged_at,
-        acknowledged_by, resolved_at, resolved_by, tta_s, ttr_s   (times: Datetime UTC; durations: seconds)
+        acknowledged_by, resolved_at, resolved_by, tta_s, ttr_s   (times: aware datetimes; durations: seconds)
     by_severity: severity, incidents, open       by_alertname: alertname, alerts, incidents, hosts
     by_host: host, incidents, alerts             noisy: alertname, host, alerts, incidents
     flapping: alertname, host, fingerprint, occurrences, incidents, marked_flapping
@@ -88,165 +101,80 @@ class AuditReport:
     since: datetime
     until: datetime
     as_of: datetime
-    incidents: pl.DataFrame
+    # Incidents resolved and opened before it may have been deleted; None: retention has deleted nothing yet.
+    retention_horizon: datetime | None
+    total: int
+    still_open_count: int
     mtta: Durations
     mttr: Durations
-    by_severity: pl.DataFrame
-    by_alertname: pl.DataFrame
-    by_host: pl.DataFrame
-    noisy: pl.DataFrame
-    flapping: pl.DataFrame
-    still_open: pl.DataFrame
+    incidents: Rows
+    by_severity: Rows
+    by_alertname: Rows
+    by_host: Rows
+    noisy: Rows
+    flapping: Rows
+    still_open: Rows
 
     @property
-    def total(self) -> int:
-        return self.incidents.height
+    def complete_from(self) -> datetime:
+        return complete_from(self.since, self.retention_horizon)
+
+    @property
+    def complete(self) -> bool:
+        return self.complete_from == self.since
 
 
-async def _copy_frame(
-    conn: psycopg.AsyncConnection[Any], sql: str, params: dict[str, Any], schema: dict[str, Any]
-) -> pl.DataFrame:
-    buffer = io.BytesIO()
-    async with conn.cursor() as cur, cur.copy(sql, params) as copy:  # type: ignore[arg-type]
-        async for chunk in copy:
-            buffer.write(chunk)
-    buffer.seek(0)
-    if buffer.getbuffer().nbytes == 0:
-        return pl.DataFrame(schema=schema)
-    return pl.read_csv(buffer, schema=schema, has_header=True)
+def complete_from(since: datetime, horizon: datetime | None) -> datetime:
+    """From when an audit of a period starting at `since` lists every incident of the period: `since`, unless
+    retention's horizon is later (it deleted incidents opened before the horizon, when they resolved before it too)."""
+    return since if horizon is None else max(since, horizon)
 
 
-async def load(conn: psycopg.AsyncConnection[Any], since: datetime, until: datetime) -> AuditReport:
-    """Read the period [since, until) in one consistent snapshot and summarise it."""
+@contextmanager
+def reading(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> Iterator[AuditReport]:
+    """The audit of [since, until), valid inside the block: its tables are read from one snapshot as they are iterated.
+
+    On an idle connection the block is one REPEATABLE READ READ ONLY transaction of its own; inside a caller's
+    transaction, the caller's snapshot is used.
+    """
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until must carry a time zone")
     if until <= since:
         raise ValueError("until must be after since")
-    params = {"since": since, "until": until}
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-        async with conn.transaction():
-            # One snapshot for the three reads: incidents, hosts and alerts agree with each other.
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            return await _load(conn, params)
-    return await _load(conn, params)
+        with conn.transaction():
+            # One snapshot for every read: the figures and the tables agree with each other.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield _report(conn, since, until)
+    else:
+        yield _report(conn, since, until)
 
 
-async def _load(conn: psycopg.AsyncConnection[Any], params: dict[str, datetime]) -> AuditReport:
-    row = await (await conn.execute(QUERIES.audit_as_of)).fetchone()
-    as_of = row["as_of"] if isinstance(row, dict) else row[0]  # type: ignore[index]
-    incidents = await _copy_frame(conn, QUERIES.audit_incidents_csv, params, INCIDENT_SCHEMA)
-    hosts = await _copy_frame(conn, QUERIES.audit_incident_hosts_csv, params, HOST_SCHEMA)
-    alerts = await _copy_frame(conn, QUERIES.audit_alerts_csv, params, ALERT_SCHEMA)
-    return summarise(incidents, hosts, alerts, since=params["since"], until=params["until"], as_of=as_of)
-
-
-def _durations(values: pl.Series) -> Durations:
-    present = values.drop_nulls()
-    if present.is_empty():
-        return Durations(0, None, None)
-    mean = present.mean()
-    p90 = present.quantile(0.9, interpolation="linear")
-    return Durations(present.len(), float(mean) if mean is not None else None, float(p90) if p90 is not None else None)
-
-
-def _times(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(
-        pl.col(name).cast(pl.Datetime("us")).dt.replace_time_zone("UTC") for name in TIMES if name in frame.columns
-    )
-
-
-def summarise(
-    incidents: pl.DataFrame,
-    hosts: pl.DataFrame,
-    alerts: pl.DataFrame,
-    *,
-    since: datetime,
-    until: datetime,
-    as_of: datetime,
-) -> AuditReport:
-    """The whole audit from three raw frames (as COPY gives them: times as epoch microseconds). Pure."""
-    frame = incidents.with_columns(
-        ((pl.col("acknowledged_at") - pl.col("opened_at")) / 1_000_000).alias("tta_s"),
-        ((pl.col("resolved_at") - pl.col("opened_at")) / 1_000_000).alias("ttr_s"),
-        pl.col("flapping").is_in(["t", "true", "True"]).alias("flapping"),
-        pl.col("hosts").fill_null(""),
-    )
-    frame = _times(frame)
-
-    rank = pl.col("severity").replace_strict(SEVERITY_RANK, default=SEVERITY_RANK["warning"], return_dtype=pl.Int64)
-    by_severity = (
-        frame.group_by("severity")
-        .agg(pl.len().alias("incidents"), (pl.col("state") != "resolved").sum().alias("open"))
-        .with_columns(rank.alias("rank"))
-        .sort(["rank", "severity"], descending=[True, False])
-        .drop("rank")
-        .with_columns(pl.col("incidents").cast(pl.Int64), pl.col("open").cast(pl.Int64))
-    )
-
-    by_alertname = (
-        alerts.group_by("alertname")
-        .agg(
-            pl.len().alias("alerts"),
-            pl.col("incident_id").n_unique().alias("incidents"),
-            pl.col("host").filter(pl.col("host") != "").n_unique().alias("hosts"),
-        )
-        .sort(["alerts", "alertname"], descending=[True, False])
-        .with_columns(pl.col(c).cast(pl.Int64) for c in ("alerts", "incidents", "hosts"))
-    )
-
-    alerts_per_host = alerts.filter(pl.col("host") != "").group_by("host").agg(pl.len().alias("alerts"))
-    by_host = (
-        hosts.group_by("host")
-        .agg(pl.col("incident_id").n_unique().alias("incidents"))
-        .join(alerts_per_host, on="host", how="full", coalesce=True)
-        .with_columns(pl.col("incidents").fill_null(0).cast(pl.Int64), pl.col("alerts").fill_null(0).cast(pl.Int64))
-        .sort(["incidents", "alerts", "host"], descending=[True, True, False])
-    )
-
-    noisy = (
-        alerts.group_by("alertname", "host")
-        .agg(pl.len().alias("alerts"), pl.col("incident_id").n_unique().alias("incidents"))
-        .sort(["alerts", "alertname", "host"], descending=[True, False, False])
-        .head(TOP_NOISY)
-        .with_columns(pl.col("alerts").cast(pl.Int64), pl.col("incidents").cast(pl.Int64))
-    )
-
-    marked = frame.filter(pl.col("flapping")).select("id")
-    flapping = (
-        alerts.with_columns(pl.col("incident_id").is_in(marked["id"].implode()).alias("marked"))
-        .group_by("fingerprint")
-        .agg(
-            pl.col("alertname").first(),
-            pl.col("host").first(),
-            pl.len().alias("occurrences"),
-            pl.col("incident_id").n_unique().alias("incidents"),
-            pl.col("marked").any().alias("marked_flapping"),
-        )
-        .filter((pl.col("occurrences") >= FLAP_MIN_OCCURRENCES) | pl.col("marked_flapping"))
-        .select("alertname", "host", "fingerprint", "occurrences", "incidents", "marked_flapping")
-        .with_columns(pl.col("occurrences").cast(pl.Int64), pl.col("incidents").cast(pl.Int64))
-        .sort(["occurrences", "alertname", "fingerprint"], descending=[True, False, False])
-    )
-
-    as_of_us = int(as_of.timestamp() * 1_000_000)
-    still_open = (
-        frame.filter(pl.col("state") != "resolved")
-        .with_columns(((pl.lit(as_of_us) - pl.col("opened_at").dt.epoch("us")) / 1_000_000).alias("age_s"))
-        .select("key", "title", "state", "severity", "hosts", "opened_at", "acknowledged_at", "age_s")
-        .sort(["opened_at", "key"])
-    )
-
+def _report(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> AuditReport:
+    period = {"since": since, "until": until}
+    with conn.cursor(row_factory=dict_row) as cur:
+        summary = cur.execute(Q.audit_summary, period).fetchone()
+        horizon = cur.execute(Q.audit_retention_horizon).fetchone()
+    assert summary is not None  # an aggregate without GROUP BY always answers one row
+    ranks = {
+        "rank_names": list(SEVERITY_RANK),
+        "rank_values": list(SEVERITY_RANK.values()),
+        "default_rank": SEVERITY_RANK["warning"],
+    }
     return AuditReport(
         since=since,
         until=until,
-        as_of=as_of,
-        incidents=frame.drop("id"),
-        mtta=_durations(frame["tta_s"]),
-        mttr=_durations(frame["ttr_s"]),
-        by_severity=by_severity,
-        by_alertname=by_alertname,
-        by_host=by_host,
-        noisy=noisy,
-        flapping=flapping,
-        still_open=still_open,
+        as_of=summary["as_of"],
+        retention_horizon=horizon["deleted_before"] if horizon is not None else None,
+        total=summary["incidents"],
+        still_open_count=summary["still_open"],
+        mtta=Durations(summary["acknowledged"], summary["tta_mean_s"], summary["tta_p90_s"]),
+        mttr=Durations(summary["resolved"], summary["ttr_mean_s"], summary["ttr_p90_s"]),
+        incidents=Rows(conn, Q.audit_incidents, period),
+        by_severity=Rows(conn, Q.audit_by_severity, {**period, **ranks}),
+        by_alertname=Rows(conn, Q.audit_by_alertname, period),
+        by_host=Rows(conn, Q.audit_by_host, period),
+        noisy=Rows(conn, Q.audit_noisy, {**period, "top": TOP_NOISY}),
+        flapping=Rows(conn, Q.audit_flapping, {**period, "min_occurrences": FLAP_MIN_OCCURRENCES}),
+        still_open=Rows(conn, Q.audit_still_open, period),
     )

@@ -1,18 +1,20 @@
-"""The period audit as XLSX, in openpyxl's write-only mode: rows stream to disk, memory stays flat however many
-incidents the period holds."""
+"""The period audit as XLSX, in openpyxl's write-only mode: rows go from the audit's cursors to the sheets' temporary
+files as they come, so memory stays flat however many incidents the period holds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, BinaryIO
 
-import polars as pl
 from openpyxl import Workbook
+from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from openpyxl.worksheet.filters import AutoFilter
 
 from services.reporter import xlsx_cells as xc
-from services.reporter.audit import AuditReport, Durations
+from services.reporter.audit import AuditReport, Durations, Rows
 
 Column = tuple[str, float]
 
@@ -29,8 +31,11 @@ def _summary(ws: WriteOnlyWorksheet, a: AuditReport) -> None:
         ("Since (UTC)", xc.when(ws, a.since)),
         ("Until (UTC, excluded)", xc.when(ws, a.until)),
         ("As of (UTC)", xc.when(ws, a.as_of)),
+        # Retention deleted incidents resolved (and opened) before the horizon: the period is complete from here on.
+        ("Retention horizon (UTC)", xc.when(ws, a.retention_horizon) if a.retention_horizon else "none yet"),
+        ("Complete from (UTC)", xc.when(ws, a.complete_from)),
         ("Incidents", a.total),
-        ("Still open", a.still_open.height),
+        ("Still open", a.still_open_count),
         ("Acknowledged", a.mtta.count),
         ("Resolved", a.mttr.count),
         *pair("MTTA", a.mtta),
@@ -43,21 +48,19 @@ def _summary(ws: WriteOnlyWorksheet, a: AuditReport) -> None:
 
 def _table(
     ws: WriteOnlyWorksheet,
-    frame: pl.DataFrame,
+    rows: Rows,
     columns: list[tuple[str, str, float, Callable[[WriteOnlyWorksheet, Any], Any] | None]],
 ) -> None:
-    """Stream a frame: (frame column, header, width, cell maker or None for numbers/booleans/dates as they are)."""
-    xc.start_table(ws, [(header, width) for _, header, width, _ in columns], frame.height)
-    names = [name for name, _, _, _ in columns]
+    """Stream a table: (row field, header, width, cell maker or None for numbers/booleans/dates as they are)."""
+    xc.start_table(ws, [(header, width) for _, header, width, _ in columns], 0)
+    pick = attrgetter(*(name for name, _, _, _ in columns))  # every sheet has several columns: a tuple each row
     makers = [maker for _, _, _, maker in columns]
-    for row in _rows(frame.select(names)):
-        ws.append([value if maker is None else maker(ws, value) for value, maker in zip(row, makers, strict=True)])
-
-
-def _rows(frame: pl.DataFrame, chunk: int = 20_000) -> Iterator[tuple[Any, ...]]:
-    # Slices keep the Python objects of only one chunk alive at a time.
-    for offset in range(0, frame.height, chunk):
-        yield from frame.slice(offset, chunk).iter_rows()
+    count = 0
+    for row in rows:
+        ws.append([value if make is None else make(ws, value) for value, make in zip(pick(row), makers, strict=True)])
+        count += 1
+    # The row count is known only now; the filter is written after the rows, at the sheet's end, so it is not late.
+    ws.auto_filter = AutoFilter(ref=f"A1:{get_column_letter(len(columns))}{count + 1}")
 
 
 def _date(ws: WriteOnlyWorksheet, value: datetime | None) -> Any:

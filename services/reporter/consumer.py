@@ -145,7 +145,7 @@ class ReportHandler:
             RENDERED.labels(fmt).inc()
         source = Source(report.revision, report.context_version)
         async with self.pool.connection() as conn:
-            stored = await store(conn, key, rendered, source)
+            stored = await store(conn, key, rendered, source, state=report.state)
         if stored is None:
             raise PermanentError(f"incident {key} does not exist")
         VERSIONS.labels(stored.outcome).inc()

@@ -37,9 +37,10 @@ WHERE incident_id = %(incident_id)s
   AND version = (SELECT max(version) FROM reports WHERE incident_id = %(incident_id)s)
 
 -- name: insert_report
-INSERT INTO reports (incident_id, version, format, content, sha256, incident_revision, enrichment_version)
+INSERT INTO reports (incident_id, version, format, content, sha256, incident_revision, enrichment_version,
+                     incident_state)
 VALUES (%(incident_id)s, %(version)s, %(format)s, %(content)s, %(sha256)s, %(incident_revision)s,
-        %(enrichment_version)s)
+        %(enrichment_version)s, %(incident_state)s)
 
 -- name: raise_report_source
 -- A newer source rendered the same bytes: the version shows that state too, so an older rendering is superseded.
@@ -52,39 +53,6 @@ FROM reports r JOIN incidents i ON i.id = r.incident_id
 WHERE i.key = %(key)s AND r.format = %(format)s
 ORDER BY r.version DESC
 LIMIT 1
-
--- Audit: the incidents of a period are the announced ones opened in [since, until). Times as epoch microseconds so
--- the CSV does not depend on the session's time zone or date style.
-
--- name: audit_as_of
-SELECT now() AS as_of
-
--- name: audit_incidents_csv
-COPY (
-    SELECT id, key, title, state, severity, rule, array_to_string(hosts, ', ') AS hosts, alert_count, flapping,
-           (extract(epoch FROM opened_at) * 1000000)::bigint AS opened_at,
-           (extract(epoch FROM acknowledged_at) * 1000000)::bigint AS acknowledged_at,
-           acknowledged_by,
-           (extract(epoch FROM resolved_at) * 1000000)::bigint AS resolved_at,
-           resolved_by
-    FROM incidents
-    WHERE announced AND opened_at >= %(since)s AND opened_at < %(until)s
-    ORDER BY opened_at, id
-) TO STDOUT WITH (FORMAT csv, HEADER true)
-
--- name: audit_incident_hosts_csv
-COPY (
-    SELECT i.id AS incident_id, h.host
-    FROM incidents i CROSS JOIN LATERAL unnest(i.hosts) AS h(host)
-    WHERE i.announced AND i.opened_at >= %(since)s AND i.opened_at < %(until)s
-) TO STDOUT WITH (FORMAT csv, HEADER true)
-
--- name: audit_alerts_csv
-COPY (
-    SELECT a.incident_id, a.alertname, coalesce(a.host, '') AS host, a.severity, a.fingerprint
-    FROM alerts a JOIN incidents i ON i.id = a.incident_id
-    WHERE i.announced AND i.opened_at >= %(since)s AND i.opened_at < %(until)s
-) TO STDOUT WITH (FORMAT csv, HEADER true)
 
 -- name: incident_id_by_key
 SELECT id, severity FROM incidents WHERE key = %(key)s
@@ -113,3 +81,40 @@ SET report_version = EXCLUDED.report_version,
 -- name: mark_report_published
 UPDATE report_sources SET published = true
 WHERE incident_id = (SELECT id FROM incidents WHERE key = %(key)s) AND report_version = %(report_version)s
+
+-- Pruning of report versions (services/reporter/pruning.py): which versions go is decided in Python.
+
+-- name: try_prune_lock
+SELECT pg_try_advisory_xact_lock(%(key)s) AS got
+
+-- name: prune_limits
+-- A pruning transaction neither waits long for a lock nor runs long: past these it fails, and the next pass retries.
+SELECT set_config('lock_timeout', '2s', true) AS lock_timeout, set_config('statement_timeout', '30s', true) AS timeout
+
+-- name: unpruned_incidents
+-- Incidents with a version newer than the last pruning (through report_sources_unpruned).
+SELECT incident_id FROM report_sources
+WHERE report_version > pruned_version
+ORDER BY incident_id
+LIMIT %(limit)s
+
+-- name: report_versions
+-- Every stored version of an incident, its formats and the incident state it was rendered from. A version stored
+-- before states were recorded (migration 0061) says its state in its JSON rendering, read for those versions only.
+SELECT version, array_agg(format ORDER BY format) AS formats,
+       coalesce(max(incident_state),
+                max(CASE WHEN incident_state IS NULL AND format = 'json'
+                         THEN convert_from(content, 'UTF8')::jsonb #>> '{summary,state}' END)) AS state
+FROM reports
+WHERE incident_id = %(incident_id)s
+GROUP BY version
+ORDER BY version
+
+-- name: delete_report_rows
+DELETE FROM reports r
+USING unnest(%(versions)s::integer[], %(formats)s::text[]) AS d(version, format)
+WHERE r.incident_id = %(incident_id)s AND r.version = d.version AND r.format = d.format
+
+-- name: mark_pruned
+-- Under the incident's report lock, so `report_version` is the newest version the pruning saw.
+UPDATE report_sources SET pruned_version = report_version WHERE incident_id = %(incident_id)s

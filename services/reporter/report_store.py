@@ -35,9 +35,11 @@ def _stored_source(row: Mapping[str, Any]) -> Source | None:
 
 
 async def store(
-    conn: psycopg.AsyncConnection[Any], key: str, rendered: Mapping[str, Rendered], source: Source
+    conn: psycopg.AsyncConnection[Any], key: str, rendered: Mapping[str, Rendered], source: Source, *, state: str
 ) -> Stored | None:
     """Store `rendered`, made from `source`, as the next version as `versions.decide` rules; None: no such incident.
+    `state`: the incident state the rendering shows, recorded with a new version (pruning keeps the one made at the
+    resolve).
 
     One transaction, serialised per incident (advisory lock): the newest version is read, compared and extended under
     the lock, so two replicas rendering the same incident at once store one version, a redelivered event stores
@@ -68,7 +70,8 @@ async def store(
         if decision.new:
             for fmt, r in rendered.items():
                 await conn.execute(
-                    QUERIES.insert_report, {**columns, "format": fmt, "content": r.content, "sha256": r.sha256}
+                    QUERIES.insert_report,
+                    {**columns, "format": fmt, "content": r.content, "sha256": r.sha256, "incident_state": state},
                 )
         elif decision.records_source:
             await conn.execute(QUERIES.raise_report_source, columns)

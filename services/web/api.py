@@ -10,13 +10,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from aiohttp import web
+from prometheus_client import Counter
 
 from services.web import commands, downloads, store
 from services.web.appkeys import LIVE
 from services.web.gate import principal_of
 from services.web.listing import QueryError, encode_cursor, parse_list_query, parse_time, unknown_params
-from services.web.live import sse_frame
+from services.web.live import LiveFull, sse_frame
 from services.web.openapi import openapi_document
 from services.web.presentation import (
     alert_json,
@@ -33,6 +35,15 @@ from shared.service import BROKER, DB, SETTINGS
 log = logging.getLogger(__name__)
 KEY_PATTERN = re.compile(r"^INC-\d{6,}$")
 MAX_AUDIT_DAYS = 400
+# How long a client refused for being one too many is asked to wait.
+AUDIT_RETRY_AFTER_S = 10
+LIVE_RETRY_AFTER_S = 30
+# The live stream looks this often whether its client is still there, and comments this often when there is no news.
+LIVE_POLL_S = 1.0
+LIVE_KEEPALIVE_S = 15.0
+AUDIT_EXPORTS_REFUSED = Counter(
+    "vigil_web_audit_exports_refused_total", "Audit exports refused because VIGIL_WEB_MAX_AUDIT_EXPORTS were running"
+)
 ACTION_PATHS = {"ack": CommandAction.acknowledge, "resolve": CommandAction.resolve, "reopen": CommandAction.reopen}
 
 
@@ -148,18 +159,35 @@ def audit_range(request: web.Request) -> tuple[datetime, datetime]:
     return since, until
 
 
-async def audit_report(request: web.Request) -> web.Response:
-    fmt = request.match_info["fmt"]
+async def audit_report(request: web.Request) -> web.StreamResponse:
+    fmt = "md" if request.match_info["fmt"] == "md" else "xlsx"
     try:
         since, until = audit_range(request)
     except QueryError as exc:
         return problem_response(422, exc.message, field=exc.field)
-    content = await downloads.audit_file(request.app[DB], since, until, fmt)
+    exports = request.app[downloads.AUDIT_EXPORTS]
     name = f"audit-{since:%Y%m%d}-{until:%Y%m%d}.{fmt}"
-    return web.Response(
-        body=content,
-        headers={"Content-Type": downloads.CONTENT_TYPES[fmt], "Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    headers = {"Content-Type": downloads.CONTENT_TYPES[fmt], "Content-Disposition": f'attachment; filename="{name}"'}
+    try:
+        with exports.slot():
+            with await exports.build(since, until, fmt) as file:
+                return await downloads.stream_file(request, file, headers)
+    except downloads.ExportsBusy:
+        AUDIT_EXPORTS_REFUSED.inc()
+        return problem_response(
+            503,
+            f"{exports.limit} audit exports are being built, the most at once; try again shortly",
+            error="busy",
+            headers={"Retry-After": str(AUDIT_RETRY_AFTER_S)},
+        )
+    except psycopg.errors.QueryCanceled:
+        timeout_s = exports.statement_timeout_ms / 1000
+        log.warning("audit export timed out", extra={"since": since.isoformat(), "until": until.isoformat()})
+        return problem_response(
+            503,
+            f"the audit's queries took longer than {timeout_s:g} s; try a shorter period",
+            error="query_timeout",
+        )
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -198,25 +226,47 @@ async def add_comment(request: web.Request) -> web.Response:
     return web.json_response({"command_id": str(command_id), "key": key, "action": "comment"}, status=202)
 
 
+def gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: one `incident` event per incident change, a comment line every 15 s to keep proxies open."""
+    """Server-sent events: one `incident` event per incident change, a comment line every 15 s to keep proxies open.
+
+    At most VIGIL_WEB_MAX_LIVE_CLIENTS at once: the next is answered 503 with Retry-After. A client that goes away
+    frees its place within a second: aiohttp does not cancel a handler whose client left, so the loop looks."""
     hub = request.app[LIVE]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
-    await response.prepare(request)
-    await response.write(b"retry: 3000\n: connected\n\n")
-    async with hub.subscribe() as queue:
-        while True:
-            try:
-                payload = await asyncio.wait_for(queue.get(), 15)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if payload is None:
-                break
-            await response.write(sse_frame(payload, hub.sequence))
-    return response
+    try:
+        async with hub.subscribe() as queue:
+            response = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            )
+            await response.prepare(request)
+            await response.write(b"retry: 3000\n: connected\n\n")
+            quiet_s = 0.0
+            while not gone(request):
+                try:
+                    payload = await asyncio.wait_for(queue.get(), LIVE_POLL_S)
+                except TimeoutError:
+                    quiet_s += LIVE_POLL_S
+                    if quiet_s >= LIVE_KEEPALIVE_S:
+                        await response.write(b": keep-alive\n\n")
+                        quiet_s = 0.0
+                    continue
+                if payload is None:
+                    break
+                await response.write(sse_frame(payload, hub.sequence))
+                quiet_s = 0.0
+            return response
+    except LiveFull:
+        log.warning("live client refused: too many", extra={"max_live_clients": hub.max_clients})
+        return problem_response(
+            503,
+            f"{hub.max_clients} live clients are connected, the most at once; try again later",
+            error="busy",
+            headers={"Retry-After": str(LIVE_RETRY_AFTER_S)},
+        )
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -15,11 +15,12 @@ from prometheus_client import Histogram
 from services.web import api, pages
 from services.web.access import TokenBook, load_users
 from services.web.appkeys import LIVE, TEMPLATES, TOKENS, USERS
-from services.web.gate import gate
+from services.web.database import database_ctx, database_unanswered
+from services.web.gate import gate, setup_access
 from services.web.live import LiveHub, feed
 from services.web.presentation import time_tag
 from shared.config import Settings
-from shared.service import BROKER, READY_CHECKS, base_app, broker_ctx, database_ctx
+from shared.service import BROKER, READY_CHECKS, SETTINGS, base_app, broker_ctx
 
 HERE = Path(__file__).parent
 # No inline script or style anywhere: an alert's text that slipped through escaping still could not run.
@@ -88,7 +89,7 @@ def templates() -> jinja2.Environment:
 
 
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = LiveHub()
+    hub = LiveHub(app[SETTINGS].web_max_live_clients)
     app[LIVE] = hub
     task = asyncio.create_task(feed(app[BROKER], hub), name="live-feed")
 
@@ -110,7 +111,8 @@ async def close_streams(app: web.Application) -> None:
 
 def build_app(settings: Settings) -> web.Application:
     app = base_app("web", settings)
-    app.middlewares.extend([timing, security_headers, gate])
+    setup_access(app, settings)
+    app.middlewares.extend([timing, security_headers, database_unanswered, gate])
     app[USERS] = load_users(settings.web_users_file)
     app[TOKENS] = TokenBook.from_settings(settings)
     env = templates()

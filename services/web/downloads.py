@@ -1,15 +1,27 @@
 """Report downloads: the newest stored version from the `reports` table, or rendered on demand with the
 reporter's library when the reporter has not stored one yet. Rendering runs in a thread, so a large
-XLSX never blocks the event loop that serves everyone else."""
+XLSX never blocks the event loop that serves everyone else.
+
+Audit exports can be as large as a year of incidents. At most VIGIL_WEB_MAX_AUDIT_EXPORTS are built at once, each in a
+thread of its own on a connection of its own (statement_timeout VIGIL_WEB_AUDIT_STATEMENT_TIMEOUT_MS): rows come from
+server-side cursors a chunk at a time and are written to an unnamed temporary file as they come, which the handler then
+streams to the client a chunk at a time. Memory stays flat however long the period; the connection is closed before
+the first byte goes out, so a slow client holds a file, not the database.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import io
+import contextlib
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import IO, Any, Literal
 
+from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
 from services.reporter import (
@@ -22,6 +34,7 @@ from services.reporter import (
     incident_xlsx,
     report_store,
 )
+from shared.db import connect_sync
 
 CONTENT_TYPES = {
     "md": "text/markdown; charset=utf-8",
@@ -53,15 +66,77 @@ async def incident_file(
     return content, "rendered"
 
 
-def _render_audit(report: audit.AuditReport, fmt: str) -> bytes:
-    if fmt == "md":
-        return audit_markdown.render(report).encode()
-    out = io.BytesIO()
-    audit_xlsx.write(report, out)
-    return out.getvalue()
+AuditFormat = Literal["md", "xlsx"]
+# What the client is sent per write: a few round trips per megabyte, nothing in memory.
+STREAM_CHUNK = 256 * 1024
 
 
-async def audit_file(pool: AsyncConnectionPool[Any], since: datetime, until: datetime, fmt: str) -> bytes:
-    async with pool.connection() as conn:
-        report = await audit.load(conn, since, until)
-    return await asyncio.get_running_loop().run_in_executor(None, _render_audit, report, fmt)
+class ExportsBusy(Exception):
+    """Every audit export slot is taken."""
+
+
+def build_audit(url: str, statement_timeout_ms: int, since: datetime, until: datetime, fmt: AuditFormat) -> IO[bytes]:
+    """The audit of [since, until) in an unnamed temporary file, positioned at its start. Blocking: run in a thread."""
+    out = tempfile.TemporaryFile()  # handed to the caller, who closes it
+    try:
+        with (
+            connect_sync(url, statement_timeout_ms=statement_timeout_ms) as conn,
+            audit.reading(conn, since, until) as report,
+        ):
+            if fmt == "md":
+                audit_markdown.write(report, out)
+            else:
+                audit_xlsx.write(report, out)
+        out.seek(0)
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+class AuditExports:
+    """At most `limit` audit exports at a time; the next is refused at once (ExportsBusy) rather than queued."""
+
+    def __init__(self, url: str, limit: int, statement_timeout_ms: int) -> None:
+        self.url = url
+        self.limit = limit
+        self.statement_timeout_ms = statement_timeout_ms
+        self.running = 0
+        self._threads = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="audit-export")
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Held from the first query to the last byte sent: a slot is a temporary file and, while building, a
+        connection and a thread."""
+        if self.running >= self.limit:
+            raise ExportsBusy
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+
+    async def build(self, since: datetime, until: datetime, fmt: AuditFormat) -> IO[bytes]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._threads, build_audit, self.url, self.statement_timeout_ms, since, until, fmt
+        )
+
+    def close(self) -> None:
+        # An export still building finishes in its thread (each statement is bounded by the timeout); nothing waits.
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+async def stream_file(request: web.Request, file: IO[bytes], headers: dict[str, str]) -> web.StreamResponse:
+    """Send `file` from where it stands to its end, a chunk at a time (file reads in a thread)."""
+    response = web.StreamResponse(headers=headers)
+    response.content_length = os.fstat(file.fileno()).st_size - file.tell()
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    while chunk := await loop.run_in_executor(None, file.read, STREAM_CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+AUDIT_EXPORTS = web.AppKey("audit_exports", AuditExports)

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 CLIENT_BUFFER = 100
 CLIENTS = Gauge("vigil_web_live_clients", "Browsers and scripts connected to the live event stream")
 DROPPED = Counter("vigil_web_live_dropped_total", "Live clients dropped for falling behind")
+REFUSED = Counter("vigil_web_live_refused_total", "Live clients refused: VIGIL_WEB_MAX_LIVE_CLIENTS were connected")
+
+
+class LiveFull(Exception):
+    """The hub has as many clients as it may."""
 
 
 def live_payload(envelope: RawEnvelope) -> dict[str, Any] | None:
@@ -63,8 +68,10 @@ def sse_frame(payload: dict[str, Any], event_id: int) -> bytes:
 
 @dataclass
 class LiveHub:
-    """Subscribers get a bounded queue each; one too slow to keep up is dropped rather than slowing others."""
+    """Subscribers get a bounded queue each; one too slow to keep up is dropped rather than slowing others. At most
+    `max_clients` at once: each holds a connection, a task and a queue of up to CLIENT_BUFFER events."""
 
+    max_clients: int
     clients: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
     sequence: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -85,6 +92,10 @@ class LiveHub:
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
+        """A queue of this client's events for the length of the block; LiveFull when there is no room."""
+        if len(self.clients) >= self.max_clients:
+            REFUSED.inc()
+            raise LiveFull
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(CLIENT_BUFFER)
         self.clients.add(queue)
         CLIENTS.inc()

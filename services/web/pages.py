@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import math
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -14,10 +14,10 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from services.web import lockout, sessions, store
-from services.web.access import MAX_NAME, Principal, check_password, safe_next, same_secret
+from services.web.access import MAX_NAME, PasswordChecksBusy, Principal, has_control_chars, safe_next, same_secret
 from services.web.api import KEY_PATTERN, CommandRejected, send_command
 from services.web.appkeys import TEMPLATES, USERS
-from services.web.gate import PRINCIPAL, principal_of, set_session_cookie
+from services.web.gate import PASSWORD_CHECKS, PRINCIPAL, client_of, principal_of, read_form, set_session_cookie
 from services.web.listing import STATES, QueryError, encode_cursor, parse_list_query, query_string, unknown_params
 from services.web.presentation import incident_page
 from shared.contracts import CommandAction
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 LOGIN_CSRF_COOKIE = "vigil_login_csrf"
 LOGINS = Counter("vigil_web_logins_total", "Login form submissions, by outcome", ["outcome"])
-for _outcome in ("ok", "wrong", "locked"):
+# locked: the name has too many failures; locked_address: the client address has; busy: no password-check slot.
+for _outcome in ("ok", "wrong", "locked", "locked_address", "busy"):
     LOGINS.labels(_outcome)
 # The incident page lists this many alerts (all with ?alerts=all) and this many entries of each per-alert
 # timeline kind: at 3 a.m. on a phone, 10,000 rows are a summary's job.
@@ -124,7 +125,7 @@ async def incident(request: web.Request) -> web.Response:
 async def incident_form(request: web.Request) -> web.StreamResponse:
     key = request.match_info["key"]
     action = FORM_ACTIONS[request.match_info["action"]]
-    form = await request.post()
+    form = await read_form(request)
     comment = str(form.get("comment", ""))
     try:
         await send_command(request, key, action, comment)
@@ -167,38 +168,73 @@ def wrong_login(request: web.Request, target: str) -> web.Response:
     return login_page(request, secrets.token_urlsafe(24), next=target, status=401, error="Wrong user name or password.")
 
 
+def refused_login(request: web.Request, target: str, refused: lockout.Refusal, name: str, address: str) -> web.Response:
+    minutes = -(-refused.retry_after_s // 60)
+    wait = f"Try again in {minutes} minute{'s' * (minutes > 1)}."
+    if refused.scope is lockout.Scope.name:
+        LOGINS.labels("locked").inc()
+        error = f"Too many failed logins for this user name. {wait}"
+    else:
+        LOGINS.labels("locked_address").inc()
+        error = f"Too many failed logins from your network address. {wait}"
+    log.warning(
+        "login refused: too many failures",
+        extra={
+            "scope": refused.scope.value,
+            "username": name,
+            "address": address,
+            "retry_after_s": refused.retry_after_s,
+        },
+    )
+    response = login_page(request, secrets.token_urlsafe(24), next=target, status=429, error=error)
+    response.headers["Retry-After"] = str(refused.retry_after_s)
+    return response
+
+
+def busy_login(request: web.Request, target: str) -> web.Response:
+    # Counted, not logged: a flood of logins would flood the log too.
+    LOGINS.labels("busy").inc()
+    wait_s = math.ceil(request.app[PASSWORD_CHECKS].wait_s)
+    response = login_page(
+        request,
+        secrets.token_urlsafe(24),
+        next=target,
+        status=503,
+        error="Too many logins are being checked right now. Try again in a few seconds.",
+    )
+    response.headers["Retry-After"] = str(wait_s)
+    return response
+
+
 async def login(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     target = safe_next(str(form.get("next", "")))
     # Login CSRF: the form's token must match the cookie set with the form, so another site cannot log a
     # browser in as someone else.
     if not same_secret(str(form.get("csrf", "")), request.cookies.get(LOGIN_CSRF_COOKIE)):
         return render(request, "login.html", status=403, csrf="", next=target, error="The form expired; reload it.")
     name, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
-    if not (name and password) or len(name) > MAX_NAME:
+    # No user's name is that long or holds control characters: refused at once and not stored.
+    if not (name and password) or len(name) > MAX_NAME or has_control_chars(name):
         return wrong_login(request, target)
     settings = request.app[SETTINGS]
-    limit = lockout.Limit(settings.web_login_max_failures, settings.web_login_lockout_s)
-    wait_s = await lockout.begin(request.app[DB], name, limit)
-    if wait_s is not None:
-        LOGINS.labels("locked").inc()
-        log.warning("login refused: too many failures", extra={"username": name, "retry_after_s": wait_s})
-        minutes = -(-wait_s // 60)
-        response = login_page(
-            request,
-            secrets.token_urlsafe(24),
-            next=target,
-            status=429,
-            error=f"Too many failed logins for this user name. Try again in {minutes} minute{'s' * (minutes > 1)}.",
-        )
-        response.headers["Retry-After"] = str(wait_s)
-        return response
-    loop = asyncio.get_running_loop()
-    user = await loop.run_in_executor(None, check_password, request.app[USERS], name, password)
+    name_limit = lockout.Limit(settings.web_login_max_failures, settings.web_login_lockout_s)
+    address_limit = lockout.Limit(settings.web_login_max_failures_per_address, settings.web_login_lockout_s)
+    address = lockout.address_key(client_of(request))
+    try:
+        async with request.app[PASSWORD_CHECKS].slot() as verify:
+            refused = await lockout.begin(
+                request.app[DB], name, name_limit, address=address, address_limit=address_limit
+            )
+            if refused is not None:
+                return refused_login(request, target, refused, name, address)
+            user = await verify(request.app[USERS], name, password)
+    except PasswordChecksBusy:
+        return busy_login(request, target)
     if user is None:
         return wrong_login(request, target)
     LOGINS.labels("ok").inc()
-    await lockout.succeeded(request.app[DB], name, limit)
+    await lockout.succeeded(request.app[DB], name)
     session = await sessions.create(request.app[DB], user.name, "password")
     response = see_other(target)
     set_session_cookie(response, request, session.token)

@@ -168,16 +168,24 @@ DELETE FROM web_sessions WHERE expires_at <= now();
 -- through several web replicas, cannot all slip under the limit. The two-key form keeps clear of other locks.
 SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(username)s));
 
--- name: login_attempts_earlier
+-- name: login_address_lock
+-- Likewise attempts from one client address (taken after the name's lock, in every attempt).
+SELECT pg_advisory_xact_lock(%(address_lock_class)s, hashtext(%(address)s));
+
+-- name: login_attempts_seen
+-- The earlier attempts in their windows, oldest first: at the name, and from the address (none without one).
 SELECT now() AS now,
        array(SELECT a.at FROM web_login_attempts a
-             WHERE a.username = %(username)s AND a.at > now() - make_interval(secs => %(window_s)s)
-             ORDER BY a.at) AS earlier;
+             WHERE a.username = %(username)s AND a.at > now() - make_interval(secs => %(name_window_s)s)
+             ORDER BY a.at) AS by_name,
+       array(SELECT a.at FROM web_login_attempts a
+             WHERE a.address = %(address)s::text AND a.at > now() - make_interval(secs => %(address_window_s)s)
+             ORDER BY a.at) AS by_address;
 
 -- name: login_attempt_add
 -- Old attempts go first, so the table holds at most one window of them.
 WITH expired AS (DELETE FROM web_login_attempts WHERE at <= now() - make_interval(secs => %(window_s)s))
-INSERT INTO web_login_attempts (username) VALUES (%(username)s);
+INSERT INTO web_login_attempts (username, address) VALUES (%(username)s, %(address)s::text);
 
 -- name: login_attempts_clear
 DELETE FROM web_login_attempts WHERE username = %(username)s;

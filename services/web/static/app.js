@@ -136,7 +136,12 @@ function live() {
     if (status) status.textContent = "● live";
     if (mode === "incident") resyncIncident();
   });
-  source.addEventListener("error", () => { if (status) status.textContent = "○ reconnecting"; });
+  source.addEventListener("error", () => {
+    if (status) status.textContent = "○ reconnecting";
+    // A stream refused with an error status (503: too many live clients) is closed for good by the browser, not
+    // retried: try again ourselves, later and spread out, as its Retry-After asks.
+    if (source.readyState === EventSource.CLOSED) setTimeout(live, 30000 + Math.random() * 30000);
+  });
   source.addEventListener("incident", (message) => {
     let ev;
     try { ev = JSON.parse(message.data); } catch (e) { return; }
