@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+HELPERS = {"stack", "measure"}  # modules of bench/ that are not benchmarks
 
 
 def modules(selected: list[str]) -> list[str]:
-    found = sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_") and p.stem != "stack")
+    found = sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_") and p.stem not in HELPERS)
     unknown = set(selected) - set(found)
     if unknown:
         raise SystemExit(f"bench: no such benchmark: {', '.join(sorted(unknown))} (have: {', '.join(found)})")

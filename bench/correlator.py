@@ -21,14 +21,17 @@ import aio_pika
 import httpx
 import psycopg
 
+from bench.measure import progress_for
 from devstack.postgres import Postgres
 from devstack.procs import cpu_seconds, free_port, peak_rss_mb, read_pid, spawn, stop_pid, tree_cpu_seconds
 from devstack.rabbitmq import RabbitMQ
 from devstack.throwaway import new_postgres, new_rabbitmq, temp_root
-from shared.contracts import ALERTS_EXCHANGE, alert_routing_key
+from shared.contracts import ALERTS_EXCHANGE, MessageType, alert_routing_key
 from shared.db import migrate
 from shared.fingerprint import label_fingerprint
 from shared.messaging import CORRELATOR_QUEUE, Broker
+
+progress = progress_for("correlator")
 
 STORED_INCIDENTS = 1_000
 STORED_PER_INCIDENT = 100  # 100,000 alerts already stored
@@ -39,10 +42,6 @@ STREAM_RATE = 3_000  # alerts/s for the live phase
 STREAM_SECONDS = 20
 TIMEOUT_S = 300
 RULES_FILE = Path("deploy/correlation.yml").resolve()
-
-
-def progress(message: str) -> None:
-    print(f"bench correlator: {message}", file=sys.stderr, flush=True)
 
 
 def host_name(i: int) -> str:
@@ -117,7 +116,7 @@ def message(host: str, j: int, status: str, starts_at: datetime, received_at: da
         labels["severity"] = "critical"
     envelope = {
         "id": str(uuid.uuid4()),
-        "type": "alert.received",
+        "type": MessageType.alert_received,
         "version": 1,
         "occurred_at": received_at.isoformat(),
         "producer": "ingest",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import shutil
 import statistics
 import sys
@@ -31,6 +30,7 @@ from aiohttp import web
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from bench.measure import percentile_nearest_rank, progress_for
 from devstack.procs import free_port, port_open, spawn, stop_pid, wait_until
 from devstack.prometheus import Prometheus
 from devstack.throwaway import new_postgres, new_rabbitmq, temp_root
@@ -41,15 +41,13 @@ from shared.contracts import INCIDENTS_EXCHANGE, Envelope, IncidentEvent, Incide
 from shared.db import migrate
 from shared.messaging import Broker
 
+progress = progress_for("enricher")
+
 HOSTS = 20
 SCRAPE_S = 30
 SEQUENTIAL = 30
 BURST = 100
 LOG_LINES_PER_HOST = 2000
-
-
-def progress(message: str) -> None:
-    print(f"bench enricher: {message}", file=sys.stderr, flush=True)
 
 
 class Exporter:
@@ -150,11 +148,6 @@ async def seed(db_url: str, count: int, offset: int, now: datetime) -> list[Inci
                 )
             )  # fmt: skip
     return snapshots
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 async def run(base: Path, concurrency: int | None) -> None:
@@ -260,7 +253,7 @@ async def run(base: Path, concurrency: int | None) -> None:
                 {
                     "bench": f"enricher_sequential_{SEQUENTIAL}",
                     "p50_ms": round(statistics.median(latencies), 1),
-                    "p99_ms": round(percentile(latencies, 0.99), 1),
+                    "p99_ms": round(percentile_nearest_rank(latencies, 0.99), 1),
                     "max_ms": round(max(latencies), 1),
                     "prometheus_queries_per_incident": 7,
                     "loki_queries_per_incident": 3,
@@ -284,7 +277,7 @@ async def run(base: Path, concurrency: int | None) -> None:
                     "bench": f"enricher_burst_{BURST}",
                     "incidents_per_s": round(BURST / total, 1),
                     "p50_ms": round(statistics.median(burst), 1),
-                    "p99_ms": round(percentile(burst, 0.99), 1),
+                    "p99_ms": round(percentile_nearest_rank(burst, 0.99), 1),
                     "concurrency": config.concurrency,
                 }
             ),

@@ -27,11 +27,14 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 
+from bench.measure import percentile, progress_for
 from devstack.alertstorm import alert, webhook
 from devstack.procs import cpu_seconds, free_port, read_pid, spawn, stop_pid
 from devstack.rabbitmq import RabbitMQ
 from devstack.throwaway import new_rabbitmq, temp_root
-from shared.messaging import CORRELATOR_QUEUE
+from shared.messaging.topology import CORRELATOR_QUEUE
+
+progress = progress_for("ingest")
 
 TOKEN = "bench-" + secrets.token_hex(8)
 PATH = "/api/v1/webhooks/alertmanager"
@@ -41,10 +44,6 @@ RATE = 1_000
 RATE_SECONDS = 15
 RATE_CONNECTIONS = 64
 MAX_SECONDS = 120  # per phase: the load stops by itself even if ingest crawls
-
-
-def progress(message: str) -> None:
-    print(f"bench ingest: {message}", file=sys.stderr, flush=True)
 
 
 def bodies(size: int, count: int) -> list[bytes]:
@@ -87,11 +86,6 @@ def confirm_p99_ms(before: dict[float, float], after: dict[float, float]) -> flo
         if total and count >= 0.99 * total:
             return bound * 1000
     return float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def closed_loop(http: aiohttp.ClientSession, url: str, size: int) -> dict[str, object]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -25,9 +24,12 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.measure import progress_for
 from devstack.alertstorm import WebhookSender, alert, webhook
 from devstack.harness import ALL_SERVICES, LocalVigil
 from shared.contracts import INCIDENTS_EXCHANGE
+
+progress = progress_for("pipeline")
 
 THROUGHPUT_ALERTS = 60_000
 BATCH = 50
@@ -35,10 +37,6 @@ CONCURRENCY = 16
 LATENCY_RATE = 500
 LATENCY_SECONDS = 20
 PER_WEBHOOK = 5
-
-
-def progress(message: str) -> None:
-    print(f"bench pipeline: {message}", file=sys.stderr, flush=True)
 
 
 async def stored_and_pending(db_url: str) -> tuple[int, int]:

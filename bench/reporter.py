@@ -25,22 +25,21 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
+from bench.measure import progress_for
 from devstack.throwaway import new_postgres, temp_root
-from services.reporter import audit, audit_markdown, audit_xlsx, incident_markdown, incident_xlsx
-from services.reporter.incident_content import build
-from services.reporter.incident_report import IncidentReport, ReportAlert, TimelineEntry
 from shared.db import migrate
 from shared.incident_context import ContextEvent, IncidentContext, LogBurst, LogLine, SecurityEvent, SeriesSummary
+from shared.reports import audit, audit_markdown, audit_xlsx, incident_markdown, incident_xlsx
+from shared.reports.incident_content import build
+from shared.reports.incident_report import IncidentReport, ReportAlert, TimelineEntry
+
+progress = progress_for("reporter")
 
 T0 = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 INCIDENT_ALERTS = 10_000
 AUDIT_INCIDENTS = 100_000
 ALERTS_PER_INCIDENT = 2
 RUNS = 5
-
-
-def progress(message: str) -> None:
-    print(f"bench reporter: {message}", file=sys.stderr, flush=True)
 
 
 def big_incident() -> IncidentReport:

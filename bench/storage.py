@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,19 +42,23 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from bench.measure import percentile, progress_for
 from devstack.throwaway import new_postgres, temp_root
 from services.correlator import retention
 from services.correlator.batches import correlate_batch, sweep
 from services.correlator.rules import RuleSet, load_rules
 from services.enricher.consumer import QUERIES as ENRICHER_QUERIES
-from services.reporter import incident_report, pruning, report_store
-from services.reporter.rendering import render_all
+from services.reporter import pruning, report_store
 from services.reporter.versions import Source
-from shared.contracts import RawEnvelope
+from shared.contracts import MessageType, RawEnvelope, command_type
 from shared.db import migrate, open_pool
 from shared.fingerprint import label_fingerprint
 from shared.incident_context import ContextEvent, IncidentContext, LogBurst, LogLine, SecurityEvent, SeriesSummary
 from shared.messaging import Delivery
+from shared.reports import incident_report
+from shared.reports.rendering import render_all
+
+progress = progress_for("storage")
 
 ALERTS = 50_000
 INCIDENTS = 300
@@ -82,10 +85,6 @@ TABLES = (
     "outbox",
     "processed_messages",
 )
-
-
-def progress(message: str) -> None:
-    print(f"bench storage: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ def message(host: str, j: int, status: str, starts_at: datetime, received_at: da
     }
     envelope = {
         "id": str(uuid.uuid4()),
-        "type": "alert.received",
+        "type": MessageType.alert_received,
         "version": 1,
         "occurred_at": received_at.isoformat(),
         "producer": "ingest",
@@ -162,7 +161,7 @@ def message(host: str, j: int, status: str, starts_at: datetime, received_at: da
 def command(key: str, action: str, at: datetime, comment: str = "") -> Delivery:
     envelope = {
         "id": str(uuid.uuid4()),
-        "type": f"command.{action}",
+        "type": command_type(action),
         "version": 1,
         "occurred_at": at.isoformat(),
         "producer": "web",
@@ -404,8 +403,7 @@ async def live_latencies(
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+    return round(percentile(values, q), 1)
 
 
 async def run(url: str) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import logging
 import secrets
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,11 +28,14 @@ import psycopg
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
+from bench.measure import percentile_rounded_index, progress_for
 from devstack.procs import free_port
 from devstack.throwaway import new_postgres, temp_root
 from services.web.app import build_app
 from shared.config import Settings
 from shared.db import migrate
+
+progress = progress_for("web")
 
 INCIDENTS = 100_000
 BIG_ALERTS = 10_000
@@ -44,15 +46,6 @@ TOKEN = secrets.token_urlsafe(16)
 STATES = ("resolved",) * 8 + ("open", "acknowledged")
 SEVERITIES = ("critical", "error", "warning", "warning", "info")
 ALERTNAMES = ("HostDown", "DiskFull", "HighCPU", "Http5xx", "MemoryPressure", "ProbeFailed")
-
-
-def progress(message: str) -> None:
-    print(f"bench web: {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def incident_rows() -> Iterator[tuple[Any, ...]]:
@@ -189,10 +182,10 @@ async def measure(url: str) -> list[dict[str, Any]]:
                 "incidents": INCIDENTS,
                 "requests": len(every),
                 "p50_ms": round(statistics.median(every), 1),
-                "p95_ms": round(percentile(every, 0.95), 1),
-                "p99_ms": round(percentile(every, 0.99), 1),
+                "p95_ms": round(percentile_rounded_index(every, 0.95), 1),
+                "p99_ms": round(percentile_rounded_index(every, 0.99), 1),
                 "target_p95_ms": 100,
-                "p95_ms_by_query": {name: round(percentile(ts, 0.95), 1) for name, ts in times.items()},
+                "p95_ms_by_query": {name: round(percentile_rounded_index(ts, 0.95), 1) for name, ts in times.items()},
             }
         ]
         page_times: dict[str, list[float]] = {"unfiltered": [], "filtered": []}
@@ -202,7 +195,9 @@ async def measure(url: str) -> list[dict[str, Any]]:
         results.append(
             {
                 "bench": "web_list_page_100k",
-                "p95_ms_by_page": {name: round(percentile(ts, 0.95), 1) for name, ts in page_times.items()},
+                "p95_ms_by_page": {
+                    name: round(percentile_rounded_index(ts, 0.95), 1) for name, ts in page_times.items()
+                },
             }
         )
         html, full, api = [], [], []
@@ -221,11 +216,11 @@ async def measure(url: str) -> list[dict[str, Any]]:
                 "bench": "web_incident_10k",
                 "alerts": BIG_ALERTS,
                 "page_p50_ms": round(statistics.median(html), 1),
-                "page_p95_ms": round(percentile(html, 0.95), 1),
+                "page_p95_ms": round(percentile_rounded_index(html, 0.95), 1),
                 "page_all_alerts_p50_ms": round(statistics.median(full), 1),
-                "page_all_alerts_p95_ms": round(percentile(full, 0.95), 1),
+                "page_all_alerts_p95_ms": round(percentile_rounded_index(full, 0.95), 1),
                 "json_p50_ms": round(statistics.median(api), 1),
-                "json_p95_ms": round(percentile(api, 0.95), 1),
+                "json_p95_ms": round(percentile_rounded_index(api, 0.95), 1),
                 **sizes,
                 "target_page_p95_ms": 300,
             }

@@ -26,7 +26,7 @@ from devstack.alertstorm import WebhookSender, alert, occurrence, webhook
 from devstack.harness import LocalVigil
 from devstack.hostile import hostile_set, stored_fingerprint
 from shared.contracts import INCIDENTS_EXCHANGE
-from shared.topology import CORRELATOR_QUEUE
+from shared.messaging.topology import CORRELATOR_QUEUE
 
 PROBE_QUEUE = "chaos.probe"
 STORED_ALERTS = "SELECT fingerprint, starts_at FROM alerts"

@@ -31,6 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
+from shared.matchers import Matcher, MatcherError, matches_all, new_matcher
+
 MAX_LIMIT = 5000
 DEFAULT_LIMIT = 100
 MAX_QUERY_SERIES = 500
@@ -108,24 +110,6 @@ def parse_duration(text: str) -> float:
 
 
 @dataclass(frozen=True)
-class Matcher:
-    label: str
-    op: str
-    value: str
-    regex: re.Pattern[str] | None = None
-
-    def matches(self, labels: dict[str, str]) -> bool:
-        actual = labels.get(self.label, "")
-        if self.op == "=":
-            return actual == self.value
-        if self.op == "!=":
-            return actual != self.value
-        assert self.regex is not None
-        hit = self.regex.fullmatch(actual) is not None
-        return hit if self.op == "=~" else not hit
-
-
-@dataclass(frozen=True)
 class LineFilter:
     op: str
     value: str
@@ -147,7 +131,7 @@ class LogQuery:
     filters: tuple[LineFilter, ...]
 
     def selects(self, labels: dict[str, str]) -> bool:
-        return all(m.matches(labels) for m in self.matchers)
+        return matches_all(self.matchers, labels)
 
     def keeps(self, line: str) -> bool:
         return all(f.matches(line) for f in self.filters)
@@ -196,21 +180,23 @@ class _Parser:
 
     def log_query(self) -> LogQuery:
         self.take("op", "{")
-        matchers = []
+        matchers: list[Matcher] = []
         while True:
             label = self.take("ident")
             op = self.take("op")
             if op not in {"=", "!=", "=~", "!~"}:
                 raise LogQLError(f"parse error: unexpected {op} after label {label}")
             value = go_unquote(self.take("string"))
-            regex = _compile(value) if op in {"=~", "!~"} else None
-            matchers.append(Matcher(label, op, value, regex))
+            try:
+                matchers.append(new_matcher(op, label, value))
+            except MatcherError as exc:
+                raise LogQLError(f"invalid matcher {label}{op}: {exc}") from None
             if self.at(","):
                 self.take("op", ",")
                 continue
             self.take("op", "}")
             break
-        if all((m.regex.fullmatch("") is not None) if m.regex else (m.op == "!=" or m.value == "") for m in matchers):
+        if all(not m.type.is_equal or m.matches("") for m in matchers):
             raise LogQLError(
                 "queries require at least one regexp or equality matcher that does not have an empty-compatible "
                 'value. For instance, app=~".*" does not meet this requirement, but app=~".+" will'

@@ -22,7 +22,9 @@ from shared.contracts import (
     IncidentCommand,
     IncidentEvent,
     IncidentEventType,
+    MessageType,
     ReportReady,
+    command_type,
 )
 
 VERSIONING = (
@@ -86,7 +88,7 @@ def asyncapi_document() -> dict[str, Any]:
     alert_msgs = {
         "alert_received": message(
             "alert_received",
-            "alert.received",
+            MessageType.alert_received,
             "alert.<status>.<severity>.<alertname>",
             "One alert of an Alertmanager notification, or one generic event, as ingest accepted it.",
             "AlertReceivedEnvelope",
@@ -100,7 +102,7 @@ def asyncapi_document() -> dict[str, Any]:
     }
     incident_msgs["report_ready"] = message(
         "report_ready",
-        "report.ready",
+        MessageType.report_ready,
         "report.ready.<severity>",
         "A new version of an incident's reports is stored.",
         "ReportReadyEnvelope",
@@ -108,8 +110,8 @@ def asyncapi_document() -> dict[str, Any]:
     command_msgs = {
         f"command_{a.value}": message(
             f"command_{a.value}",
-            f"command.{a.value}",
-            f"command.{a.value}",
+            command_type(a.value),
+            command_type(a.value),
             f"Ask the correlator to {a.value} an incident (the correlator is the only writer of incidents).",
             "IncidentCommandEnvelope",
         )

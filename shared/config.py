@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -75,6 +75,8 @@ class Settings(BaseSettings):
         default_factory=dict, description="More senders, one token each: `grafana=token1,cron=token2`."
     )
     ingest_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Off: every publish goes through aio-pika's own confirmed publish (slower, no reliance on aiormq internals).
+    ingest_fast_publish: bool = True
     # What one alert may carry. Past a limit a value is cut with a visible marker and counted, never refused:
     # Alertmanager drops a whole notification it gets a 4xx for. The caps keep every indexed value under
     # PostgreSQL's index row limit (about 2.7 kB) whatever is configured.
@@ -243,10 +245,10 @@ class Settings(BaseSettings):
         return value
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment; on error, exit naming each wrong VIGIL_* variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except SettingsError as exc:
         print(f"vigil: invalid configuration\n  {exc}", file=sys.stderr)
         raise ConfigError(2) from None

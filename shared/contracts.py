@@ -26,6 +26,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class MessageType(StrEnum):
+    """`type` of the envelopes that are not incident events (those are `IncidentEventType`) or commands
+    (`command_type`)."""
+
+    alert_received = "alert.received"
+    report_ready = "report.ready"
+
+
+COMMAND_TYPE_PREFIX = "command."
+
+
+def command_type(action: str) -> str:
+    """`command.<action>`, e.g. `command.acknowledge`."""
+    return f"{COMMAND_TYPE_PREFIX}{action}"
+
+
 class Envelope(BaseModel, Generic[T]):
     """What every message is: an id for idempotence, a type to dispatch on, and the payload."""
 
@@ -203,6 +219,39 @@ class IncidentEventType(StrEnum):
     enriched = "incident.enriched"
 
 
+class TimelineKind(StrEnum):
+    """`kind` of an incident's timeline entries (`incident_timeline.kind`, the API and reports)."""
+
+    incident_opened = "incident_opened"
+    alert_added = "alert_added"
+    alert_resolved = "alert_resolved"
+    alert_stale = "alert_stale"
+    alert_refired = "alert_refired"
+    severity_changed = "severity_changed"
+    flapping_started = "flapping_started"
+    flapping_stopped = "flapping_stopped"
+    incident_acknowledged = "incident_acknowledged"
+    incident_resolved = "incident_resolved"
+    incident_reopened = "incident_reopened"
+    comment = "comment"
+
+
+class IncidentChange(StrEnum):
+    """`change` of an incident event: what happened, finer than its type (`incident.updated` covers most)."""
+
+    opened = "opened"
+    alerts_added = "alerts_added"
+    alert_resolved = "alert_resolved"
+    alert_stale = "alert_stale"
+    severity_changed = "severity_changed"
+    flapping_started = "flapping_started"
+    flapping_stopped = "flapping_stopped"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+    reopened = "reopened"
+    comment = "comment"
+
+
 class IncidentSnapshot(BaseModel):
     """The incident as it is after the change the event announces."""
 
@@ -222,6 +271,17 @@ class IncidentSnapshot(BaseModel):
     last_alert_at: AwareDatetime
     acknowledged_at: AwareDatetime | None = None
     resolved_at: AwareDatetime | None = None
+
+
+def snapshot_of(incident: object) -> IncidentSnapshot:
+    """The snapshot of anything that has an incident's fields by the same names (the correlator's working
+    `Incident`, the read model's). Built without validation: both are typed already, and the correlator takes one
+    per alert change."""
+    values = {name: getattr(incident, name) for name in IncidentSnapshot.model_fields}
+    values["state"] = IncidentState(values["state"])
+    values["group_labels"] = dict(values["group_labels"])
+    values["hosts"] = list(values["hosts"])
+    return IncidentSnapshot.model_construct(**values)
 
 
 class IncidentEvent(BaseModel):

@@ -1,4 +1,5 @@
-"""PostgreSQL plumbing: the connection pool, ordered SQL migrations, and named queries from .sql files."""
+"""PostgreSQL plumbing: the connection pool, telling an outage from a refused statement, ordered SQL migrations,
+and named queries from .sql files."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import Diagnostic
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,14 @@ set_json_dumps(orjson.dumps)
 SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
 
 
+# What every pool of Vigil's hands out: connections whose rows are dicts keyed by column name.
+Connection = psycopg.AsyncConnection[DictRow]
+Pool = AsyncConnectionPool[Connection]
+
+
 async def open_pool(
     url: str, *, max_size: int = 10, min_size: int = 1, statement_timeout_ms: int | None = None
-) -> AsyncConnectionPool:
+) -> Pool:
     """An open pool whose connections return rows as dicts; waits until the first connection works.
 
     With `statement_timeout_ms`, PostgreSQL cancels any statement of the pool's connections that runs longer
@@ -51,6 +57,7 @@ async def open_pool(
 
     pool = AsyncConnectionPool(
         url,
+        connection_class=Connection,
         min_size=min_size,
         max_size=max_size,
         kwargs={"row_factory": dict_row, "autocommit": False},
@@ -75,6 +82,28 @@ def connect_sync(url: str, *, statement_timeout_ms: int) -> psycopg.Connection[A
         conn.close()
         raise
     return conn
+
+
+# PostgreSQL errors that say the server is unreachable, going away or out of resources: not the message's fault.
+# Anything else the server says is about the statement, hence about the messages that led to it.
+OUTAGE_SQLSTATE_CLASSES = ("08", "53")  # connection exception, insufficient resources
+OUTAGE_SQLSTATES = {"57P01", "57P02", "57P03"}  # admin shutdown, crash shutdown, cannot connect now
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """PostgreSQL unreachable, going away or out of resources, rather than refusing what it was asked: told by the
+    SQLSTATE and not by psycopg's exception class (which calls an index row too large, a statement timeout and a
+    lost connection all `OperationalError`). What a consumer lane is given to hold a batch through an outage."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.errors.PipelineAborted):
+        return False  # PipelineAborted follows an earlier error of the same work
+    state = exc.sqlstate
+    if state is None:
+        # Raised by psycopg itself, not the server: the connection broke or could not be made, or a value could not
+        # be converted (a DataError: the message's).
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return state[:2] in OUTAGE_SQLSTATE_CLASSES or state in OUTAGE_SQLSTATES
 
 
 def user_of(url: str) -> str:
@@ -145,7 +174,7 @@ async def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                     continue
                 try:
                     async with conn.transaction():
-                        await conn.execute(migration.sql)  # type: ignore[arg-type]
+                        await conn.execute(migration.sql)
                         await conn.execute(
                             "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
                             (migration.version, migration.checksum),

@@ -11,7 +11,7 @@ server holds reading back, the deadline waits. Once a request is in, the deadlin
 long response (the web's live stream) is not cut.
 
 It hooks into aiohttp's RequestHandler (the protocol of one connection) where no public hook exists: the request
-count, the message queue and the reading-paused flags. tests/test_web_hardening.py exercises each path, so an
+count, the message queue and the reading-paused flags. tests/web/test_web_hardening.py exercises each path, so an
 aiohttp upgrade that moves them fails there.
 """
 

@@ -15,20 +15,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
-from psycopg_pool import AsyncConnectionPool
 
 from shared.config import Settings, load_settings
 from shared.cpu_priority import lower_priority
-from shared.db import migrate, open_pool
+from shared.db import Pool, migrate, open_pool
 from shared.http_server import app_runner
 from shared.jsonlog import setup_logging
-from shared.messaging import Broker
+from shared.messaging.broker import Broker
 
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", str)
-DB = web.AppKey("db", AsyncConnectionPool)
+DB = web.AppKey("db", Pool)
 BROKER = web.AppKey("broker", Broker)
 READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[bool]]])
 

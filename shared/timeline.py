@@ -3,19 +3,21 @@ the reporter and the web in the same words."""
 
 from __future__ import annotations
 
-TIMELINE_TEXT = {
-    "incident_opened": "Incident opened",
-    "alert_added": "Alert added",
-    "alert_resolved": "Alert resolved",
-    "alert_stale": "Alert went stale",
-    "alert_refired": "Alert fired again",
-    "severity_changed": "Severity changed",
-    "flapping_started": "Flapping started",
-    "flapping_stopped": "Flapping stopped",
-    "incident_acknowledged": "Acknowledged",
-    "incident_resolved": "Resolved",
-    "incident_reopened": "Reopened",
-    "comment": "Comment",
+from shared.contracts import TimelineKind
+
+TIMELINE_TEXT: dict[str, str] = {
+    TimelineKind.incident_opened: "Incident opened",
+    TimelineKind.alert_added: "Alert added",
+    TimelineKind.alert_resolved: "Alert resolved",
+    TimelineKind.alert_stale: "Alert went stale",
+    TimelineKind.alert_refired: "Alert fired again",
+    TimelineKind.severity_changed: "Severity changed",
+    TimelineKind.flapping_started: "Flapping started",
+    TimelineKind.flapping_stopped: "Flapping stopped",
+    TimelineKind.incident_acknowledged: "Acknowledged",
+    TimelineKind.incident_resolved: "Resolved",
+    TimelineKind.incident_reopened: "Reopened",
+    TimelineKind.comment: "Comment",
 }
 
 

@@ -1,4 +1,5 @@
-"""`python -m devstack.run` in a subprocess, as `make run` and `make demo` start it, for the tests that drive it."""
+"""`python -m devstack.run` in a subprocess, as `make run` and `make demo` start it, for the tests that drive it; and
+the CPU priority a process runs at (its nice value and its autogroup's)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,14 @@ def stack_env_for_test() -> Iterator[dict[str, str]]:
         env[f"VIGIL_{name}"] = ""
     yield env
     subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def priority(pid: int) -> tuple[int, str | None]:
+    """The process's nice value and, where Linux has autogroups, its group's (`/autogroup-N nice 10`).
+
+    A session that never called setsid since boot (as under some CI runners) is in the kernel's default group,
+    whose file exists but reads empty: it has no group nice of its own, so that is None too."""
+    nice = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[16])
+    group = Path(f"/proc/{pid}/autogroup")
+    words = group.read_text().split() if group.exists() else []
+    return nice, words[-1] if words else None

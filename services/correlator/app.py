@@ -19,7 +19,9 @@ from services.correlator.rules import RulesError, RuleSet, load_rules
 from shared.alert_limits import AlertLimits
 from shared.asyncapi import asyncapi_document
 from shared.config import ConfigError, Settings
-from shared.messaging import CORRELATOR_QUEUE, Delivery
+from shared.db import is_database_outage
+from shared.messaging.lanes import Delivery
+from shared.messaging.topology import CORRELATOR_QUEUE
 from shared.service import BROKER, DB, READY_CHECKS, SETTINGS, base_app, broker_ctx, database_ctx
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ def _correlator_ctx(
             await broker.consume(
                 CORRELATOR_QUEUE,
                 make_handler(app, after_commit),
+                is_outage=is_database_outage,
                 # Both batches in flight must fit in the prefetch window, or the second one starves.
                 batch_size=max(1, min(BATCH_SIZE, app[SETTINGS].prefetch // CONCURRENCY)),
                 batch_wait_s=BATCH_WAIT_S,

@@ -8,16 +8,18 @@ import uuid
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import Counter
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from services.correlator.lifecycle import (
     AlertChange,
+    AlertOutcome,
+    CommandOutcome,
     CommandRejected,
     EventOut,
+    Group,
     World,
     apply_alert,
     apply_command,
@@ -27,10 +29,11 @@ from services.correlator.lifecycle import (
     mark_stale,
     settle_flapping,
 )
-from services.correlator.rules import Rule, RuleSet
+from services.correlator.rules import RuleSet
 from services.correlator.store import SWEEP_LOCK, Q, lock_and_load, write_world
 from shared.alert_limits import DEFAULT_LIMITS, AlertLimits
-from shared.contracts import AlertReceived, IncidentCommand
+from shared.contracts import COMMAND_TYPE_PREFIX, AlertReceived, IncidentCommand, MessageType
+from shared.db import Pool
 from shared.jsonlog import incident_key
 from shared.messaging import Delivery, PermanentError
 
@@ -40,15 +43,12 @@ ALERTS = Counter("vigil_correlator_alerts_total", "Alerts applied, by outcome", 
 COMMANDS = Counter("vigil_correlator_commands_total", "Commands applied, by action and outcome", ["action", "outcome"])
 SWEPT = Counter("vigil_correlator_swept_total", "Periodic changes, by kind", ["kind"])
 
-ALERT_TYPE = "alert.received"
-COMMAND_PREFIX = "command."
-
 
 @dataclass
 class Decoded:
     alerts: list[AlertChange] = field(default_factory=list)
     commands: list[tuple[uuid.UUID, IncidentCommand]] = field(default_factory=list)
-    order: list[tuple[str, int]] = field(default_factory=list)  # ("alert"|"command", index) in delivery order
+    order: list[tuple[Literal["alert", "command"], int]] = field(default_factory=list)  # index, in delivery order
 
 
 def decode_batch(deliveries: list[Delivery], limits: AlertLimits = DEFAULT_LIMITS) -> Decoded:
@@ -57,10 +57,10 @@ def decode_batch(deliveries: list[Delivery], limits: AlertLimits = DEFAULT_LIMIT
     for d in deliveries:
         env = d.envelope
         try:
-            if env.type == ALERT_TYPE:
+            if env.type == MessageType.alert_received:
                 out.order.append(("alert", len(out.alerts)))
                 out.alerts.append(AlertChange.from_message(AlertReceived.model_validate(env.data), limits))
-            elif env.type.startswith(COMMAND_PREFIX):
+            elif env.type.startswith(COMMAND_TYPE_PREFIX):
                 out.order.append(("command", len(out.commands)))
                 out.commands.append((env.id, IncidentCommand.model_validate(env.data)))
             else:
@@ -71,15 +71,15 @@ def decode_batch(deliveries: list[Delivery], limits: AlertLimits = DEFAULT_LIMIT
 
 
 async def correlate_batch(
-    pool: AsyncConnectionPool, rules: RuleSet, deliveries: list[Delivery], limits: AlertLimits = DEFAULT_LIMITS
+    pool: Pool, rules: RuleSet, deliveries: list[Delivery], limits: AlertLimits = DEFAULT_LIMITS
 ) -> list[int]:
     batch = decode_batch(deliveries, limits)
-    known: dict[str, tuple[Rule, dict[str, str], str]] = {}
+    known: dict[str, Group] = {}
     for a in batch.alerts:
         if a.fingerprint not in known:
             known[a.fingerprint] = group_of(rules, a.labels)
-    groups = {g[2] for g in known.values()}
-    tally: Tally[str] = Tally()
+    groups = {g.key for g in known.values()}
+    tally: Tally[AlertOutcome] = Tally()
     async with pool.connection() as conn, conn.transaction():
         targets: dict[str, dict[str, Any]] = {}
         if batch.commands:
@@ -110,37 +110,37 @@ async def correlate_batch(
             if kind == "alert":
                 outcome = apply_alert(world, batch.alerts[index])
                 tally[outcome] += 1
-                if outcome == "foreign_sender":
+                if outcome is AlertOutcome.foreign_sender:
                     _log_foreign(world, batch.alerts[index])
                 continue
             message_id, cmd = batch.commands[index]
             if message_id in done:
-                COMMANDS.labels(cmd.action.value, "duplicate").inc()
+                COMMANDS.labels(cmd.action.value, CommandOutcome.duplicate.value).inc()
                 continue
             done.add(message_id)
             applied_commands.append(message_id)
             token = incident_key.set(cmd.key)
             try:
-                outcome = apply_command(world, by_key[cmd.key], cmd)
+                result = apply_command(world, by_key[cmd.key], cmd)
             except CommandRejected as exc:
-                outcome = "rejected"
+                result = CommandOutcome.rejected
                 log.warning(
                     "command rejected", extra={"action": cmd.action.value, "actor": cmd.actor, "error": str(exc)}
                 )
             finally:
                 incident_key.reset(token)
-            COMMANDS.labels(cmd.action.value, outcome).inc()
+            COMMANDS.labels(cmd.action.value, result.value).inc()
         events = coalesce_events(world.events)
         outbox_ids = await write_world(conn, world, events)
         if applied_commands:
             await conn.execute(Q.mark_processed, {"ids": applied_commands})
     for outcome, n in tally.items():
-        ALERTS.labels(outcome).inc(n)
+        ALERTS.labels(outcome.value).inc(n)
     _log_incident_changes(world, events)
     return outbox_ids
 
 
-async def sweep(pool: AsyncConnectionPool, rules: RuleSet, now: datetime, *, limit: int = 1000) -> list[int]:
+async def sweep(pool: Pool, rules: RuleSet, now: datetime, *, limit: int = 1000) -> list[int]:
     """Stale alerts, calmed flapping, and auto-resolve after grace; one replica at a time does it."""
     defaults = rules.defaults
     async with pool.connection() as conn, conn.transaction():

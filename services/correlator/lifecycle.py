@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from services.correlator.rules import Rule, RuleSet, group_key, group_labels, host_of, render_title
 from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, bound_webhook_alert, cut_text
@@ -19,11 +20,14 @@ from shared.contracts import (
     AlertAdjustments,
     AlertReceived,
     CommandAction,
+    IncidentChange,
     IncidentCommand,
     IncidentEventType,
     IncidentSnapshot,
     IncidentState,
+    TimelineKind,
     severity_rank,
+    snapshot_of,
 )
 
 FIRING, RESOLVED, STALE = "firing", "resolved", "stale"
@@ -159,32 +163,14 @@ class Incident:
     resolved_by: str | None = None
 
     def snapshot(self) -> IncidentSnapshot:
-        # Built without validation (every field is typed here already): a batch takes one per alert change.
-        return IncidentSnapshot.model_construct(
-            key=self.key,
-            title=self.title,
-            state=IncidentState(self.state),
-            severity=self.severity,
-            rule=self.rule,
-            group_labels=dict(self.group_labels),
-            hosts=list(self.hosts),
-            alert_count=self.alert_count,
-            firing_count=self.firing_count,
-            flapping=self.flapping,
-            revision=self.revision,
-            opened_at=self.opened_at,
-            first_alert_at=self.first_alert_at,
-            last_alert_at=self.last_alert_at,
-            acknowledged_at=self.acknowledged_at,
-            resolved_at=self.resolved_at,
-        )
+        return snapshot_of(self)
 
 
 @dataclass
 class TimelineEntry:
     incident_id: int
     at: datetime
-    kind: str
+    kind: TimelineKind
     actor: str | None
     detail: dict[str, Any]
 
@@ -193,14 +179,39 @@ class TimelineEntry:
 class EventOut:
     incident_id: int
     event: IncidentEventType
-    change: str
+    change: IncidentChange
     actor: str | None
     detail: dict[str, Any]
     snapshot: IncidentSnapshot
 
 
+class AlertOutcome(StrEnum):
+    """What one alert of a notification did (a label of `vigil_correlator_alerts_total`)."""
+
+    new = "new"
+    repeat = "repeat"
+    resolved = "resolved"
+    refired = "refired"
+    foreign_sender = "foreign_sender"  # another sender's occurrence, which this one may not change
+
+
+class CommandOutcome(StrEnum):
+    applied = "applied"
+    unchanged = "unchanged"  # already in the state asked for
+    rejected = "rejected"  # CommandRejected
+    duplicate = "duplicate"  # a redelivered command already applied
+
+
 class CommandRejected(Exception):
     """A command that cannot apply to the incident as it is (e.g. reopen while the group has another)."""
+
+
+class Group(NamedTuple):
+    """Where an alert belongs: the rule it falls under, its group labels and the group's key."""
+
+    rule: Rule
+    labels: dict[str, str]
+    key: str
 
 
 @dataclass
@@ -219,7 +230,7 @@ class World:
     # Repeats that only moved last_seen_at: written with a much cheaper statement than a full upsert.
     seen_alerts: dict[tuple[str, datetime], StoredAlert] = field(default_factory=dict)
     next_temp_id: int = -1
-    groups: dict[str, tuple[Rule, dict[str, str], str]] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
 
     def add_incident(self, incident: Incident, *, current: bool = True) -> None:
         self.incidents[incident.id] = incident
@@ -238,16 +249,19 @@ class World:
 
     # --- recording changes ---
 
-    def _changed(self, inc: Incident) -> None:
+    def touch(self, inc: Incident) -> None:
+        """The incident changed: a new revision, to be written."""
         inc.revision += 1
         self.dirty_incidents.add(inc.id)
 
-    def _note(self, inc: Incident, at: datetime, kind: str, actor: str | None, detail: dict[str, Any]) -> None:
+    def note(self, inc: Incident, at: datetime, kind: TimelineKind, actor: str | None, detail: dict[str, Any]) -> None:
+        """A line in the incident's timeline."""
         self.timeline.append(TimelineEntry(inc.id, at, kind, actor, detail))
 
-    def _emit(
-        self, inc: Incident, event: IncidentEventType, change: str, actor: str | None, detail: dict[str, Any]
+    def emit(
+        self, inc: Incident, event: IncidentEventType, change: IncidentChange, actor: str | None, detail: dict[str, Any]
     ) -> None:
+        """An incident event, once the incident is announced (before that, subscribers have not heard of it)."""
         if inc.announced:
             self.events.append(EventOut(inc.id, event, change, actor, detail, inc.snapshot()))
 
@@ -255,7 +269,7 @@ class World:
 # --- alerts -------------------------------------------------------------------------------------
 
 
-def apply_alert(world: World, change: AlertChange) -> str:
+def apply_alert(world: World, change: AlertChange) -> AlertOutcome:
     """Apply one alert of a notification; returns the outcome: new, repeat, resolved, refired, or foreign_sender
     (another sender's occurrence, which this one may not change)."""
     existing = world.alerts.get((change.fingerprint, change.starts_at))
@@ -268,7 +282,7 @@ def apply_alert(world: World, change: AlertChange) -> str:
     if existing.sender and change.sender != existing.sender:
         # An occurrence belongs to the sender that fired it: a second Alertmanager, or a token leaked to a script,
         # must not resolve (or keep alive) what another one reported.
-        return "foreign_sender"
+        return AlertOutcome.foreign_sender
     inc = world.incidents[existing.incident_id]
     seen = change.seen_at
     if seen > existing.last_seen_at:
@@ -279,7 +293,7 @@ def apply_alert(world: World, change: AlertChange) -> str:
         world.dirty_incidents.add(inc.id)
     if change.status == RESOLVED and existing.status in (FIRING, STALE):
         _resolve_alert(world, inc, existing, change.ends_at or seen, seen)
-        return "resolved"
+        return AlertOutcome.resolved
     if change.status == FIRING and existing.status == STALE:
         # Alertmanager is repeating it again: the stale mark was wrong, the alert is still firing.
         if inc.state == IncidentState.resolved:
@@ -288,10 +302,10 @@ def apply_alert(world: World, change: AlertChange) -> str:
             if target.id != inc.id:
                 _move_alert(world, existing, inc, target)
                 inc = target
-        _set_firing(world, inc, existing, seen, "alert_refired", refire=True)
-        return "refired"
+        _set_firing(world, inc, existing, seen, TimelineKind.alert_refired, refire=True)
+        return AlertOutcome.refired
     # A repeat of a known state, or a stale firing after the resolve (reordered): nothing to change.
-    return "repeat"
+    return AlertOutcome.repeat
 
 
 def _same_impossible_start(world: World, change: AlertChange) -> StoredAlert | None:
@@ -304,17 +318,16 @@ def _same_impossible_start(world: World, change: AlertChange) -> StoredAlert | N
 
 
 def _rule_of(world: World, change: AlertChange) -> Rule:
-    return group_of_change(world, change)[0]
+    return group_of_change(world, change).rule
 
 
-def group_of(rules: RuleSet, labels: Mapping[str, str]) -> tuple[Rule, dict[str, str], str]:
-    """The rule an alert falls under, its group labels and group key."""
+def group_of(rules: RuleSet, labels: Mapping[str, str]) -> Group:
     rule = rules.select(labels)
     grouped = group_labels(rule, labels)
-    return rule, grouped, group_key(rule, grouped)
+    return Group(rule, grouped, group_key(rule, grouped))
 
 
-def group_of_change(world: World, change: AlertChange) -> tuple[Rule, dict[str, str], str]:
+def group_of_change(world: World, change: AlertChange) -> Group:
     # A batch asks this several times per alert; labels (hence the answer) are fixed per fingerprint.
     found = world.groups.get(change.fingerprint)
     if found is None:
@@ -322,7 +335,7 @@ def group_of_change(world: World, change: AlertChange) -> tuple[Rule, dict[str, 
     return found
 
 
-def _new_occurrence(world: World, change: AlertChange) -> str:
+def _new_occurrence(world: World, change: AlertChange) -> AlertOutcome:
     seen = change.seen_at
     rule = _rule_of(world, change)
     previous = world.latest.get(change.fingerprint)
@@ -366,8 +379,8 @@ def _new_occurrence(world: World, change: AlertChange) -> str:
     inc.last_seen_at = max(inc.last_seen_at, seen)
     if alert.host and alert.host not in inc.hosts:
         inc.hosts.append(alert.host)
-    world._changed(inc)
-    world._note(inc, seen, "alert_refired" if refire else "alert_added", None, alert.brief())
+    world.touch(inc)
+    world.note(inc, seen, TimelineKind.alert_refired if refire else TimelineKind.alert_added, None, alert.brief())
     if change.status == FIRING:
         _count_firing(inc, alert.severity, +1)
         inc.quiet_since = None
@@ -378,10 +391,10 @@ def _new_occurrence(world: World, change: AlertChange) -> str:
     _update_severity(world, inc, seen)
     if not inc.announced and inc.state != IncidentState.resolved and inc.alert_count >= inc.min_alerts:
         inc.announced = True
-        world._emit(inc, IncidentEventType.opened, "opened", None, {"alerts": [alert.brief()]})
+        world.emit(inc, IncidentEventType.opened, IncidentChange.opened, None, {"alerts": [alert.brief()]})
     else:
-        world._emit(inc, IncidentEventType.updated, "alerts_added", None, {"alerts": [alert.brief()]})
-    return "new"
+        world.emit(inc, IncidentEventType.updated, IncidentChange.alerts_added, None, {"alerts": [alert.brief()]})
+    return AlertOutcome.new
 
 
 def _target_for_firing(world: World, rule: Rule, change: AlertChange, seen: datetime) -> Incident:
@@ -437,14 +450,14 @@ def _open_incident(
     )
     world.next_temp_id -= 1
     world.add_incident(inc)
-    world._changed(inc)
-    world._note(inc, seen, "incident_opened", None, {"rule": rule.name, "group": grouped, "title": inc.title})
+    world.touch(inc)
+    world.note(inc, seen, TimelineKind.incident_opened, None, {"rule": rule.name, "group": grouped, "title": inc.title})
     return inc
 
 
 def _move_alert(world: World, alert: StoredAlert, old: Incident, new: Incident) -> None:
     old.alert_count -= 1
-    world._changed(old)
+    world.touch(old)
     alert.incident_id = new.id
     new.alert_count += 1
     new.first_alert_at = min(new.first_alert_at, alert.starts_at)
@@ -454,22 +467,30 @@ def _move_alert(world: World, alert: StoredAlert, old: Incident, new: Incident) 
     world.dirty_alerts[alert.key] = alert
 
 
-def _set_firing(world: World, inc: Incident, alert: StoredAlert, at: datetime, kind: str, *, refire: bool) -> None:
+def _set_firing(
+    world: World, inc: Incident, alert: StoredAlert, at: datetime, kind: TimelineKind, *, refire: bool
+) -> None:
     alert.status = FIRING
     alert.resolved_at = None
     world.dirty_alerts[alert.key] = alert
     _count_firing(inc, alert.severity, +1)
     inc.quiet_since = None
-    world._changed(inc)
-    world._note(inc, at, kind, None, alert.brief())
+    world.touch(inc)
+    world.note(inc, at, kind, None, alert.brief())
     if refire:
         _flap(world, inc, at)
     _update_severity(world, inc, at)
     if not inc.announced and inc.alert_count >= inc.min_alerts:
         inc.announced = True
-        world._emit(inc, IncidentEventType.opened, "opened", None, {"alerts": [alert.brief()]})
+        world.emit(inc, IncidentEventType.opened, IncidentChange.opened, None, {"alerts": [alert.brief()]})
     else:
-        world._emit(inc, IncidentEventType.updated, "alerts_added", None, {"alerts": [alert.brief()], "refired": True})
+        world.emit(
+            inc,
+            IncidentEventType.updated,
+            IncidentChange.alerts_added,
+            None,
+            {"alerts": [alert.brief()], "refired": True},
+        )
 
 
 def _resolve_alert(world: World, inc: Incident, alert: StoredAlert, ends_at: datetime, at: datetime) -> None:
@@ -480,14 +501,14 @@ def _resolve_alert(world: World, inc: Incident, alert: StoredAlert, ends_at: dat
     world.dirty_alerts[alert.key] = alert
     if was_firing:
         _count_firing(inc, alert.severity, -1)
-    world._changed(inc)
-    world._note(inc, at, "alert_resolved", None, alert.brief())
+    world.touch(inc)
+    world.note(inc, at, TimelineKind.alert_resolved, None, alert.brief())
     if was_firing:
         _flap(world, inc, at)
     if inc.firing_count == 0 and inc.state != IncidentState.resolved:
         inc.quiet_since = at
     _update_severity(world, inc, at)
-    world._emit(inc, IncidentEventType.updated, "alert_resolved", None, {"alerts": [alert.brief()]})
+    world.emit(inc, IncidentEventType.updated, IncidentChange.alert_resolved, None, {"alerts": [alert.brief()]})
 
 
 def _count_firing(inc: Incident, severity: str, delta: int) -> None:
@@ -511,9 +532,9 @@ def _update_severity(world: World, inc: Incident, at: datetime) -> None:
     new = highest_severity(inc.firing_severities, inc.severity)
     if new != inc.severity:
         old, inc.severity = inc.severity, new
-        world._changed(inc)
-        world._note(inc, at, "severity_changed", None, {"from": old, "to": new})
-        world._emit(inc, IncidentEventType.updated, "severity_changed", None, {"from": old, "to": new})
+        world.touch(inc)
+        world.note(inc, at, TimelineKind.severity_changed, None, {"from": old, "to": new})
+        world.emit(inc, IncidentEventType.updated, IncidentChange.severity_changed, None, {"from": old, "to": new})
 
 
 def _flap(world: World, inc: Incident, at: datetime) -> None:
@@ -525,8 +546,8 @@ def _flap(world: World, inc: Incident, at: datetime) -> None:
         inc.flapping = True
         inc.quiet_since = None
         detail = {"changes": len(recent), "window_s": int(flapping.window.total_seconds())}
-        world._note(inc, at, "flapping_started", None, detail)
-        world._emit(inc, IncidentEventType.updated, "flapping_started", None, detail)
+        world.note(inc, at, TimelineKind.flapping_started, None, detail)
+        world.emit(inc, IncidentEventType.updated, IncidentChange.flapping_started, None, detail)
     world.dirty_incidents.add(inc.id)
 
 
@@ -538,9 +559,9 @@ def _resolve_incident(world: World, inc: Incident, at: datetime, actor: str, det
     inc.resolved_at = at
     inc.resolved_by = actor
     inc.quiet_since = None
-    world._changed(inc)
-    world._note(inc, at, "incident_resolved", actor, detail)
-    world._emit(inc, IncidentEventType.resolved, "resolved", actor, detail)
+    world.touch(inc)
+    world.note(inc, at, TimelineKind.incident_resolved, actor, detail)
+    world.emit(inc, IncidentEventType.resolved, IncidentChange.resolved, actor, detail)
 
 
 def _reopen(world: World, inc: Incident, at: datetime, actor: str | None, detail: dict[str, Any]) -> None:
@@ -549,42 +570,42 @@ def _reopen(world: World, inc: Incident, at: datetime, actor: str | None, detail
     inc.acknowledged_at = inc.acknowledged_by = None
     inc.quiet_since = None
     world.current[inc.group_key] = inc.id
-    world._changed(inc)
-    world._note(inc, at, "incident_reopened", actor, detail)
-    world._emit(inc, IncidentEventType.reopened, "reopened", actor, detail)
+    world.touch(inc)
+    world.note(inc, at, TimelineKind.incident_reopened, actor, detail)
+    world.emit(inc, IncidentEventType.reopened, IncidentChange.reopened, actor, detail)
 
 
-def apply_command(world: World, inc: Incident, cmd: IncidentCommand) -> str:
+def apply_command(world: World, inc: Incident, cmd: IncidentCommand) -> CommandOutcome:
     """A person's command; returns `applied` or `unchanged` (already in that state), or raises CommandRejected."""
     at, actor = cmd.requested_at, cmd.actor
     if cmd.action == CommandAction.comment:
-        world._changed(inc)
-        world._note(inc, at, "comment", actor, {"comment": cmd.comment})
-        world._emit(inc, IncidentEventType.updated, "comment", actor, {"comment": cmd.comment})
-        return "applied"
+        world.touch(inc)
+        world.note(inc, at, TimelineKind.comment, actor, {"comment": cmd.comment})
+        world.emit(inc, IncidentEventType.updated, IncidentChange.comment, actor, {"comment": cmd.comment})
+        return CommandOutcome.applied
     detail = {"comment": cmd.comment} if cmd.comment else {}
     if cmd.action == CommandAction.acknowledge:
         if inc.state != IncidentState.open:
-            return "unchanged"
+            return CommandOutcome.unchanged
         inc.state = IncidentState.acknowledged
         inc.acknowledged_at, inc.acknowledged_by = at, actor
-        world._changed(inc)
-        world._note(inc, at, "incident_acknowledged", actor, detail)
-        world._emit(inc, IncidentEventType.acknowledged, "acknowledged", actor, detail)
-        return "applied"
+        world.touch(inc)
+        world.note(inc, at, TimelineKind.incident_acknowledged, actor, detail)
+        world.emit(inc, IncidentEventType.acknowledged, IncidentChange.acknowledged, actor, detail)
+        return CommandOutcome.applied
     if cmd.action == CommandAction.resolve:
         if inc.state == IncidentState.resolved:
-            return "unchanged"
+            return CommandOutcome.unchanged
         _resolve_incident(world, inc, at, actor, detail)
-        return "applied"
+        return CommandOutcome.applied
     if inc.state != IncidentState.resolved:
-        return "unchanged"
+        return CommandOutcome.unchanged
     other = world.current_of(inc.group_key)
     if other is not None and other.id != inc.id and other.state != IncidentState.resolved:
         raise CommandRejected(f"{other.key} is already open for the same group; reopen refused")
     # Reopened by a person: it stays open until someone resolves it or its alerts resolve again.
     _reopen(world, inc, at, actor, detail)
-    return "applied"
+    return CommandOutcome.applied
 
 
 # --- periodic checks ----------------------------------------------------------------------------
@@ -599,13 +620,13 @@ def mark_stale(world: World, alert: StoredAlert, now: datetime) -> bool:
     alert.status = STALE
     world.dirty_alerts[alert.key] = alert
     _count_firing(inc, alert.severity, -1)
-    world._changed(inc)
+    world.touch(inc)
     detail = {**alert.brief(), "last_seen_at": alert.last_seen_at.isoformat()}
-    world._note(inc, now, "alert_stale", SYSTEM, detail)
+    world.note(inc, now, TimelineKind.alert_stale, SYSTEM, detail)
     if inc.firing_count == 0 and inc.state != IncidentState.resolved:
         inc.quiet_since = now
     _update_severity(world, inc, now)
-    world._emit(inc, IncidentEventType.updated, "alert_stale", SYSTEM, {"alerts": [detail]})
+    world.emit(inc, IncidentEventType.updated, IncidentChange.alert_stale, SYSTEM, {"alerts": [detail]})
     return True
 
 
@@ -619,9 +640,9 @@ def settle_flapping(world: World, inc: Incident, now: datetime) -> bool:
     inc.flap_times = recent
     if inc.firing_count == 0 and inc.state != IncidentState.resolved:
         inc.quiet_since = now
-    world._changed(inc)
-    world._note(inc, now, "flapping_stopped", SYSTEM, {"changes": len(recent)})
-    world._emit(inc, IncidentEventType.updated, "flapping_stopped", SYSTEM, {"changes": len(recent)})
+    world.touch(inc)
+    world.note(inc, now, TimelineKind.flapping_stopped, SYSTEM, {"changes": len(recent)})
+    world.emit(inc, IncidentEventType.updated, IncidentChange.flapping_stopped, SYSTEM, {"changes": len(recent)})
     return True
 
 
@@ -649,8 +670,8 @@ def coalesce_events(events: list[EventOut]) -> list[EventOut]:
     out: list[EventOut] = []
     last_of: dict[int, int] = {}
     for ev in events:
-        i = last_of.get(ev.incident_id)
-        prev = out[i] if i is not None else None
+        i = last_of.get(ev.incident_id, -1)
+        prev = out[i] if i >= 0 else None
         if (
             prev is not None
             and prev.event == ev.event == IncidentEventType.updated
@@ -659,7 +680,7 @@ def coalesce_events(events: list[EventOut]) -> list[EventOut]:
             and "alerts" in ev.detail
         ):
             merged = {**prev.detail, **ev.detail, "alerts": [*prev.detail["alerts"], *ev.detail["alerts"]]}
-            out[i] = EventOut(ev.incident_id, ev.event, ev.change, ev.actor, merged, ev.snapshot)  # type: ignore[index]
+            out[i] = EventOut(ev.incident_id, ev.event, ev.change, ev.actor, merged, ev.snapshot)
             continue
         last_of[ev.incident_id] = len(out)
         out.append(ev)

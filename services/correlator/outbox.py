@@ -28,9 +28,9 @@ from typing import Any
 import aio_pika
 import orjson
 from prometheus_client import Counter, Gauge
-from psycopg_pool import AsyncConnectionPool
 
 from services.correlator.store import Q
+from shared.db import Pool
 from shared.messaging import Broker, BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -82,14 +82,14 @@ def waves(rows: Sequence[Row]) -> list[list[Row]]:
     return out
 
 
-async def publish_rows(pool: AsyncConnectionPool, broker: Broker, ids: Sequence[int] = ()) -> int:
+async def publish_rows(pool: Pool, broker: Broker, ids: Sequence[int] = ()) -> int:
     """One pass over the outbox: every unpublished row up to the newest of `ids` (rows this process committed)
     and every leftover, in id order; returns how many the broker confirmed."""
     return (await publish_pass(pool, broker, max(ids, default=0))).confirmed
 
 
 async def publish_pass(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     broker: Broker,
     upto: int,
     *,
@@ -160,7 +160,7 @@ class AfterCommit:
     """The one publishing path of a process: `submit` (a batch committed these rows) wakes it, and it wakes on
     its own every `interval_s` for leftovers. The next batch does not wait for broker confirms."""
 
-    def __init__(self, pool: AsyncConnectionPool, broker: Broker, *, interval_s: float = 2.0) -> None:
+    def __init__(self, pool: Pool, broker: Broker, *, interval_s: float = 2.0) -> None:
         self.pool, self.broker, self.interval_s = pool, broker, interval_s
         # The newest row this process committed: every unpublished row up to it is in its view.
         self.upto = 0

@@ -31,10 +31,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
 from services.correlator.store import Q, group_lock_id
 from shared.config import Settings
+from shared.db import Pool
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class _Step:
 
 
 async def run_forever(
-    pool: AsyncConnectionPool,
+    pool: Pool,
     policy: Policy,
     *,
     interval_s: float = INTERVAL_S,
@@ -223,9 +223,7 @@ async def run_forever(
         await asyncio.sleep(interval_s)
 
 
-async def run_pass(
-    pool: AsyncConnectionPool, policy: Policy, *, batch_rows: int = BATCH_ROWS, pause_s: float = PAUSE_S
-) -> PassResult:
+async def run_pass(pool: Pool, policy: Policy, *, batch_rows: int = BATCH_ROWS, pause_s: float = PAUSE_S) -> PassResult:
     """One pass: expired incidents, then the outbox, then processed-message ids, batch by batch."""
     async with pool.connection() as conn, conn.transaction():
         row = await (await conn.execute(Q.retention_now)).fetchone()
@@ -278,7 +276,7 @@ def _count(step: _Step) -> _Step:
     return step
 
 
-async def _incident_batch(pool: AsyncConnectionPool, cutoff: datetime, budget: int) -> _Step:
+async def _incident_batch(pool: Pool, cutoff: datetime, budget: int) -> _Step:
     deleted: Tally[str] = Tally()
     async with pool.connection() as conn, conn.transaction():
         if not await _locked(conn):
@@ -303,7 +301,12 @@ async def _incident_batch(pool: AsyncConnectionPool, cutoff: datetime, budget: i
         cur = await conn.execute(Q.incident_row_counts, {"ids": going})
         rows = {r["id"]: r["rows"] for r in await cur.fetchall()}
         chosen = plan([(i, rows[i]) for i in going], budget)
-        targets = list(chosen.whole) if chosen.whole else [chosen.partial]
+        if chosen.whole:
+            targets = list(chosen.whole)
+        elif chosen.partial is not None:
+            targets = [chosen.partial]
+        else:  # plan() always chooses something from a non-empty list; nothing to do otherwise
+            return _Step()
         left = budget
         for table in CHILD_TABLES:
             # The rows of whole incidents fit in the budget, so only a partial one's are cut short by it.
@@ -336,7 +339,7 @@ async def _incident_batch(pool: AsyncConnectionPool, cutoff: datetime, budget: i
 class _OutboxWalk:
     """Batches over the outbox, each starting where the previous one stopped."""
 
-    def __init__(self, pool: AsyncConnectionPool, cutoff: datetime, budget: int) -> None:
+    def __init__(self, pool: Pool, cutoff: datetime, budget: int) -> None:
         self.pool, self.cutoff, self.budget = pool, cutoff, budget
         self.after = 0
 
@@ -352,7 +355,7 @@ class _OutboxWalk:
         return _count(_Step(Tally({"outbox": n}) if n else Tally(), done=step.done))
 
 
-async def _processed_batch(pool: AsyncConnectionPool, cutoff: datetime, budget: int) -> _Step:
+async def _processed_batch(pool: Pool, cutoff: datetime, budget: int) -> _Step:
     async with pool.connection() as conn, conn.transaction():
         if not await _locked(conn):
             return _Step(busy=True)

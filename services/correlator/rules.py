@@ -17,7 +17,7 @@ import yaml
 from jinja2 import Template, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from services.correlator.matchers import Matcher, MatcherError, matches_all, parse_matcher_list
+from shared.matchers import Matcher, MatcherError, matches_all, parse_matchers
 
 HOST = "$host"  # group_by value: the alert's host (instance without port → host → job → alertname)
 ALL_LABELS = "..."  # group_by value: every label, as in Alertmanager's route
@@ -252,10 +252,15 @@ def _parse_rule(item: object, index: int, defaults: Defaults) -> Rule:
         matchers_raw = [matchers_raw]
     if not isinstance(matchers_raw, list) or not all(isinstance(m, str) for m in matchers_raw):
         raise RulesError(f"{where}: matchers: expected a list of strings like 'severity=\"critical\"'")
-    try:
-        matchers = tuple(parse_matcher_list(matchers_raw))
-    except MatcherError as exc:
-        raise RulesError(f"{where}: matchers: {exc}") from None
+    matchers: list[Matcher] = []
+    for text in matchers_raw:
+        try:
+            parsed = parse_matchers(text)
+        except MatcherError as exc:
+            raise RulesError(f"{where}: matchers: {exc}") from None
+        if not parsed:  # Alertmanager would take "" as no matcher; in a rule it is surely a slip
+            raise RulesError(f"{where}: matchers: an empty matcher string")
+        matchers.extend(parsed)
     group_by = item.get("group_by", [HOST])
     if not isinstance(group_by, list) or not group_by or not all(isinstance(g, str) for g in group_by):
         raise RulesError(f"{where}: group_by: expected a non-empty list of label names, `$host` or `...`")
@@ -274,7 +279,7 @@ def _parse_rule(item: object, index: int, defaults: Defaults) -> Rule:
         raise RulesError(f"{where}: title: not a valid template: {exc}") from None
     return Rule(
         name=name,
-        matchers=matchers,
+        matchers=tuple(matchers),
         group_by=tuple(dict.fromkeys(group_by)),
         window=parse_duration(item["window"], f"{where}: window") if "window" in item else defaults.window,
         reopen_window=(

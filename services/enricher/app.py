@@ -18,7 +18,8 @@ from services.enricher.consumer import Enricher
 from services.enricher.enrich import Upstreams
 from services.enricher.upstream import Upstream
 from shared.config import ConfigError, Settings
-from shared.messaging import ENRICHER_QUEUE
+from shared.db import is_database_outage
+from shared.messaging.topology import ENRICHER_QUEUE
 from shared.service import BROKER, DB, SETTINGS, base_app, broker_ctx, database_ctx
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,13 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ENRICHER] = enricher
     # Concurrency > 1: one incident waiting on a slow upstream never holds up the others.
     starting = asyncio.create_task(
-        app[BROKER].consume(ENRICHER_QUEUE, enricher.handle, batch_size=1, concurrency=app[CONFIG].concurrency),
+        app[BROKER].consume(
+            ENRICHER_QUEUE,
+            enricher.handle,
+            is_outage=is_database_outage,
+            batch_size=1,
+            concurrency=app[CONFIG].concurrency,
+        ),
         name="enricher-consume",
     )
     yield

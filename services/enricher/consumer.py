@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,6 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from services.enricher.config import EnrichmentConfig
@@ -26,12 +26,13 @@ from shared.contracts import (
     Envelope,
     IncidentEvent,
     IncidentEventType,
-    IncidentSnapshot,
     incident_routing_key,
 )
-from shared.db import Queries
+from shared.db import Pool, Queries
 from shared.jsonlog import incident_key
 from shared.messaging import ENRICHER_QUEUE, Broker, Delivery, PermanentError
+from shared.readmodel import incidents
+from shared.readmodel.models import Alert, Incident
 
 log = logging.getLogger(__name__)
 QUERIES = Queries(Path(__file__).with_name("queries.sql"))
@@ -50,6 +51,9 @@ STEPS = Counter(
     ["step"],
 )
 
+# An incident of thousands of alerts still needs only the first ones' starts on the timeline.
+ALERT_LIMIT = 500
+
 ENRICHING = {IncidentEventType.opened, IncidentEventType.reopened, IncidentEventType.resolved}
 
 
@@ -60,8 +64,9 @@ def wanted(event_type: str, change: str) -> bool:
     return event_type == IncidentEventType.updated and change == "alerts_added"
 
 
-def next_step(row: dict[str, Any], *, growth: bool, now: datetime, interval: timedelta) -> str:
-    """`enrich`, `skip` or `defer` an event about the incident in `row`.
+def next_step(row: Mapping[str, Any], *, growth: bool, now: datetime, interval: timedelta) -> str:
+    """`enrich`, `skip` or `defer` an event about the incident whose `revision` and enrichment progress
+    (`enrichment_progress` in queries.sql; none when never enriched) are in `row`.
 
     The enricher works on the incident as it is now, so an event whose incident has not changed since the last
     announced enrichment has nothing to add (skip). An incident that grows in a storm is enriched at most once per
@@ -78,53 +83,32 @@ def next_step(row: dict[str, Any], *, growth: bool, now: datetime, interval: tim
     return "enrich"
 
 
-def facts_from_rows(row: dict[str, Any], alerts: list[dict[str, Any]]) -> IncidentFacts:
+def facts_from(incident: Incident, alerts: list[Alert]) -> IncidentFacts:
     return IncidentFacts(
-        id=int(row["id"]),
-        key=row["key"],
-        revision=int(row["revision"]),
-        hosts=list(row["hosts"] or []),
-        first_alert_at=row["first_alert_at"],
-        resolved_at=row["resolved_at"],
+        id=incident.id,
+        key=incident.key,
+        revision=incident.revision,
+        hosts=list(incident.hosts),
+        first_alert_at=incident.first_alert_at,
+        resolved_at=incident.resolved_at,
         alerts=[
             AlertFacts(
-                alertname=a["alertname"],
-                host=a["host"],
-                labels={str(k): str(v) for k, v in (a["labels"] or {}).items()},
-                generator_url=a["generator_url"] or "",
-                starts_at=a["starts_at"],
-                ends_at=a["ends_at"],
-                severity=a["severity"] or "",
+                alertname=a.alertname,
+                host=a.host,
+                labels=dict(a.labels),
+                generator_url=a.generator_url,
+                starts_at=a.starts_at,
+                ends_at=a.ends_at,
+                severity=a.severity,
             )
             for a in alerts
         ],
     )
 
 
-def snapshot_from_row(row: dict[str, Any]) -> IncidentSnapshot:
-    return IncidentSnapshot(
-        key=row["key"],
-        title=row["title"],
-        state=row["state"],
-        severity=row["severity"],
-        rule=row["rule"],
-        group_labels=row["group_labels"] or {},
-        hosts=list(row["hosts"] or []),
-        alert_count=row["alert_count"],
-        firing_count=row["firing_count"],
-        flapping=row["flapping"],
-        revision=row["revision"],
-        opened_at=row["opened_at"],
-        first_alert_at=row["first_alert_at"],
-        last_alert_at=row["last_alert_at"],
-        acknowledged_at=row["acknowledged_at"],
-        resolved_at=row["resolved_at"],
-    )
-
-
 @dataclass
 class Enricher:
-    pool: AsyncConnectionPool
+    pool: Pool
     broker: Broker
     config: EnrichmentConfig
     upstreams: Upstreams
@@ -148,11 +132,15 @@ class Enricher:
         token = incident_key.set(key)
         try:
             async with self.pool.connection() as conn:
-                row = await (await conn.execute(QUERIES.incident_by_key, {"key": key})).fetchone()
-            if row is None:
-                raise PermanentError(f"incident {key} is not in the database")
+                incident = await incidents.incident(conn, key)
+                progress = None
+                if incident is not None:
+                    ident = {"incident_id": incident.id}
+                    progress = await (await conn.execute(QUERIES.enrichment_progress, ident)).fetchone()
+            if incident is None:
+                raise PermanentError(f"incident {key} is not in the database (or not announced)")
             step = next_step(
-                row,
+                {"revision": incident.revision, **(progress or {})},
                 growth=envelope.type == IncidentEventType.updated,
                 now=datetime.now(UTC),
                 interval=self.refresh_interval,
@@ -161,17 +149,17 @@ class Enricher:
                 step = "coalesced"
             STEPS.labels(step).inc()
             if step == "enrich":
-                await self.enrich_and_publish(row)
+                await self.enrich_and_publish(incident)
         finally:
             incident_key.reset(token)
 
-    async def enrich_and_publish(self, row: dict[str, Any]) -> int | None:
-        """Enrich the incident of `row` as it is now; returns the stored version, or None when a newer one was stored
+    async def enrich_and_publish(self, incident: Incident) -> int | None:
+        """Enrich `incident` as it is now; returns the stored version, or None when a newer one was stored
         meanwhile."""
         started = time.perf_counter()
         async with self.pool.connection() as conn:
-            alerts = await (await conn.execute(QUERIES.incident_alerts, {"incident_id": row["id"]})).fetchall()
-        facts = facts_from_rows(row, alerts)
+            alerts = await incidents.alerts(conn, incident.id, limit=ALERT_LIMIT)
+        facts = facts_from(incident, alerts)
         context = await enrich(
             facts, self.config, self.upstreams, now=datetime.now(UTC), trusted_hosts=self.trusted_hosts
         )
@@ -192,7 +180,7 @@ class Enricher:
             return None
         version = int(stored["version"])
         event = IncidentEvent(
-            incident=snapshot_from_row(row),
+            incident=incident.snapshot(),
             change="enriched",
             actor="enricher",
             detail={"complete": context.complete, "missing": context.missing, "version": version},
@@ -201,8 +189,8 @@ class Enricher:
         # If this raises, the broker retries the message and the enrichment is simply redone (idempotent).
         await self.broker.publish(
             INCIDENTS_EXCHANGE,
-            incident_routing_key(IncidentEventType.enriched, row["severity"]),
-            envelope,  # type: ignore[arg-type]
+            incident_routing_key(IncidentEventType.enriched, incident.severity),
+            envelope,
             mandatory=False,
         )
         async with self.pool.connection() as conn:

@@ -115,7 +115,7 @@ def security_events(streams: Sequence[Stream]) -> list[SecurityEvent]:
 def _status(name: str, results: Sequence[PromResult | LokiResult]) -> UpstreamStatus:
     failed = [r for r in results if r.error is not None]
     return UpstreamStatus(
-        name=name,  # type: ignore[arg-type]
+        name=name,
         ok=not failed,
         queries=len(results),
         failed=len(failed),

@@ -144,5 +144,5 @@ def build_plan(incident: IncidentFacts, config: EnrichmentConfig, *, trusted_hos
     for kind in ("logs", "errors", "security"):
         template = getattr(config.loki, kind)
         if template and _renderable(template, values):
-            loki.append(LokiQueryPlan(kind, logql.render(template, values), limits[kind]))  # type: ignore[arg-type]
+            loki.append(LokiQueryPlan(kind, logql.render(template, values), limits[kind]))
     return Plan(prometheus=prom, loki=loki, skipped=skipped)

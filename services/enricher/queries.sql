@@ -1,22 +1,11 @@
--- Named queries of the enricher (shared.db.Queries). It reads incidents and alerts (the correlator writes
--- them) and writes only `enrichments`.
+-- Named queries of the enricher (shared.db.Queries). It reads incidents and alerts through the read model
+-- (shared/readmodel/queries.sql; the correlator writes them) and writes only `enrichments`.
 
--- name: incident_by_key
--- With the revision its stored enrichment was computed for and whether that one was announced.
-SELECT i.id, i.key, i.title, i.state, i.severity, i.rule, i.group_labels, i.hosts, i.alert_count, i.firing_count,
-       i.flapping, i.revision, i.opened_at, i.first_alert_at, i.last_alert_at, i.acknowledged_at, i.resolved_at,
-       e.incident_revision AS enriched_revision, e.published AS enrichment_published, e.created_at AS enriched_at
-FROM incidents i
-LEFT JOIN enrichments e ON e.incident_id = i.id
-WHERE i.key = %(key)s
-
--- name: incident_alerts
--- Bounded: an incident of thousands of alerts still needs only their starts on the timeline.
-SELECT alertname, host, labels, generator_url, starts_at, ends_at, severity
-FROM alerts
+-- name: enrichment_progress
+-- The revision the incident's stored enrichment was computed for, whether that one was announced, and when.
+SELECT incident_revision AS enriched_revision, published AS enrichment_published, created_at AS enriched_at
+FROM enrichments
 WHERE incident_id = %(incident_id)s
-ORDER BY starts_at, id
-LIMIT 500
 
 -- name: upsert_enrichment
 -- Replaces the incident's context and bumps its version; a context computed for an older revision of the

@@ -14,7 +14,7 @@ from aiohttp import web
 from services.ingest.auth import SenderTokens
 from services.ingest.handlers import Ingest, json_errors
 from services.ingest.openapi import EVENTS_PATH, WEBHOOK_PATH, openapi_document
-from services.ingest.publisher import BatchPublisher
+from services.ingest.publisher import Publisher, open_publisher
 from services.ingest.translate import OutgoingMessage
 from shared.alert_limits import AlertLimits
 from shared.config import Settings
@@ -22,10 +22,12 @@ from shared.service import BROKER, READY_CHECKS, base_app, broker_ctx
 
 log = logging.getLogger(__name__)
 
-PUBLISHER = web.AppKey("publisher", BatchPublisher)
+PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, *, frames: bool | None = None) -> web.Application:
+    """`frames=False`: publish through aio-pika only, never by the fast path (services/ingest/frame_publisher.py);
+    None: as `VIGIL_INGEST_FAST_PUBLISH` says."""
     # aiohttp's own limit would answer 413 in plain text; ingest counts the body itself and answers JSON.
     app = base_app("ingest", settings, client_max_size=settings.ingest_max_body_bytes + 1)
     app.middlewares.append(json_errors)
@@ -33,12 +35,16 @@ def build_app(settings: Settings) -> web.Application:
     tokens = SenderTokens.from_settings(settings)
 
     async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[PUBLISHER] = BatchPublisher(app[BROKER], settings.publish_timeout_s)
+        app[PUBLISHER] = open_publisher(
+            app[BROKER],
+            settings.publish_timeout_s,
+            frames=settings.ingest_fast_publish if frames is None else frames,
+        )
         yield
         await app[PUBLISHER].close()
 
     async def publish(messages: list[OutgoingMessage]) -> None:
-        await app[PUBLISHER].publish(messages)
+        await app[PUBLISHER].publish_batch(messages)
 
     ingest = Ingest(
         tokens=tokens,

@@ -80,7 +80,7 @@ def openapi_document(max_body_bytes: int, max_alerts: int) -> dict[str, Any]:
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
     schemas["Problem"] = _problem_schema()
     schemas["Accepted"] = _accepted_schema()
-    security = [{"bearer": []}, {"basic": []}]
+    security: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
     responses = _responses(max_body_bytes, max_alerts)
     return {
         "openapi": "3.1.0",

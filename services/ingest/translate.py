@@ -33,12 +33,13 @@ from shared.contracts import (
     AlertSource,
     Envelope,
     GenericEvent,
+    MessageType,
     WebhookAlert,
     alert_routing_key,
 )
 from shared.fingerprint import label_fingerprint
 
-MESSAGE_TYPE = "alert.received"
+MESSAGE_TYPE = MessageType.alert_received
 PRODUCER = "ingest"
 # AMQP routing keys are short strings: at most 255 bytes on the wire, whatever the characters.
 
@@ -211,8 +212,8 @@ def event_alert(event: GenericEvent) -> WebhookAlert:
         status=event.status,
         labels=labels,
         annotations=annotations,
-        startsAt=event.time,
-        endsAt=event.ends_at,
+        starts_at=event.time,
+        ends_at=event.ends_at,
         fingerprint=label_fingerprint(labels),
     )
 

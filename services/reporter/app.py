@@ -13,7 +13,8 @@ from aiohttp import web
 from services.reporter import pruning
 from services.reporter.consumer import ReportHandler
 from shared.config import Settings
-from shared.messaging import REPORTER_QUEUE
+from shared.db import is_database_outage
+from shared.messaging.topology import REPORTER_QUEUE
 from shared.service import BROKER, DB, SETTINGS, base_app, broker_ctx, database_ctx
 
 
@@ -27,7 +28,9 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
         refresh_interval=timedelta(milliseconds=settings.refresh_interval_ms),
     )
     # Rendering is CPU-bound; two at a time keep one core for the rest of the process.
-    starting = asyncio.create_task(app[BROKER].consume(REPORTER_QUEUE, handler, batch_size=1, concurrency=2))
+    starting = asyncio.create_task(
+        app[BROKER].consume(REPORTER_QUEUE, handler, is_outage=is_database_outage, batch_size=1, concurrency=2)
+    )
     yield
     if not starting.done():
         starting.cancel()

@@ -11,17 +11,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from services.reporter import incident_report
 from services.reporter.queries import QUERIES
-from services.reporter.rendering import render_all
 from services.reporter.report_store import Stored, store
 from services.reporter.versions import Source
-from shared.contracts import INCIDENTS_EXCHANGE, Envelope, IncidentEvent, IncidentEventType, ReportReady, topic_word
+from shared.contracts import (
+    INCIDENTS_EXCHANGE,
+    Envelope,
+    IncidentEvent,
+    IncidentEventType,
+    MessageType,
+    ReportReady,
+    topic_word,
+)
+from shared.db import Pool
 from shared.jsonlog import incident_key
 from shared.messaging import REPORTER_QUEUE, Broker, Delivery, PermanentError
+from shared.reports import incident_report
+from shared.reports.rendering import render_all
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +87,15 @@ def next_step(
 def report_ready_envelope(stored: Stored, formats: list[str]) -> Envelope[ReportReady]:
     return Envelope(
         id=uuid.uuid5(REPORT_READY_NAMESPACE, f"{stored.key}/{stored.version}"),
-        type="report.ready",
+        type=MessageType.report_ready,
         producer="reporter",
-        data=ReportReady(key=stored.key, report_version=stored.version, formats=formats),  # type: ignore[arg-type]
+        data=ReportReady(key=stored.key, report_version=stored.version, formats=formats),
     )
 
 
 @dataclass
 class ReportHandler:
-    pool: AsyncConnectionPool
+    pool: Pool
     broker: Broker
     alertmanager_url: str = ""
     refresh_interval: timedelta = timedelta(seconds=10)

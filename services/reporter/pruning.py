@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
-from psycopg_pool import AsyncConnectionPool
 
 from services.reporter.queries import QUERIES
+from shared.db import Pool
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,7 @@ class PruneResult:
     complete: bool
 
 
-async def run_forever(
-    pool: AsyncConnectionPool, *, interval_s: float = INTERVAL_S, first_after_s: float = FIRST_PASS_AFTER_S
-) -> None:
+async def run_forever(pool: Pool, *, interval_s: float = INTERVAL_S, first_after_s: float = FIRST_PASS_AFTER_S) -> None:
     await asyncio.sleep(first_after_s)
     while True:
         try:
@@ -142,7 +140,7 @@ async def run_forever(
         await asyncio.sleep(interval_s)
 
 
-async def run_pass(pool: AsyncConnectionPool, *, batch_rows: int = BATCH_ROWS, pause_s: float = PAUSE_S) -> PruneResult:
+async def run_pass(pool: Pool, *, batch_rows: int = BATCH_ROWS, pause_s: float = PAUSE_S) -> PruneResult:
     rows = incidents = 0
     while True:
         step = await _batch(pool, batch_rows)
@@ -159,7 +157,7 @@ async def run_pass(pool: AsyncConnectionPool, *, batch_rows: int = BATCH_ROWS, p
     return PruneResult(rows, incidents, complete=True)
 
 
-async def _batch(pool: AsyncConnectionPool, budget: int) -> _Step:
+async def _batch(pool: Pool, budget: int) -> _Step:
     if budget < 1:
         raise ValueError("budget must be at least one row")
     rows = looked_at = 0

@@ -1,29 +1,6 @@
--- Named queries of the reporter (shared.db.Queries). Values are always bound parameters.
-
--- name: incident_by_key
-SELECT id, key, rule, group_labels, title, state, severity, hosts, flapping, revision, alert_count, firing_count,
-       opened_at, first_alert_at, last_alert_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by,
-       updated_at
-FROM incidents
-WHERE key = %(key)s
-
--- name: incident_alerts
-SELECT fingerprint, alertname, severity, host, status, starts_at, ends_at, resolved_at, first_seen_at, last_seen_at,
-       labels, annotations, generator_url, source, sender, receiver, adjustments
-FROM alerts
-WHERE incident_id = %(incident_id)s
-ORDER BY starts_at, id
-
--- name: incident_timeline
-SELECT at, kind, actor, detail
-FROM incident_timeline
-WHERE incident_id = %(incident_id)s
-ORDER BY at, id
-
--- name: incident_enrichment
-SELECT version, context
-FROM enrichments
-WHERE incident_id = %(incident_id)s
+-- Named queries of the reporter's store (shared.db.Queries): its reports, their sources and their pruning. An
+-- incident and what it is made of are read through the read model (shared/readmodel/queries.sql). Values are always
+-- bound parameters.
 
 -- name: lock_incident_reports
 -- Serialises replicas storing reports of one incident; the two-key form keeps clear of other advisory locks.
@@ -46,13 +23,6 @@ VALUES (%(incident_id)s, %(version)s, %(format)s, %(content)s, %(sha256)s, %(inc
 -- A newer source rendered the same bytes: the version shows that state too, so an older rendering is superseded.
 UPDATE reports SET incident_revision = %(incident_revision)s, enrichment_version = %(enrichment_version)s
 WHERE incident_id = %(incident_id)s AND version = %(version)s
-
--- name: latest_report_content
-SELECT r.version, r.content, r.sha256, r.created_at
-FROM reports r JOIN incidents i ON i.id = r.incident_id
-WHERE i.key = %(key)s AND r.format = %(format)s
-ORDER BY r.version DESC
-LIMIT 1
 
 -- name: incident_id_by_key
 SELECT id, severity FROM incidents WHERE key = %(key)s

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from services.reporter.queries import QUERIES
-from services.reporter.versions import Decision, Outcome, Rendered, Source, decide
+from services.reporter.versions import Decision, Outcome, Source, decide
+from shared.reports.rendering import Rendered
 
 
 @dataclass(frozen=True)
@@ -78,19 +78,3 @@ async def store(
         if decision.outcome != "superseded":
             await conn.execute(QUERIES.record_report_source, {**columns, "report_version": decision.version})
     return Stored(key=key, severity=incident["severity"], version=decision.version, outcome=decision.outcome)
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    version: int
-    content: bytes
-    sha256: str
-    created_at: datetime
-
-
-async def latest(conn: psycopg.AsyncConnection[Any], key: str, fmt: str) -> StoredFile | None:
-    """The newest stored report of incident `key` in `fmt` (md, xlsx, json), or None when none is stored yet."""
-    row = await (await conn.execute(QUERIES.latest_report_content, {"key": key, "format": fmt})).fetchone()
-    if row is None:
-        return None
-    return StoredFile(row["version"], bytes(row["content"]), row["sha256"], row["created_at"])

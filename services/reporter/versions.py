@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -10,16 +9,6 @@ from typing import Literal
 FORMATS = ("md", "xlsx", "json")
 
 Outcome = Literal["new", "unchanged", "superseded"]
-
-
-@dataclass(frozen=True)
-class Rendered:
-    format: str
-    content: bytes
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
-import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from aiohttp import web
@@ -16,7 +14,6 @@ from prometheus_client import Counter
 
 from services.web import commands, downloads, store
 from services.web.appkeys import LIVE
-from services.web.gate import principal_of
 from services.web.listing import QueryError, encode_cursor, parse_list_query, parse_time, unknown_params
 from services.web.live import LiveFull, sse_frame
 from services.web.openapi import openapi_document
@@ -28,12 +25,10 @@ from services.web.presentation import (
 )
 from shared.contracts import CommandAction
 from shared.jsonlog import incident_key
-from shared.messaging import BrokerUnavailable
 from shared.problems import problem_response
-from shared.service import BROKER, DB, SETTINGS
+from shared.service import DB, SETTINGS
 
 log = logging.getLogger(__name__)
-KEY_PATTERN = re.compile(r"^INC-\d{6,}$")
 MAX_AUDIT_DAYS = 400
 # How long a client refused for being one too many is asked to wait.
 AUDIT_RETRY_AFTER_S = 10
@@ -53,35 +48,6 @@ def query_params(request: web.Request) -> dict[str, list[str]]:
 
 def filename(key: str, fmt: str) -> str:
     return f"{key}.{fmt}"
-
-
-class CommandRejected(Exception):
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
-
-
-async def send_command(request: web.Request, key: str, action: CommandAction, comment: str = "") -> uuid.UUID:
-    """Checks the caller may act and the incident exists, then sends the command; raises CommandRejected."""
-    principal = principal_of(request)
-    if not principal.can_act:
-        raise CommandRejected(problem_response(403, f"{principal.name} may read but not {action.value} incidents"))
-    if not KEY_PATTERN.match(key) or await store.incident(request.app[DB], key) is None:
-        raise CommandRejected(problem_response(404, f"no incident {key}", field="key"))
-    if action is CommandAction.comment and not comment.strip():
-        raise CommandRejected(problem_response(422, "a comment needs some text", field="comment"))
-    if len(comment) > commands.MAX_COMMENT:
-        raise CommandRejected(problem_response(422, f"longer than {commands.MAX_COMMENT} characters", field="comment"))
-    envelope = commands.build_command(key, action, principal.name, comment)
-    token = incident_key.set(key)
-    try:
-        await commands.send(request.app[BROKER], envelope)
-    except BrokerUnavailable as exc:
-        log.warning("command not sent", extra={"action": action.value, "error": str(exc)})
-        raise CommandRejected(problem_response(503, "the message broker did not take the command; try again")) from None
-    finally:
-        incident_key.reset(token)
-    log.info("command sent", extra={"action": action.value, "actor": principal.name, "command_id": str(envelope.id)})
-    return envelope.id
 
 
 async def list_incidents(request: web.Request) -> web.Response:
@@ -106,12 +72,12 @@ async def list_incidents(request: web.Request) -> web.Response:
 
 async def get_incident(request: web.Request) -> web.Response:
     key = request.match_info["key"]
-    detail = await store.incident_detail(request.app[DB], key) if KEY_PATTERN.match(key) else None
+    detail = await store.incident_detail(request.app[DB], key) if store.KEY_PATTERN.match(key) else None
     if detail is None:
         return problem_response(404, f"no incident {key}", field="key")
     context = parse_context(detail.enrichment)
-    body: dict[str, Any] = incident_summary_json(detail.incident)
-    body["group_labels"] = detail.incident["group_labels"]
+    body: dict[str, Any] = incident_summary_json(detail.incident.model_dump())
+    body["group_labels"] = detail.incident.group_labels
     body["alerts"] = [alert_json(a) for a in detail.alerts]
     body["timeline"] = [timeline_json(t) for t in detail.timeline]
     body["context"] = context.model_dump(mode="json") if context else None
@@ -120,7 +86,7 @@ async def get_incident(request: web.Request) -> web.Response:
 
 async def incident_report(request: web.Request) -> web.Response:
     key, fmt = request.match_info["key"], request.match_info["fmt"]
-    incident = await store.incident(request.app[DB], key) if KEY_PATTERN.match(key) else None
+    incident = await store.incident(request.app[DB], key) if store.KEY_PATTERN.match(key) else None
     if incident is None:
         return problem_response(404, f"no incident {key}", field="key")
     token = incident_key.set(key)
@@ -160,7 +126,7 @@ def audit_range(request: web.Request) -> tuple[datetime, datetime]:
 
 
 async def audit_report(request: web.Request) -> web.StreamResponse:
-    fmt = "md" if request.match_info["fmt"] == "md" else "xlsx"
+    fmt: Literal["md", "xlsx"] = "md" if request.match_info["fmt"] == "md" else "xlsx"
     try:
         since, until = audit_range(request)
     except QueryError as exc:
@@ -196,12 +162,12 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CommandRejected(problem_response(422, "the body must be a JSON object", field="body")) from None
+        raise commands.CommandRejected(problem_response(422, "the body must be a JSON object", field="body")) from None
     if not isinstance(body, dict):
-        raise CommandRejected(problem_response(422, "the body must be a JSON object", field="body"))
+        raise commands.CommandRejected(problem_response(422, "the body must be a JSON object", field="body"))
     comment = body.get("comment", "")
     if not isinstance(comment, str):
-        raise CommandRejected(problem_response(422, "must be a string", field="comment"))
+        raise commands.CommandRejected(problem_response(422, "must be a string", field="comment"))
     return body
 
 
@@ -210,8 +176,8 @@ async def incident_action(request: web.Request) -> web.Response:
     action = ACTION_PATHS[request.match_info["action"]]
     try:
         body = await json_body(request)
-        command_id = await send_command(request, key, action, body.get("comment", ""))
-    except CommandRejected as rejected:
+        command_id = await commands.send_command(request, key, action, body.get("comment", ""))
+    except commands.CommandRejected as rejected:
         return rejected.response
     return web.json_response({"command_id": str(command_id), "key": key, "action": action.value}, status=202)
 
@@ -220,8 +186,8 @@ async def add_comment(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     try:
         body = await json_body(request)
-        command_id = await send_command(request, key, CommandAction.comment, body.get("comment", ""))
-    except CommandRejected as rejected:
+        command_id = await commands.send_command(request, key, CommandAction.comment, body.get("comment", ""))
+    except commands.CommandRejected as rejected:
         return rejected.response
     return web.json_response({"command_id": str(command_id), "key": key, "action": "comment"}, status=202)
 

@@ -123,6 +123,6 @@ def build_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(close_streams)
     api.add_routes(app)
     pages.add_routes(app)
-    static = app.router.add_static("/static/", HERE / "static", name="static")
-    env.globals["static"] = lambda name: str(static.url_for(filename=name, append_version=True))
+    static = app.router.add_static("/static/", HERE / "static", name="static", append_version=True)
+    env.globals["static"] = lambda name: str(static.url_for(filename=name))
     return app

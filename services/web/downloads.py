@@ -1,5 +1,5 @@
 """Report downloads: the newest stored version from the `reports` table, or rendered on demand with the
-reporter's library when the reporter has not stored one yet. Rendering runs in a thread, so a large
+report library (shared.reports) when the reporter has not stored one yet. Rendering runs in a thread, so a large
 XLSX never blocks the event loop that serves everyone else.
 
 Audit exports can be as large as a year of incidents. At most VIGIL_WEB_MAX_AUDIT_EXPORTS are built at once, each in a
@@ -19,12 +19,12 @@ import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 from aiohttp import web
-from psycopg_pool import AsyncConnectionPool
 
-from services.reporter import (
+from shared.db import Pool, connect_sync
+from shared.reports import (
     audit,
     audit_markdown,
     audit_xlsx,
@@ -32,9 +32,8 @@ from services.reporter import (
     incident_markdown,
     incident_report,
     incident_xlsx,
-    report_store,
 )
-from shared.db import connect_sync
+from shared.reports.stored import latest
 
 CONTENT_TYPES = {
     "md": "text/markdown; charset=utf-8",
@@ -51,12 +50,10 @@ def _render_incident(report: incident_report.IncidentReport, fmt: str) -> bytes:
     return json.dumps(incident_json.render(report), ensure_ascii=False, indent=2, default=str).encode()
 
 
-async def incident_file(
-    pool: AsyncConnectionPool[Any], key: str, fmt: str, *, alertmanager_url: str = ""
-) -> tuple[bytes, str] | None:
+async def incident_file(pool: Pool, key: str, fmt: str, *, alertmanager_url: str = "") -> tuple[bytes, str] | None:
     """The report's bytes and where they came from (`stored v<N>` or `rendered`); None if there is no incident."""
     async with pool.connection() as conn:
-        stored = await report_store.latest(conn, key, fmt)
+        stored = await latest(conn, key, fmt)
         if stored is not None:
             return stored.content, f"stored v{stored.version}"
         report = await incident_report.load(conn, key, alertmanager_url=alertmanager_url)

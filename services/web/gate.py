@@ -107,7 +107,8 @@ async def read_form(request: web.Request) -> MultiDictProxy[Any]:
 
 
 def peer_is_trusted(request: web.Request) -> bool:
-    return request.remote is not None and is_trusted(parse_address(request.remote), request.app[TRUSTED_PROXIES])
+    proxies = request.app[TRUSTED_PROXIES]
+    return request.remote is not None and is_trusted(parse_address(request.remote), proxies)
 
 
 def client_of(request: web.Request) -> IPAddress:
@@ -115,7 +116,8 @@ def client_of(request: web.Request) -> IPAddress:
     if request.remote is None:
         raise ValueError("a request without a peer address: the web serves TCP only")
     forwarded = request.headers.getall("X-Forwarded-For", [])
-    return client_address(request.remote, forwarded, request.app[TRUSTED_PROXIES])
+    proxies = request.app[TRUSTED_PROXIES]
+    return client_address(request.remote, forwarded, proxies)
 
 
 def proxied_user(request: web.Request, header: str) -> str | None:
@@ -193,7 +195,7 @@ def unauthenticated(request: web.Request) -> web.StreamResponse:
 
 
 def malformed_headers(request: web.Request) -> MalformedRequest | None:
-    names = CREDENTIAL_HEADERS
+    names: tuple[str, ...] = CREDENTIAL_HEADERS
     trusted_header = request.app[SETTINGS].web_trusted_header
     if trusted_header:
         names = (*names, trusted_header)

@@ -1,7 +1,7 @@
 """The incident list's query: parsing and validating its parameters into plain SQL parameters.
 
 Pure functions over plain data. Every user value ends up as a query parameter, never in the SQL text;
-label matchers follow Alertmanager's syntax (`name="v"`, `name!="v"`, `name=~"re"`, `name!~"re"`).
+label matchers are Alertmanager's (shared.matchers parses them; `sql_params` turns them into parameters).
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from shared.matchers import Matcher, MatcherError, MatchType, new_matcher
+from shared.matchers import parse_matchers as parse_alertmanager_matchers
+
 STATES = ("open", "acknowledged", "resolved")
 SEVERITIES = ("critical", "error", "warning", "info", "none")
 DEFAULT_LIMIT = 50
@@ -26,12 +29,6 @@ MAX_REGEX = 500
 # Counts per state are exact up to this many; above, the page says "1000+".
 COUNT_CAP = 1_000
 
-_MATCHER = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
-_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
-# Python and PostgreSQL both accept these; look-arounds and back-references are outside Alertmanager's
-# (Go RE2) syntax and behave differently in PostgreSQL, so they are refused rather than half-supported.
-_UNSUPPORTED_REGEX = re.compile(r"\(\?[=!<]|\\[1-9]|\(\?P")
-
 
 class QueryError(ValueError):
     """A parameter the caller can fix: names the field, says why."""
@@ -40,17 +37,6 @@ class QueryError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-
-
-@dataclass(frozen=True)
-class Matcher:
-    name: str
-    op: str
-    value: str
-
-    def __str__(self) -> str:
-        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'{self.name}{self.op}"{escaped}"'
 
 
 @dataclass(frozen=True)
@@ -87,27 +73,24 @@ class ListFilter:
         )
 
 
-def parse_matcher(text: str) -> Matcher:
-    found = _MATCHER.match(text)
-    if not found:
-        raise QueryError("matcher", f'expected name="value", name!="value", name=~"regex" or name!~"regex": {text!r}')
-    name, op, quoted = found.groups()
-    # \\, \" and \n are escapes as in Alertmanager; any other backslash stays, so `\d` in a regex means a digit.
-    value = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), quoted)
-    if op in ("=~", "!~"):
-        validate_regex(value)
-    return Matcher(name, op, value)
-
-
-def validate_regex(value: str) -> None:
-    if len(value) > MAX_REGEX:
-        raise QueryError("matcher", f"regex longer than {MAX_REGEX} characters")
-    if _UNSUPPORTED_REGEX.search(value):
-        raise QueryError("matcher", "look-arounds, back-references and named groups are not supported")
+def parse_matchers(text: str) -> list[Matcher]:
+    """The matchers of one `matcher` parameter (one, or several as `{a="x",b=~"y"}`), as Alertmanager reads them."""
     try:
-        re.compile(value)
-    except re.error as exc:
-        raise QueryError("matcher", f"invalid regex: {exc}") from None
+        found = parse_alertmanager_matchers(text)
+    except MatcherError as exc:
+        raise QueryError("matcher", str(exc)) from None
+    for matcher in found:
+        # PostgreSQL runs each regex against every candidate alert: a cost bound of the web's own.
+        if matcher.type.is_regex and len(matcher.value) > MAX_REGEX:
+            raise QueryError("matcher", f"regex longer than {MAX_REGEX} characters")
+    return found
+
+
+def parse_matcher(text: str) -> Matcher:
+    found = parse_matchers(text)
+    if len(found) != 1:
+        raise QueryError("matcher", f"expected one matcher: {text!r}")
+    return found[0]
 
 
 def parse_time(name: str, value: str) -> datetime:
@@ -159,7 +142,9 @@ def parse_list_query(params: Mapping[str, list[str]]) -> ListFilter:
     matcher_texts = [m for m in params.get("matcher", []) if m.strip()]
     if len(matcher_texts) > MAX_MATCHERS:
         raise QueryError("matcher", f"at most {MAX_MATCHERS} matchers")
-    matchers = tuple(parse_matcher(m) for m in matcher_texts)
+    label_matchers = tuple(m for text in matcher_texts for m in parse_matchers(text))
+    if len(label_matchers) > MAX_MATCHERS:
+        raise QueryError("matcher", f"at most {MAX_MATCHERS} matchers")
     since_text, until_text = _single(params, "since"), _single(params, "until")
     since = parse_time("since", since_text) if since_text else None
     until = parse_time("until", until_text) if until_text else None
@@ -177,7 +162,7 @@ def parse_list_query(params: Mapping[str, list[str]]) -> ListFilter:
         if not 1 <= limit <= MAX_LIMIT:
             raise QueryError("limit", f"must be between 1 and {MAX_LIMIT}")
     raw = {k: ",".join(v) for k, v in params.items() if k in _KNOWN and k not in ("cursor", "matcher")}
-    return ListFilter(states, severities, host, alertname, matchers, text, since, until, cursor, limit, raw)
+    return ListFilter(states, severities, host, alertname, label_matchers, text, since, until, cursor, limit, raw)
 
 
 _KNOWN = {"state", "severity", "host", "alertname", "q", "matcher", "since", "until", "cursor", "limit"}
@@ -189,15 +174,15 @@ def unknown_params(params: Mapping[str, list[str]]) -> list[str]:
 
 def sql_params(f: ListFilter, *, with_cursor: bool = True) -> dict[str, Any]:
     """Parameters of `list_incidents`/`count_by_state` in queries.sql; None means "no such filter"."""
-    matchers = list(f.matchers)
+    wanted = list(f.matchers)
     if f.alertname:
-        matchers.append(Matcher("alertname", "=", f.alertname))
+        wanted.append(new_matcher(MatchType.equal, "alertname", f.alertname))
     # `name="value"` with a value is exactly JSONB containment, which an index answers; `name=""` also
     # matches alerts without the label, so it stays with the other operators.
-    equal = {m.name: m.value for m in matchers if m.op == "=" and m.value}
-    conflicting = any(m.op == "=" and m.value and equal[m.name] != m.value for m in matchers)
-    rest = [m for m in matchers if not (m.op == "=" and m.value)] + (
-        [m for m in matchers if m.op == "=" and m.value] if conflicting else []
+    equal = {m.name: m.value for m in wanted if m.type is MatchType.equal and m.value}
+    conflicting = any(m.type is MatchType.equal and m.value and equal[m.name] != m.value for m in wanted)
+    rest = [m for m in wanted if not (m.type is MatchType.equal and m.value)] + (
+        [m for m in wanted if m.type is MatchType.equal and m.value] if conflicting else []
     )
     text_pattern = None
     if f.text:
@@ -211,9 +196,10 @@ def sql_params(f: ListFilter, *, with_cursor: bool = True) -> dict[str, Any]:
         "text": text_pattern,
         "since": f.since,
         "until": f.until,
-        "has_matchers": bool(matchers),
+        "has_matchers": bool(wanted),
         "label_eq": Jsonb(equal) if equal else None,
         "m_names": [m.name for m in rest],
+        # queries.sql's CASE knows Alertmanager's four operators by their text.
         "m_ops": [m.op for m in rest],
         "m_values": [m.value for m in rest],
         "cursor_at": cursor.opened_at if cursor else None,

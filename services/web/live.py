@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from shared.contracts import INCIDENTS_EXCHANGE, IncidentEvent, RawEnvelope, ReportReady
+from shared.contracts import INCIDENTS_EXCHANGE, IncidentEvent, MessageType, RawEnvelope, ReportReady
 from shared.messaging import Broker
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def live_payload(envelope: RawEnvelope) -> dict[str, Any] | None:
                 "revision": snap.revision,
                 "opened_at": snap.opened_at.isoformat().replace("+00:00", "Z"),
             }
-        if envelope.type == "report.ready":
+        if envelope.type == MessageType.report_ready:
             ready = ReportReady.model_validate(envelope.data)
             return {"type": envelope.type, "key": ready.key, "report_version": ready.report_version}
     except ValidationError:
@@ -115,7 +115,7 @@ class LiveHub:
 async def feed(broker: Broker, hub: LiveHub) -> None:
     """Consume incident events into the hub for as long as the process runs."""
     await broker.wait_connected()
-    channel = await broker.connection.channel(publisher_confirms=False)
+    channel = await broker.open_channel(publisher_confirms=False)
     await channel.set_qos(prefetch_count=100)
     exchange = await channel.get_exchange(INCIDENTS_EXCHANGE, ensure=False)
     queue = await channel.declare_queue("", exclusive=True, auto_delete=True, durable=False)

@@ -18,11 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
-from shared.db import Queries
+from shared.db import Pool, Queries
 
 Q = Queries(Path(__file__).with_name("queries.sql"))
 # The first keys of the two-key advisory locks that make attempts at one name ("VgLo"), and from one address
@@ -91,7 +88,7 @@ NO_LIMIT = Limit(max_failures=0, window_s=1)
 
 
 async def begin(
-    pool: AsyncConnectionPool[Any],
+    pool: Pool,
     username: str,
     limit: Limit,
     *,
@@ -129,7 +126,7 @@ async def begin(
     return decided
 
 
-async def succeeded(pool: AsyncConnectionPool[Any], username: str) -> None:
+async def succeeded(pool: Pool, username: str) -> None:
     """A right password wipes the name's failures, as a fresh start for its owner (and they no longer count
     against the addresses they came from either)."""
     async with pool.connection() as conn:

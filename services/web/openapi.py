@@ -141,7 +141,7 @@ def openapi_document() -> dict[str, Any]:
         },
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
     ]
-    range_params = [
+    range_params: list[dict[str, Any]] = [
         {"name": "since", "in": "query", "required": True, "schema": {"type": "string", "format": "date-time"}},
         {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
     ]

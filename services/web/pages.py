@@ -15,8 +15,8 @@ from prometheus_client import Counter
 
 from services.web import lockout, sessions, store
 from services.web.access import MAX_NAME, PasswordChecksBusy, Principal, has_control_chars, safe_next, same_secret
-from services.web.api import KEY_PATTERN, CommandRejected, send_command
 from services.web.appkeys import TEMPLATES, USERS
+from services.web.commands import CommandRejected, send_command
 from services.web.gate import PASSWORD_CHECKS, PRINCIPAL, client_of, principal_of, read_form, set_session_cookie
 from services.web.listing import STATES, QueryError, encode_cursor, parse_list_query, query_string, unknown_params
 from services.web.presentation import incident_page
@@ -95,7 +95,7 @@ async def incident(request: web.Request) -> web.Response:
         await store.incident_page_detail(
             request.app[DB], key, alert_limit=None if show_all else PAGE_ALERTS, per_kind=TIMELINE_PER_KIND
         )
-        if KEY_PATTERN.match(key)
+        if store.KEY_PATTERN.match(key)
         else None
     )
     if detail is None:
@@ -130,7 +130,7 @@ async def incident_form(request: web.Request) -> web.StreamResponse:
     try:
         await send_command(request, key, action, comment)
     except CommandRejected as rejected:
-        if rejected.response.status == 404 and not KEY_PATTERN.match(key):
+        if rejected.response.status == 404 and not store.KEY_PATTERN.match(key):
             return rejected.response
         return see_other(f"/incidents/{quote(key)}?failed={rejected.response.status}")
     return see_other(f"/incidents/{quote(key)}?sent={action.value}")

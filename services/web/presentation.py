@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
 from markupsafe import Markup, escape
 from pydantic import ValidationError
@@ -14,28 +12,13 @@ from pydantic import ValidationError
 from services.web.charts import render_chart
 from shared.alert_limits import describe_adjustments
 from shared.incident_context import IncidentContext
+from shared.readmodel.models import Alert, Enrichment, Incident, TimelineEntry
 from shared.timeline import describe
+from shared.urls import web_link
 
-INCIDENT_FIELDS = (
-    "key",
-    "title",
-    "state",
-    "severity",
-    "hosts",
-    "rule",
-    "alert_count",
-    "firing_count",
-    "flapping",
-    "revision",
-    "opened_at",
-    "first_alert_at",
-    "last_alert_at",
-    "acknowledged_at",
-    "acknowledged_by",
-    "resolved_at",
-    "resolved_by",
-    "updated_at",
-)
+# What the API says of an incident in a list and atop its detail: the read model's fields but its database id (the
+# detail adds `group_labels`).
+SUMMARY_FIELDS = tuple(name for name in Incident.model_fields if name not in ("id", "group_labels"))
 
 
 def iso(at: datetime | None) -> str | None:
@@ -72,29 +55,14 @@ def duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-@lru_cache(maxsize=4096)
-def _checked_link(url: str) -> str | None:
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return None
-    return url.strip() if parts.scheme in ("http", "https") and parts.netloc else None
-
-
-def web_link(url: str | None) -> str | None:
-    """Only http(s) links leave an alert for the page: `javascript:` or `data:` URLs would run code."""
-    return _checked_link(url) if url else None
-
-
-def incident_durations(row: dict[str, Any], now: datetime) -> dict[str, str]:
-    end = row.get("resolved_at") or now
-    acked = row.get("acknowledged_at")
+def incident_durations(incident: Incident, now: datetime) -> dict[str, str]:
+    end = incident.resolved_at or now
+    acked = incident.acknowledged_at
+    resolved = incident.resolved_at
     return {
-        "open_for": duration((end - row["opened_at"]).total_seconds()),
-        "to_acknowledge": duration((acked - row["opened_at"]).total_seconds()) if acked else "—",
-        "to_resolve": duration((row["resolved_at"] - row["opened_at"]).total_seconds())
-        if row.get("resolved_at")
-        else "—",
+        "open_for": duration((end - incident.opened_at).total_seconds()),
+        "to_acknowledge": duration((acked - incident.opened_at).total_seconds()) if acked else "—",
+        "to_resolve": duration((resolved - incident.opened_at).total_seconds()) if resolved else "—",
     }
 
 
@@ -106,66 +74,68 @@ def timeline_summary(kind: str, detail: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def incident_summary_json(row: dict[str, Any]) -> dict[str, Any]:
-    out = {name: row.get(name) for name in INCIDENT_FIELDS}
+def incident_summary_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of the list (or a read model incident's `model_dump()`) as the API shows it."""
+    out = {name: row.get(name) for name in SUMMARY_FIELDS}
     for name, value in out.items():
         if isinstance(value, datetime):
             out[name] = iso(value)
     return out
 
 
-def alert_json(row: dict[str, Any]) -> dict[str, Any]:
+def alert_json(alert: Alert) -> dict[str, Any]:
     return {
-        "fingerprint": row["fingerprint"],
-        "alertname": row["alertname"],
-        "status": row["status"],
-        "severity": row["severity"],
-        "host": row["host"],
-        "starts_at": iso(row["starts_at"]),
-        "ends_at": iso(row["ends_at"]),
-        "resolved_at": iso(row["resolved_at"]),
-        "last_seen_at": iso(row["last_seen_at"]),
-        "labels": row["labels"],
-        "annotations": row["annotations"],
-        "generator_url": row["generator_url"],
-        "source": row["source"],
-        "sender": row["sender"],
+        "fingerprint": alert.fingerprint,
+        "alertname": alert.alertname,
+        "status": alert.status,
+        "severity": alert.severity,
+        "host": alert.host,
+        "starts_at": iso(alert.starts_at),
+        "ends_at": iso(alert.ends_at),
+        "resolved_at": iso(alert.resolved_at),
+        "last_seen_at": iso(alert.last_seen_at),
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "generator_url": alert.generator_url,
+        "source": alert.source,
+        "sender": alert.sender,
         # What Vigil changed to store the alert within its limits, and what was sent (null: stored as sent).
-        "adjustments": row["adjustments"],
+        "adjustments": alert.adjustments,
     }
 
 
-def timeline_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {"at": iso(row["at"]), "kind": row["kind"], "actor": row["actor"], "detail": row["detail"]}
+def timeline_json(entry: TimelineEntry) -> dict[str, Any]:
+    return {"at": iso(entry.at), "kind": entry.kind, "actor": entry.actor, "detail": entry.detail}
 
 
-def parse_context(enrichment: dict[str, Any] | None) -> IncidentContext | None:
+def parse_context(enrichment: Enrichment | None) -> IncidentContext | None:
+    """The enricher's context; None when there is none, or one this version cannot read (the page says so)."""
     if enrichment is None:
         return None
     try:
-        return IncidentContext.model_validate(enrichment["context"])
+        return IncidentContext.model_validate(enrichment.context)
     except ValidationError:
         return None
 
 
-def alert_row(row: dict[str, Any]) -> str:
+def alert_row(alert: Alert) -> str:
     """One row of the alerts table, every value escaped (built here rather than in the template: a page of
     thousands of alerts renders several times faster)."""
-    name = escape(row["alertname"])
-    link = web_link(row["generator_url"])
+    name = escape(alert.alertname)
+    link = web_link(alert.generator_url)
     name_cell = f'<a href="{escape(link)}" rel="noopener noreferrer">{name}</a>' if link else name
-    status = escape(row["status"])
-    labels = escape(", ".join(f"{k}={v}" for k, v in sorted(row["labels"].items()) if k != "alertname"))
-    notes = "".join(f"<div><b>{escape(k)}</b>: {escape(v)}</div>" for k, v in sorted(row["annotations"].items()))
-    runbook = web_link(row["annotations"].get("runbook_url"))
+    status = escape(alert.status)
+    labels = escape(", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()) if k != "alertname"))
+    notes = "".join(f"<div><b>{escape(k)}</b>: {escape(v)}</div>" for k, v in sorted(alert.annotations.items()))
+    runbook = web_link(alert.annotations.get("runbook_url"))
     if runbook:
         notes += f'<a href="{escape(runbook)}" rel="noopener noreferrer">runbook</a>'
-    for line in describe_adjustments(row.get("adjustments")):
+    for line in describe_adjustments(alert.adjustments):
         notes += f'<div class="adjusted"><b>stored adjusted</b>: {escape(line)}</div>'
     return (
         f'<tr><td>{name_cell}</td><td><span class="badge st-{status}">{status}</span></td>'
-        f"<td>{escape(row['host'] or '')}</td><td>{time_tag(row['starts_at'])}</td>"
-        f"<td>{time_tag(row['ends_at'] or row['resolved_at'])}</td>"
+        f"<td>{escape(alert.host or '')}</td><td>{time_tag(alert.starts_at)}</td>"
+        f"<td>{time_tag(alert.ends_at or alert.resolved_at)}</td>"
         f'<td class="labels">{labels}</td><td class="annotations">{notes}</td></tr>'
     )
 
@@ -191,19 +161,19 @@ def charts(context: IncidentContext | None, alert_starts: Sequence[datetime]) ->
     ]
 
 
-def timeline_view(timeline: list[dict[str, Any]], counts: dict[str, int]) -> tuple[list[dict[str, Any]], list[Any]]:
+def timeline_view(timeline: list[TimelineEntry], counts: dict[str, int]) -> tuple[list[dict[str, Any]], list[Any]]:
     """Entries to show, and (what, how many more) for the kinds whose long runs were cut."""
     shown: dict[str, int] = {}
     entries = []
     for t in timeline:
-        shown[t["kind"]] = shown.get(t["kind"], 0) + 1
+        shown[t.kind] = shown.get(t.kind, 0) + 1
         entries.append(
             {
-                "at": t["at"],
-                "kind": t["kind"],
-                "what": describe(t["kind"]),
-                "actor": t["actor"] or "",
-                "summary": timeline_summary(t["kind"], t["detail"] or {}),
+                "at": t.at,
+                "kind": t.kind,
+                "what": describe(t.kind),
+                "actor": t.actor or "",
+                "summary": timeline_summary(t.kind, t.detail),
             }
         )
     hidden = [(describe(kind), n - shown.get(kind, 0)) for kind, n in sorted(counts.items()) if n > shown.get(kind, 0)]
@@ -211,21 +181,21 @@ def timeline_view(timeline: list[dict[str, Any]], counts: dict[str, int]) -> tup
 
 
 def incident_page(
-    row: dict[str, Any],
-    alerts: list[dict[str, Any]],
+    incident: Incident,
+    alerts: list[Alert],
     alert_summary: list[dict[str, Any]],
     alert_starts: Sequence[datetime],
-    timeline: list[dict[str, Any]],
+    timeline: list[TimelineEntry],
     timeline_counts: dict[str, int],
-    enrichment: dict[str, Any] | None,
+    enrichment: Enrichment | None,
     now: datetime,
 ) -> dict[str, Any]:
     context = parse_context(enrichment)
     entries, hidden = timeline_view(timeline, timeline_counts)
     total_alerts = sum(s["n"] for s in alert_summary)
     return {
-        "incident": row,
-        "durations": incident_durations(row, now),
+        "incident": incident,
+        "durations": incident_durations(incident, now),
         "alerts_html": Markup("".join(alert_row(a) for a in alerts)),  # noqa: S704 (alert_row escapes every value)
         "alerts_shown": len(alerts),
         "alerts_total": total_alerts,
@@ -235,5 +205,5 @@ def incident_page(
         "context": context,
         "enrichment_broken": enrichment is not None and context is None,
         "charts": charts(context, alert_starts),
-        "links": sorted({(a["alertname"], link) for a in alerts if (link := web_link(a["generator_url"]))})[:20],
+        "links": sorted({(a.alertname, link) for a in alerts if (link := web_link(a.generator_url))})[:20],
     }

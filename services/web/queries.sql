@@ -1,4 +1,5 @@
--- Reads of the web dashboard and API. The web never writes incident state: changes go to the
+-- Reads of the web dashboard and API beside the read model (shared/readmodel/queries.sql): the incident list,
+-- what the incident page summarises, sessions and logins. The web never writes incident state: changes go to the
 -- correlator as commands. Optional filters are "parameter IS NULL OR condition", run unprepared so
 -- PostgreSQL plans each call with its actual values (a generic plan would ignore the indexes).
 
@@ -81,29 +82,6 @@ FROM unnest(ARRAY['open', 'acknowledged', 'resolved']) AS s (state);
 SELECT count(*) AS n
 FROM (SELECT 1 FROM alerts a WHERE a.labels @> %(label_eq)s::jsonb LIMIT %(bound)s) AS capped;
 
--- name: incident_by_key
-SELECT i.id, i.key, i.title, i.state, i.severity, i.hosts, i.rule, i.group_labels, i.alert_count, i.firing_count,
-       i.flapping, i.revision, i.opened_at, i.first_alert_at, i.last_alert_at, i.acknowledged_at,
-       i.acknowledged_by, i.resolved_at, i.resolved_by, i.updated_at
-FROM incidents i
-WHERE i.key = %(key)s AND i.announced;
-
--- name: incident_alerts
-SELECT a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host, a.labels, a.annotations,
-       a.generator_url, a.source, a.sender, a.first_seen_at, a.last_seen_at, a.resolved_at, a.adjustments
-FROM alerts a
-WHERE a.incident_id = %(incident_id)s
-ORDER BY a.starts_at, a.id;
-
--- name: incident_alerts_first
--- The incident page lists the first alerts by start time; the summary below counts them all.
-SELECT a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host, a.labels, a.annotations,
-       a.generator_url, a.source, a.sender, a.first_seen_at, a.last_seen_at, a.resolved_at, a.adjustments
-FROM alerts a
-WHERE a.incident_id = %(incident_id)s
-ORDER BY a.starts_at, a.id
-LIMIT %(limit)s;
-
 -- name: incident_alert_summary
 SELECT a.alertname, a.status, count(*) AS n, count(DISTINCT a.host) AS hosts, min(a.starts_at) AS first_start,
        max(a.starts_at) AS last_start
@@ -128,7 +106,7 @@ FROM (
     FROM incident_timeline t
     WHERE t.incident_id = %(incident_id)s
 ) t
-WHERE t.nth <= %(per_kind)s OR t.kind NOT IN ('alert_added', 'alert_resolved', 'alert_stale', 'alert_refired')
+WHERE t.nth <= %(per_kind)s OR NOT t.kind = ANY (%(per_alert_kinds)s::text[])
 ORDER BY t.at, t.id;
 
 -- name: incident_timeline_counts
@@ -136,17 +114,6 @@ SELECT t.kind, count(*) AS n
 FROM incident_timeline t
 WHERE t.incident_id = %(incident_id)s
 GROUP BY t.kind;
-
--- name: incident_timeline
-SELECT t.at, t.kind, t.actor, t.detail
-FROM incident_timeline t
-WHERE t.incident_id = %(incident_id)s
-ORDER BY t.at, t.id;
-
--- name: incident_enrichment
-SELECT e.version, e.complete, e.context, e.created_at
-FROM enrichments e
-WHERE e.incident_id = %(incident_id)s;
 
 -- name: session_create
 INSERT INTO web_sessions (token_hash, username, method, csrf_token, expires_at)

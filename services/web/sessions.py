@@ -11,11 +11,8 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
-from shared.db import Queries
+from shared.db import Pool, Queries
 
 Q = Queries(Path(__file__).with_name("queries.sql"))
 SESSION_TTL_S = 12 * 3600
@@ -34,7 +31,7 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def create(pool: AsyncConnectionPool[Any], username: str, method: str) -> Session:
+async def create(pool: Pool, username: str, method: str) -> Session:
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     async with pool.connection() as conn:
         await conn.execute(Q.sessions_expire)
@@ -51,7 +48,7 @@ async def create(pool: AsyncConnectionPool[Any], username: str, method: str) -> 
     return Session(token, username, method, csrf)
 
 
-async def find(pool: AsyncConnectionPool[Any], token: str) -> Session | None:
+async def find(pool: Pool, token: str) -> Session | None:
     async with pool.connection() as conn:
         row = await (await conn.execute(Q.session_get, {"token_hash": token_hash(token)})).fetchone()
     if row is None:
@@ -59,6 +56,6 @@ async def find(pool: AsyncConnectionPool[Any], token: str) -> Session | None:
     return Session(token, row["username"], row["method"], row["csrf_token"])
 
 
-async def delete(pool: AsyncConnectionPool[Any], token: str) -> None:
+async def delete(pool: Pool, token: str) -> None:
     async with pool.connection() as conn:
         await conn.execute(Q.session_delete, {"token_hash": token_hash(token)})

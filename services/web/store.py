@@ -1,18 +1,31 @@
-"""Reads from PostgreSQL for the pages and the API (named queries in queries.sql)."""
+"""Reads from PostgreSQL for the pages and the API: the incident list (named queries in queries.sql), and incidents
+through the read model (shared.readmodel) with what only the page needs beside them."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from services.web.listing import COUNT_CAP, Cursor, ListFilter, QueryError, sql_params
-from shared.db import Queries
+from shared.contracts import TimelineKind
+from shared.db import Pool, Queries
+from shared.readmodel import incidents
+from shared.readmodel.models import Alert, Enrichment, Incident, TimelineEntry
+
+KEY_PATTERN = re.compile(r"^INC-\d{6,}$")  # what an incident key looks like, before asking the database
 
 Q = Queries(Path(__file__).with_name("queries.sql"))
+# One entry per alert: the page shows the first `per_kind` of each kind, and counts the rest.
+PER_ALERT_KINDS = [
+    TimelineKind.alert_added.value,
+    TimelineKind.alert_resolved.value,
+    TimelineKind.alert_stale.value,
+    TimelineKind.alert_refired.value,
+]
 # Below this many alerts matching a filter's equality matchers, collecting them beats probing incidents.
 SPARSE_ALERTS = 2_000
 # list_incidents with its alert check fenced: a constant edit of constant text (see the query's comment).
@@ -34,7 +47,7 @@ class Page:
         return sum(self.counts.values())
 
 
-async def list_incidents(pool: AsyncConnectionPool[Any], f: ListFilter) -> Page:
+async def list_incidents(pool: Pool, f: ListFilter) -> Page:
     params = sql_params(f)
     try:
         async with pool.connection() as conn:
@@ -61,58 +74,45 @@ async def list_incidents(pool: AsyncConnectionPool[Any], f: ListFilter) -> Page:
     return Page(rows, next_cursor, counts, capped)
 
 
-async def incident(pool: AsyncConnectionPool[Any], key: str) -> dict[str, Any] | None:
+async def incident(pool: Pool, key: str) -> Incident | None:
     async with pool.connection() as conn:
-        return await (await conn.execute(Q.incident_by_key, {"key": key})).fetchone()
+        return await incidents.incident(conn, key)
 
 
-@dataclass(frozen=True)
-class Detail:
-    incident: dict[str, Any]
-    alerts: list[dict[str, Any]]
-    timeline: list[dict[str, Any]]
-    enrichment: dict[str, Any] | None
-
-
-async def incident_detail(pool: AsyncConnectionPool[Any], key: str) -> Detail | None:
+async def incident_detail(pool: Pool, key: str) -> incidents.Whole | None:
     async with pool.connection() as conn:
-        row = await (await conn.execute(Q.incident_by_key, {"key": key})).fetchone()
-        if row is None:
-            return None
-        ident = {"incident_id": row["id"]}
-        alerts = await (await conn.execute(Q.incident_alerts, ident)).fetchall()
-        timeline = await (await conn.execute(Q.incident_timeline, ident)).fetchall()
-        enrichment = await (await conn.execute(Q.incident_enrichment, ident)).fetchone()
-    return Detail(row, alerts, timeline, enrichment)
+        return await incidents.whole(conn, key)
 
 
 @dataclass(frozen=True)
 class PageDetail:
     """What the incident page shows: the first alerts, a summary of all, a timeline with long runs cut."""
 
-    incident: dict[str, Any]
-    alerts: list[dict[str, Any]]
+    incident: Incident
+    alerts: list[Alert]
     alert_summary: list[dict[str, Any]]
     alert_starts: list[Any]
-    timeline: list[dict[str, Any]]
+    timeline: list[TimelineEntry]
     timeline_counts: dict[str, int]
-    enrichment: dict[str, Any] | None
+    enrichment: Enrichment | None
 
 
-async def incident_page_detail(
-    pool: AsyncConnectionPool[Any], key: str, *, alert_limit: int | None, per_kind: int
-) -> PageDetail | None:
-    async with pool.connection() as conn:
-        row = await (await conn.execute(Q.incident_by_key, {"key": key})).fetchone()
-        if row is None:
+async def incident_page_detail(pool: Pool, key: str, *, alert_limit: int | None, per_kind: int) -> PageDetail | None:
+    async with pool.connection() as conn, incidents.reading_snapshot(conn) as snapshot:
+        found = await incidents.incident(snapshot, key)
+        if found is None:
             return None
-        ident = {"incident_id": row["id"]}
-        alerts = await (await conn.execute(Q.incident_alerts_first, {**ident, "limit": alert_limit})).fetchall()
-        summary = await (await conn.execute(Q.incident_alert_summary, ident)).fetchall()
-        timeline = await (await conn.execute(Q.incident_timeline_page, {**ident, "per_kind": per_kind})).fetchall()
-        counts = await (await conn.execute(Q.incident_timeline_counts, ident)).fetchall()
-        enrichment = await (await conn.execute(Q.incident_enrichment, ident)).fetchone()
+        ident = {"incident_id": found.id}
+        alerts = await incidents.alerts(snapshot, found.id, limit=alert_limit)
+        summary = await (await snapshot.execute(Q.incident_alert_summary, ident)).fetchall()
+        page = {**ident, "per_kind": per_kind, "per_alert_kinds": PER_ALERT_KINDS}
+        timeline = [
+            TimelineEntry.model_validate(row)
+            for row in await (await snapshot.execute(Q.incident_timeline_page, page)).fetchall()
+        ]
+        counts = await (await snapshot.execute(Q.incident_timeline_counts, ident)).fetchall()
+        enrichment = await incidents.enrichment(snapshot, found.id)
         starts: list[Any] = []
         if enrichment is not None:
-            starts = [r["starts_at"] for r in await (await conn.execute(Q.incident_alert_starts, ident)).fetchall()]
-    return PageDetail(row, alerts, summary, starts, timeline, {r["kind"]: r["n"] for r in counts}, enrichment)
+            starts = [r["starts_at"] for r in await (await snapshot.execute(Q.incident_alert_starts, ident)).fetchall()]
+    return PageDetail(found, alerts, summary, starts, timeline, {r["kind"]: r["n"] for r in counts}, enrichment)

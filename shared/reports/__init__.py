@@ -1,0 +1,1 @@
+"""Report builders: the content model, Markdown, XLSX, JSON and period audits, for the reporter and the web."""

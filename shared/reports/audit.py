@@ -1,0 +1,180 @@
+"""Period audit reports: every incident of a time range, with MTTA/MTTR and the top offenders.
+
+Which incidents a period holds: the announced incidents whose `opened_at` is in [since, until). An incident opened
+earlier and still open is not part of the period (it belongs to the period it opened in); "still open" lists the
+period's incidents that are not resolved as of `as_of` (the database's clock when the data was read).
+
+Retention (services/correlator/retention.py) deletes the incidents that resolved and opened before its cut-off, and
+records the latest cut-off it deleted before: the retention horizon, read in the audit's snapshot. A period that starts
+at or after it is complete; one that starts before it is complete only from the horizon on (of the incidents opened
+before it, those also resolved before it are gone).
+
+- MTTA: acknowledged_at - opened_at, over the period's acknowledged incidents.
+- MTTR: resolved_at - opened_at, over the period's resolved incidents.
+- Mean and p90 (linear interpolation between closest ranks).
+- Noisy alerts: the alert names (per host) with the most alert occurrences in the period's incidents.
+- Flapping alerts: one alert series (fingerprint) that fired at least `FLAP_MIN_OCCURRENCES` times within the
+  period's incidents, or fired in an incident the correlator marked flapping.
+
+PostgreSQL computes all of it (audit.sql) in one REPEATABLE READ snapshot. `reading` opens the snapshot and reads the
+summary; each table of the report is read, when a renderer iterates it, through a server-side cursor `CHUNK_ROWS` rows
+at a time, so memory stays flat however many incidents the period holds: a renderer writes each row out as it comes.
+The connection is a blocking one: an export runs in a thread of its own, beside the event loop, not on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import dict_row, namedtuple_row
+
+from shared.contracts import SEVERITY_RANK
+from shared.db import Queries
+
+Q = Queries(Path(__file__).with_name("audit.sql"))
+PERIODS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+Period = Literal["24h", "7d", "30d"]
+FLAP_MIN_OCCURRENCES = 3
+TOP_NOISY = 20
+# Rows fetched per round trip: large enough that the round trips cost little, small enough to be nothing in memory.
+CHUNK_ROWS = 2_000
+_cursor_numbers = itertools.count(1)
+
+
+def period_range(period: Period, as_of: datetime) -> tuple[datetime, datetime]:
+    """The ready-made ranges: the last 24 hours, 7 days or 30 days up to `as_of`."""
+    return as_of - PERIODS[period], as_of
+
+
+@dataclass(frozen=True)
+class Durations:
+    """Seconds; None when no incident of the period has the timestamp."""
+
+    count: int
+    mean_s: float | None
+    p90_s: float | None
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One table of the audit, in the order PostgreSQL sorted it, as named tuples. Iterating reads it through a
+    server-side cursor, `CHUNK_ROWS` at a time; each iteration reads it afresh from the report's snapshot."""
+
+    conn: psycopg.Connection[Any]
+    query: str
+    params: Mapping[str, Any]
+
+    def __iter__(self) -> Iterator[Any]:
+        # The cursor lives in the snapshot's transaction; `reading` closes that only after the renderer is done.
+        with self.conn.cursor(name=f"audit_{next(_cursor_numbers)}", row_factory=namedtuple_row) as cur:
+            cur.itersize = CHUNK_ROWS
+            cur.execute(self.query, self.params)
+            yield from cur
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """All rows at once, as plain tuples: for small tables and tests, not for a period's incidents."""
+        return [tuple(row) for row in self]
+
+    def column(self, name: str) -> list[Any]:
+        return [getattr(row, name) for row in self]
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The audit of [since, until) as seen at `as_of`: figures read at once, tables read as they are iterated.
+
+    incidents: key, title, state, severity, rule, hosts, alert_count, flapping, opened_at, acknowledged_at,
+        acknowledged_by, resolved_at, resolved_by, tta_s, ttr_s   (times: aware datetimes; durations: seconds)
+    by_severity: severity, incidents, open       by_alertname: alertname, alerts, incidents, hosts
+    by_host: host, incidents, alerts             noisy: alertname, host, alerts, incidents
+    flapping: alertname, host, fingerprint, occurrences, incidents, marked_flapping
+    still_open: key, title, state, severity, hosts, opened_at, acknowledged_at, age_s
+    """
+
+    since: datetime
+    until: datetime
+    as_of: datetime
+    # Incidents resolved and opened before it may have been deleted; None: retention has deleted nothing yet.
+    retention_horizon: datetime | None
+    total: int
+    still_open_count: int
+    mtta: Durations
+    mttr: Durations
+    incidents: Rows
+    by_severity: Rows
+    by_alertname: Rows
+    by_host: Rows
+    noisy: Rows
+    flapping: Rows
+    still_open: Rows
+
+    @property
+    def complete_from(self) -> datetime:
+        return complete_from(self.since, self.retention_horizon)
+
+    @property
+    def complete(self) -> bool:
+        return self.complete_from == self.since
+
+
+def complete_from(since: datetime, horizon: datetime | None) -> datetime:
+    """From when an audit of a period starting at `since` lists every incident of the period: `since`, unless
+    retention's horizon is later (it deleted incidents opened before the horizon, when they resolved before it too)."""
+    return since if horizon is None else max(since, horizon)
+
+
+@contextmanager
+def reading(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> Iterator[AuditReport]:
+    """The audit of [since, until), valid inside the block: its tables are read from one snapshot as they are iterated.
+
+    On an idle connection the block is one REPEATABLE READ READ ONLY transaction of its own; inside a caller's
+    transaction, the caller's snapshot is used.
+    """
+    if since.tzinfo is None or until.tzinfo is None:
+        raise ValueError("since and until must carry a time zone")
+    if until <= since:
+        raise ValueError("until must be after since")
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        with conn.transaction():
+            # One snapshot for every read: the figures and the tables agree with each other.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield _report(conn, since, until)
+    else:
+        yield _report(conn, since, until)
+
+
+def _report(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> AuditReport:
+    period = {"since": since, "until": until}
+    with conn.cursor(row_factory=dict_row) as cur:
+        summary = cur.execute(Q.audit_summary, period).fetchone()
+        horizon = cur.execute(Q.audit_retention_horizon).fetchone()
+    assert summary is not None  # an aggregate without GROUP BY always answers one row
+    ranks = {
+        "rank_names": list(SEVERITY_RANK),
+        "rank_values": list(SEVERITY_RANK.values()),
+        "default_rank": SEVERITY_RANK["warning"],
+    }
+    return AuditReport(
+        since=since,
+        until=until,
+        as_of=summary["as_of"],
+        retention_horizon=horizon["deleted_before"] if horizon is not None else None,
+        total=summary["incidents"],
+        still_open_count=summary["still_open"],
+        mtta=Durations(summary["acknowledged"], summary["tta_mean_s"], summary["tta_p90_s"]),
+        mttr=Durations(summary["resolved"], summary["ttr_mean_s"], summary["ttr_p90_s"]),
+        incidents=Rows(conn, Q.audit_incidents, period),
+        by_severity=Rows(conn, Q.audit_by_severity, {**period, **ranks}),
+        by_alertname=Rows(conn, Q.audit_by_alertname, period),
+        by_host=Rows(conn, Q.audit_by_host, period),
+        noisy=Rows(conn, Q.audit_noisy, {**period, "top": TOP_NOISY}),
+        flapping=Rows(conn, Q.audit_flapping, {**period, "min_occurrences": FLAP_MIN_OCCURRENCES}),
+        still_open=Rows(conn, Q.audit_still_open, period),
+    )

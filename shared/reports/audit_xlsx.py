@@ -1,0 +1,165 @@
+"""The period audit as XLSX, in openpyxl's write-only mode: rows go from the audit's cursors to the sheets' temporary
+files as they come, so memory stays flat however many incidents the period holds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from operator import attrgetter
+from typing import Any, BinaryIO
+
+from openpyxl import Workbook
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from openpyxl.worksheet.filters import AutoFilter
+
+from shared.reports import xlsx_cells as xc
+from shared.reports.audit import AuditReport, Durations, Rows
+
+Column = tuple[str, float]
+
+
+def minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 60.0, 4)
+
+
+def _summary(ws: WriteOnlyWorksheet, a: AuditReport) -> None:
+    def pair(name: str, d: Durations) -> list[tuple[str, Any]]:
+        return [(f"{name} mean (min)", minutes(d.mean_s)), (f"{name} p90 (min)", minutes(d.p90_s))]
+
+    rows: list[tuple[str, Any]] = [
+        ("Since (UTC)", xc.when(ws, a.since)),
+        ("Until (UTC, excluded)", xc.when(ws, a.until)),
+        ("As of (UTC)", xc.when(ws, a.as_of)),
+        # Retention deleted incidents resolved (and opened) before the horizon: the period is complete from here on.
+        ("Retention horizon (UTC)", xc.when(ws, a.retention_horizon) if a.retention_horizon else "none yet"),
+        ("Complete from (UTC)", xc.when(ws, a.complete_from)),
+        ("Incidents", a.total),
+        ("Still open", a.still_open_count),
+        ("Acknowledged", a.mtta.count),
+        ("Resolved", a.mttr.count),
+        *pair("MTTA", a.mtta),
+        *pair("MTTR", a.mttr),
+    ]
+    xc.start_table(ws, [("Measure", 28), ("Value", 22)], len(rows))
+    for name, value in rows:
+        ws.append([name, value])
+
+
+def _table(
+    ws: WriteOnlyWorksheet,
+    rows: Rows,
+    columns: list[tuple[str, str, float, Callable[[WriteOnlyWorksheet, Any], Any] | None]],
+) -> None:
+    """Stream a table: (row field, header, width, cell maker or None for numbers/booleans/dates as they are)."""
+    xc.start_table(ws, [(header, width) for _, header, width, _ in columns], 0)
+    pick = attrgetter(*(name for name, _, _, _ in columns))  # every sheet has several columns: a tuple each row
+    makers = [maker for _, _, _, maker in columns]
+    count = 0
+    for row in rows:
+        ws.append([value if make is None else make(ws, value) for value, make in zip(pick(row), makers, strict=True)])
+        count += 1
+    # The row count is known only now; the filter is written after the rows, at the sheet's end, so it is not late.
+    xc.layout(ws).auto_filter = AutoFilter(ref=f"A1:{get_column_letter(len(columns))}{count + 1}")
+
+
+def _date(ws: WriteOnlyWorksheet, value: datetime | None) -> Any:
+    return xc.naive_utc(value)
+
+
+def _minutes(ws: WriteOnlyWorksheet, value: float | None) -> float | None:
+    return minutes(value)
+
+
+text = xc.text
+
+SHEETS: list[tuple[str, str, list[tuple[str, str, float, Any]]]] = [
+    (
+        "Incidents",
+        "incidents",
+        [
+            ("key", "Incident", 13, text),
+            ("title", "Title", 50, text),
+            ("state", "State", 13, text),
+            ("severity", "Severity", 10, text),
+            ("rule", "Rule", 16, text),
+            ("hosts", "Hosts", 30, text),
+            ("alert_count", "Alerts", 8, None),
+            ("flapping", "Flapping", 9, None),
+            ("opened_at", "Opened (UTC)", 20, _date),
+            ("acknowledged_at", "Acknowledged (UTC)", 20, _date),
+            ("acknowledged_by", "Acknowledged by", 16, text),
+            ("resolved_at", "Resolved (UTC)", 20, _date),
+            ("resolved_by", "Resolved by", 16, text),
+            ("tta_s", "TTA (min)", 11, _minutes),
+            ("ttr_s", "TTR (min)", 11, _minutes),
+        ],
+    ),
+    (
+        "By severity",
+        "by_severity",
+        [("severity", "Severity", 12, text), ("incidents", "Incidents", 11, None), ("open", "Still open", 11, None)],
+    ),
+    (
+        "By alert",
+        "by_alertname",
+        [
+            ("alertname", "Alert", 32, text),
+            ("alerts", "Alerts", 10, None),
+            ("incidents", "Incidents", 11, None),
+            ("hosts", "Hosts", 8, None),
+        ],
+    ),
+    (
+        "By host",
+        "by_host",
+        [("host", "Host", 30, text), ("incidents", "Incidents", 11, None), ("alerts", "Alerts", 10, None)],
+    ),
+    (
+        "Noisy alerts",
+        "noisy",
+        [
+            ("alertname", "Alert", 32, text),
+            ("host", "Host", 24, text),
+            ("alerts", "Alerts", 10, None),
+            ("incidents", "Incidents", 11, None),
+        ],
+    ),
+    (
+        "Flapping alerts",
+        "flapping",
+        [
+            ("alertname", "Alert", 32, text),
+            ("host", "Host", 24, text),
+            ("fingerprint", "Fingerprint", 18, text),
+            ("occurrences", "Occurrences", 12, None),
+            ("incidents", "Incidents", 11, None),
+            ("marked_flapping", "Marked flapping", 15, None),
+        ],
+    ),
+    (
+        "Still open",
+        "still_open",
+        [
+            ("key", "Incident", 13, text),
+            ("title", "Title", 50, text),
+            ("state", "State", 13, text),
+            ("severity", "Severity", 10, text),
+            ("hosts", "Hosts", 30, text),
+            ("opened_at", "Opened (UTC)", 20, _date),
+            ("acknowledged_at", "Acknowledged (UTC)", 20, _date),
+            ("age_s", "Open for (min)", 14, _minutes),
+        ],
+    ),
+]
+
+
+def write(audit: AuditReport, out: BinaryIO) -> None:
+    """Write the audit workbook to `out` (a file or any writable binary stream)."""
+    wb = Workbook(write_only=True)
+    wb.properties.creator = "Vigil"
+    wb.properties.title = f"Incident audit {audit.since.isoformat()} to {audit.until.isoformat()}"
+    _summary(wb.create_sheet("Summary"), audit)
+    for title, attribute, columns in SHEETS:
+        _table(wb.create_sheet(title), getattr(audit, attribute), columns)
+    xc.save(wb, out, audit.as_of)
