@@ -171,6 +171,8 @@ def start_monitoring(
     )
     stack.started.append(("Alertmanager", alertmanager))
     env["VIGIL_ALERTMANAGER_URL"] = os.environ.get("VIGIL_ALERTMANAGER_URL") or alertmanager.url
+    # The correlator polls its silences and inhibitions; the web makes silences there.
+    env["VIGIL_ALERTMANAGER_API_URLS"] = os.environ.get("VIGIL_ALERTMANAGER_API_URLS") or alertmanager.url
     return env
 
 

@@ -153,6 +153,17 @@ class Settings(BaseSettings):
     alertmanager_url: str = Field(
         "", description="Alertmanager's external URL, for silence links in reports; empty: no silence links."
     )
+    alertmanager_api_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Alertmanager API base URLs (an HA pair: each one), comma-separated: the correlator polls their "
+        "silences and inhibitions, the web makes silences there; empty: neither.",
+    )
+    alertmanager_poll_interval_s: float = Field(
+        5.0, gt=0, le=300, description="How often the correlator asks Alertmanager what it silences and inhibits."
+    )
+    silence_acknowledges: bool = Field(
+        True, description="A silence newly covering an open incident's alert acknowledges it as the silence's author."
+    )
     correlation_rules: Path = Field(Path("deploy/correlation.yml"))
     enrichment_config: Path = Field(
         Path("deploy/enrichment.yml"), description="Enricher: window, steps, limits and PromQL/LogQL query templates."
@@ -190,7 +201,9 @@ class Settings(BaseSettings):
             tokens[name.strip()] = token.strip()
         return tokens
 
-    @field_validator("web_readonly_tokens", "prometheus_trusted_hosts", "web_trusted_proxies", mode="before")
+    @field_validator(
+        "web_readonly_tokens", "prometheus_trusted_hosts", "web_trusted_proxies", "alertmanager_api_urls", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

@@ -227,6 +227,9 @@ class TimelineKind(StrEnum):
     alert_resolved = "alert_resolved"
     alert_stale = "alert_stale"
     alert_refired = "alert_refired"
+    # Alertmanager silenced or inhibited it (detail: silence ids, inhibiting fingerprints, until), or stopped doing so.
+    alert_silenced = "alert_silenced"
+    alert_unsilenced = "alert_unsilenced"
     severity_changed = "severity_changed"
     flapping_started = "flapping_started"
     flapping_stopped = "flapping_stopped"
@@ -243,6 +246,8 @@ class IncidentChange(StrEnum):
     alerts_added = "alerts_added"
     alert_resolved = "alert_resolved"
     alert_stale = "alert_stale"
+    alert_silenced = "alert_silenced"  # silenced or inhibited in Alertmanager, or silenced from Vigil
+    alert_unsilenced = "alert_unsilenced"
     severity_changed = "severity_changed"
     flapping_started = "flapping_started"
     flapping_stopped = "flapping_stopped"
@@ -309,6 +314,9 @@ class CommandAction(StrEnum):
     resolve = "resolve"
     reopen = "reopen"
     comment = "comment"
+    # The web made (or expired) a silence in Alertmanager for the incident's group: recorded in its timeline.
+    silence = "silence"
+    unsilence = "unsilence"
 
 
 class IncidentCommand(BaseModel):
@@ -319,6 +327,8 @@ class IncidentCommand(BaseModel):
     actor: str = Field(min_length=1, max_length=200)
     comment: str = Field("", max_length=65_536)
     requested_at: AwareDatetime = Field(default_factory=utcnow)
+    silence_id: str = Field("", max_length=200, description="silence and unsilence: Alertmanager's silence id.")
+    until: AwareDatetime | None = Field(None, description="silence: when the silence ends.")
 
 
 def alert_routing_key(status: str, severity: str | None, alertname: str | None) -> str:

@@ -24,6 +24,11 @@ class SeriesSummary(BaseModel):
     baseline: float | None = Field(None, description="Typical value before the first alert.")
     deviation_at: AwareDatetime | None = Field(None, description="When it started to leave its baseline.")
     points: list[tuple[AwareDatetime, float]] = Field(default_factory=list, description="Downsampled.")
+    bands: list[tuple[AwareDatetime, float, float]] = Field(
+        default_factory=list,
+        description="Per point of `points` (same times): the lowest and highest sample of its step, so a spike "
+        "shorter than a step shows. Empty in contexts from before it was collected.",
+    )
 
 
 class LogLine(BaseModel):

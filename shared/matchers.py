@@ -169,5 +169,22 @@ def parse_matcher_list(items: Iterable[str]) -> list[Matcher]:
     return [m for item in items for m in parse_matchers(item)]
 
 
+def matchers_of_config(raw: object, *, required: bool = False) -> list[Matcher]:
+    """The `matchers:` of a config entry (a rule, a maintenance window): one string or a list of them, each holding
+    one or several matchers. An empty string is refused: Alertmanager reads it as no matcher, in a config it is surely
+    a slip. With `required`, at least one matcher."""
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(m, str) for m in items) or (required and not items):
+        wanted = "a non-empty list" if required else "a list"
+        raise MatcherError(f"expected {wanted} of strings like 'severity=\"critical\"'")
+    out: list[Matcher] = []
+    for text in items:
+        parsed = parse_matchers(text)
+        if not parsed:
+            raise MatcherError("an empty matcher string")
+        out.extend(parsed)
+    return out
+
+
 def matches_all(matchers: Sequence[Matcher], labels: Mapping[str, str]) -> bool:
     return all(m.matches_labels(labels) for m in matchers)

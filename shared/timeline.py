@@ -11,6 +11,8 @@ TIMELINE_TEXT: dict[str, str] = {
     TimelineKind.alert_resolved: "Alert resolved",
     TimelineKind.alert_stale: "Alert went stale",
     TimelineKind.alert_refired: "Alert fired again",
+    TimelineKind.alert_silenced: "Alert silenced",
+    TimelineKind.alert_unsilenced: "Alert no longer silenced",
     TimelineKind.severity_changed: "Severity changed",
     TimelineKind.flapping_started: "Flapping started",
     TimelineKind.flapping_stopped: "Flapping stopped",

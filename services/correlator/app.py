@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from services.correlator import retention
+from services.correlator import retention, silences
 from services.correlator.batches import correlate_batch, sweep
 from services.correlator.outbox import AfterCommit
 from services.correlator.rules import RulesError, RuleSet, load_rules
@@ -104,6 +104,7 @@ def _correlator_ctx(
             return consuming.is_set()
 
         app[READY_CHECKS]["consumer"] = consumer_ready
+        settings = app[SETTINGS]
         tasks = [
             asyncio.create_task(start_consumer(), name="correlator-consume"),
             asyncio.create_task(after_commit.run_forever(), name="correlator-publish"),
@@ -119,6 +120,16 @@ def _correlator_ctx(
                 name="correlator-retention",
             ),
         ]
+        if settings.alertmanager_api_urls:
+            poller = silences.run_forever(
+                pool,
+                rules,
+                settings.alertmanager_api_urls,
+                interval_s=settings.alertmanager_poll_interval_s,
+                acknowledges=settings.silence_acknowledges,
+                submit=after_commit.submit,
+            )
+            tasks.append(asyncio.create_task(poller, name="correlator-silences"))
         yield
         for task in tasks:
             task.cancel()

@@ -14,6 +14,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.correlator.lifecycle import (
+    SUPPRESSION_TRUST,
     AlertChange,
     AlertOutcome,
     CommandOutcome,
@@ -29,6 +30,7 @@ from services.correlator.lifecycle import (
     mark_stale,
     settle_flapping,
 )
+from services.correlator.maintenance import with_stored_windows
 from services.correlator.rules import RuleSet
 from services.correlator.store import SWEEP_LOCK, Q, lock_and_load, write_world
 from shared.alert_limits import DEFAULT_LIMITS, AlertLimits
@@ -104,6 +106,8 @@ async def correlate_batch(
             cur = await conn.execute(Q.processed_commands, {"ids": [mid for mid, _ in batch.commands]})
             done = {r["message_id"] for r in await cur.fetchall()}
         world.groups.update(known)
+        if batch.alerts:
+            world.rules = await with_stored_windows(conn, rules, min(a.starts_at for a in batch.alerts))
         by_key = {inc.key: inc for inc in world.incidents.values()}
         applied_commands: list[uuid.UUID] = []
         for kind, index in batch.order:
@@ -136,7 +140,7 @@ async def correlate_batch(
             await conn.execute(Q.mark_processed, {"ids": applied_commands})
     for outcome, n in tally.items():
         ALERTS.labels(outcome.value).inc(n)
-    _log_incident_changes(world, events)
+    log_incident_changes(world, events)
     return outbox_ids
 
 
@@ -148,7 +152,14 @@ async def sweep(pool: Pool, rules: RuleSet, now: datetime, *, limit: int = 1000)
         row = await cur.fetchone()
         if not row or not row["got"]:
             return []
-        cur = await conn.execute(Q.stale_candidates, {"cutoff": now - defaults.stale_after, "limit": limit})
+        # Alertmanager's silences and inhibitions keep alerts from going stale only while it answers polls.
+        cur = await conn.execute(Q.suppression_polled_at)
+        polled = await cur.fetchone()
+        trusted = polled is not None and now - polled["polled_at"] < SUPPRESSION_TRUST
+        cur = await conn.execute(
+            Q.stale_candidates,
+            {"cutoff": now - defaults.stale_after, "limit": limit, "suppression_trusted": trusted},
+        )
         stale = await cur.fetchall()
         grace_cutoff = now - defaults.resolve_grace
         cur = await conn.execute(Q.sweep_incidents, {"grace_cutoff": grace_cutoff, "limit": limit})
@@ -162,7 +173,7 @@ async def sweep(pool: Pool, rules: RuleSet, now: datetime, *, limit: int = 1000)
         )
         for r in stale:
             alert = world.alerts.get((r["fingerprint"], r["starts_at"]))
-            if alert is not None and mark_stale(world, alert, now):
+            if alert is not None and mark_stale(world, alert, now, suppression_trusted=trusted):
                 SWEPT.labels("alert_stale").inc()
         for inc in list(world.incidents.values()):
             if settle_flapping(world, inc, now):
@@ -171,7 +182,7 @@ async def sweep(pool: Pool, rules: RuleSet, now: datetime, *, limit: int = 1000)
                 SWEPT.labels("auto_resolved").inc()
         events = coalesce_events(world.events)
         outbox_ids = await write_world(conn, world, events)
-    _log_incident_changes(world, events)
+    log_incident_changes(world, events)
     return outbox_ids
 
 
@@ -194,7 +205,7 @@ def _log_foreign(world: World, change: AlertChange) -> None:
         incident_key.reset(token)
 
 
-def _log_incident_changes(world: World, events: list[EventOut]) -> None:
+def log_incident_changes(world: World, events: list[EventOut]) -> None:
     for ev in events:
         if ev.change in ("opened", "resolved", "reopened", "flapping_started"):
             token = incident_key.set(world.incidents[ev.incident_id].key)

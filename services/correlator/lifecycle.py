@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from services.correlator.maintenance import maintenance_after
 from services.correlator.rules import Rule, RuleSet, group_key, group_labels, host_of, render_title
 from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, bound_webhook_alert, cut_text
 from shared.contracts import (
@@ -32,6 +33,10 @@ from shared.contracts import (
 
 FIRING, RESOLVED, STALE = "firing", "resolved", "stale"
 SYSTEM = "correlator"
+SILENCED, INHIBITED = "silenced", "inhibited"
+# Suppression is believed only while Alertmanager answered a poll this recently: an Alertmanager gone for good must not
+# keep alerts alive forever, so past this the stale rule applies to suppressed alerts like to any other.
+SUPPRESSION_TRUST = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,11 @@ class StoredAlert:
     adjustments: dict[str, Any] | None = None
     # startsAt as sent, when it was impossible (see AlertChange.sent_starts_at).
     sent_starts_at: str | None = None
+    # Alertmanager's view (see set_suppression): None, SILENCED or INHIBITED; by which silences / inhibiting alerts.
+    suppressed: str | None = None
+    silenced_by: list[str] = field(default_factory=list)
+    inhibited_by: list[str] = field(default_factory=list)
+    suppressed_until: datetime | None = None
 
     @property
     def key(self) -> tuple[str, datetime]:
@@ -161,6 +171,8 @@ class Incident:
     acknowledged_by: str | None = None
     resolved_at: datetime | None = None
     resolved_by: str | None = None
+    # The maintenance window it belongs to (services/correlator/maintenance.py); None: a real incident.
+    maintenance: str | None = None
 
     def snapshot(self) -> IncidentSnapshot:
         return snapshot_of(self)
@@ -366,6 +378,7 @@ def _new_occurrence(world: World, change: AlertChange) -> AlertOutcome:
     )
     world.add_alert(alert)
     world.dirty_alerts[alert.key] = alert
+    inc.maintenance = maintenance_after(world.rules.maintenance, inc, change.labels, change.starts_at)
     refire = (
         previous is not None
         and previous.incident_id == inc.id
@@ -575,6 +588,14 @@ def _reopen(world: World, inc: Incident, at: datetime, actor: str | None, detail
     world.emit(inc, IncidentEventType.reopened, IncidentChange.reopened, actor, detail)
 
 
+def _acknowledge(world: World, inc: Incident, at: datetime, actor: str, detail: dict[str, Any]) -> None:
+    inc.state = IncidentState.acknowledged
+    inc.acknowledged_at, inc.acknowledged_by = at, actor
+    world.touch(inc)
+    world.note(inc, at, TimelineKind.incident_acknowledged, actor, detail)
+    world.emit(inc, IncidentEventType.acknowledged, IncidentChange.acknowledged, actor, detail)
+
+
 def apply_command(world: World, inc: Incident, cmd: IncidentCommand) -> CommandOutcome:
     """A person's command; returns `applied` or `unchanged` (already in that state), or raises CommandRejected."""
     at, actor = cmd.requested_at, cmd.actor
@@ -584,14 +605,23 @@ def apply_command(world: World, inc: Incident, cmd: IncidentCommand) -> CommandO
         world.emit(inc, IncidentEventType.updated, IncidentChange.comment, actor, {"comment": cmd.comment})
         return CommandOutcome.applied
     detail = {"comment": cmd.comment} if cmd.comment else {}
+    if cmd.action in (CommandAction.silence, CommandAction.unsilence):
+        # The silence itself lives in Alertmanager (the web made it); the poller marks the alerts it covers. This
+        # records who asked for it from Vigil, for the timeline and the audit.
+        silenced = cmd.action == CommandAction.silence
+        noted: dict[str, Any] = {"silence_id": cmd.silence_id, "via": "vigil"}
+        if silenced:
+            noted |= {"until": cmd.until.isoformat() if cmd.until else None, "comment": cmd.comment}
+        world.touch(inc)
+        kind = TimelineKind.alert_silenced if silenced else TimelineKind.alert_unsilenced
+        change = IncidentChange.alert_silenced if silenced else IncidentChange.alert_unsilenced
+        world.note(inc, at, kind, actor, noted)
+        world.emit(inc, IncidentEventType.updated, change, actor, noted)
+        return CommandOutcome.applied
     if cmd.action == CommandAction.acknowledge:
         if inc.state != IncidentState.open:
             return CommandOutcome.unchanged
-        inc.state = IncidentState.acknowledged
-        inc.acknowledged_at, inc.acknowledged_by = at, actor
-        world.touch(inc)
-        world.note(inc, at, TimelineKind.incident_acknowledged, actor, detail)
-        world.emit(inc, IncidentEventType.acknowledged, IncidentChange.acknowledged, actor, detail)
+        _acknowledge(world, inc, at, actor, detail)
         return CommandOutcome.applied
     if cmd.action == CommandAction.resolve:
         if inc.state == IncidentState.resolved:
@@ -611,10 +641,14 @@ def apply_command(world: World, inc: Incident, cmd: IncidentCommand) -> CommandO
 # --- periodic checks ----------------------------------------------------------------------------
 
 
-def mark_stale(world: World, alert: StoredAlert, now: datetime) -> bool:
-    """A firing alert Alertmanager stopped repeating: counted out, so its incident can end."""
+def mark_stale(world: World, alert: StoredAlert, now: datetime, *, suppression_trusted: bool = False) -> bool:
+    """A firing alert Alertmanager stopped repeating: counted out, so its incident can end. Not one Alertmanager
+    silences or inhibits (it stops repeating those on purpose), while its last poll is recent (`suppression_trusted`,
+    see SUPPRESSION_TRUST)."""
     stale_after = world.rules.defaults.stale_after
     if alert.status != FIRING or now - alert.last_seen_at < stale_after:
+        return False
+    if alert.suppressed is not None and suppression_trusted:
         return False
     inc = world.incidents[alert.incident_id]
     alert.status = STALE
@@ -628,6 +662,110 @@ def mark_stale(world: World, alert: StoredAlert, now: datetime) -> bool:
     _update_severity(world, inc, now)
     world.emit(inc, IncidentEventType.updated, IncidentChange.alert_stale, SYSTEM, {"alerts": [detail]})
     return True
+
+
+@dataclass(frozen=True)
+class Silence:
+    """One of Alertmanager's silences, as much as the timeline and an acknowledgement need."""
+
+    id: str
+    created_by: str
+    comment: str
+    ends_at: datetime
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """What Alertmanager's poll says of one alert: the silences and inhibiting alerts (fingerprints) holding it back,
+    and whether the alert was in its answer at all."""
+
+    silenced_by: tuple[str, ...] = ()
+    inhibited_by: tuple[str, ...] = ()
+    present: bool = True
+
+    @property
+    def state(self) -> str | None:
+        return SILENCED if self.silenced_by else INHIBITED if self.inhibited_by else None
+
+
+def set_suppression(
+    world: World,
+    alert: StoredAlert,
+    suppression: Suppression,
+    silences: Mapping[str, Silence],
+    now: datetime,
+    *,
+    acknowledges: bool = False,
+) -> bool:
+    """Record Alertmanager's suppression of a firing (or stale) alert; returns whether anything changed.
+
+    A stale alert Alertmanager still holds back is firing again (the stale mark was wrong). An alert that stops being
+    suppressed is ordinary: if Alertmanager still has it, that poll counts as seeing it, so the stale rule counts from
+    now, not from the last notification before the silence. With `acknowledges`, a silence newly covering an alert
+    of an open incident acknowledges it in the name of the silence's author."""
+    if alert.status not in (FIRING, STALE):
+        return False
+    inc = world.incidents[alert.incident_id]
+    state = suppression.state
+    silenced_by = sorted(set(suppression.silenced_by))
+    inhibited_by = sorted(set(suppression.inhibited_by))
+    ends = [silences[s].ends_at for s in silenced_by if s in silences]
+    until = max(ends) if ends else None
+    revive = alert.status == STALE and state is not None and inc.state != IncidentState.resolved
+    same = (alert.suppressed, alert.silenced_by, alert.inhibited_by, alert.suppressed_until) == (
+        state,
+        silenced_by,
+        inhibited_by,
+        until,
+    )
+    if same and not revive:
+        return False
+    new_silences = [s for s in silenced_by if s not in alert.silenced_by]
+    was = alert.suppressed
+    alert.suppressed, alert.silenced_by, alert.inhibited_by, alert.suppressed_until = (
+        state,
+        silenced_by,
+        inhibited_by,
+        until,
+    )
+    if suppression.present and now > alert.last_seen_at:
+        alert.last_seen_at = now
+    world.dirty_alerts[alert.key] = alert
+    world.touch(inc)
+    if revive:
+        _set_firing(world, inc, alert, now, TimelineKind.alert_refired, refire=False)
+    if state is None and was is None:
+        return True
+    detail: dict[str, Any] = {**alert.brief(), **suppression_detail(alert, silences)}
+    if state is None:
+        world.note(inc, now, TimelineKind.alert_unsilenced, None, detail)
+        world.emit(inc, IncidentEventType.updated, IncidentChange.alert_unsilenced, None, {"alerts": [detail]})
+        return True
+    world.note(inc, now, TimelineKind.alert_silenced, None, detail)
+    world.emit(inc, IncidentEventType.updated, IncidentChange.alert_silenced, None, {"alerts": [detail]})
+    if acknowledges and new_silences and inc.state == IncidentState.open:
+        first = silences.get(new_silences[0])
+        actor = (first.created_by if first else "") or "alertmanager"
+        ack: dict[str, Any] = {"via": "silence", "silence_id": new_silences[0]}
+        if first is not None and first.comment:
+            ack["comment"] = first.comment
+        _acknowledge(world, inc, now, actor, ack)
+    return True
+
+
+def suppression_detail(alert: StoredAlert, silences: Mapping[str, Silence]) -> dict[str, Any]:
+    """The suppression as a timeline entry and an event tell it."""
+    return {
+        "suppressed": alert.suppressed,
+        "silences": [
+            {"id": s, "created_by": silences[s].created_by, "comment": silences[s].comment}
+            if s in silences
+            else {"id": s}
+            for s in alert.silenced_by
+        ],
+        "inhibited_by": alert.inhibited_by,
+        "until": alert.suppressed_until.isoformat() if alert.suppressed_until else None,
+    }
 
 
 def settle_flapping(world: World, inc: Incident, now: datetime) -> bool:

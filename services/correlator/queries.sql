@@ -25,7 +25,8 @@ ON CONFLICT DO NOTHING;
 -- the database: a known occurrence never rewrites them.
 SELECT a.id, a.incident_id, a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host,
        a.generator_url, a.source, a.sender, a.receiver, a.first_seen_at, a.last_seen_at, a.resolved_at,
-       a.adjustments ->> 'starts_at' AS sent_starts_at, true AS exact
+       a.adjustments ->> 'starts_at' AS sent_starts_at,
+       a.suppressed, a.silenced_by, a.inhibited_by, a.suppressed_until, true AS exact
 FROM alerts a
 JOIN unnest(%(fps)s::text[], %(starts)s::timestamptz[]) AS k(fp, s) ON a.fingerprint = k.fp AND a.starts_at = k.s
 UNION ALL
@@ -33,7 +34,8 @@ SELECT n.*, false AS exact FROM unnest(%(distinct_fps)s::text[]) AS f(fp)
 CROSS JOIN LATERAL (
     SELECT a.id, a.incident_id, a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host,
        a.generator_url, a.source, a.sender, a.receiver, a.first_seen_at, a.last_seen_at, a.resolved_at,
-       a.adjustments ->> 'starts_at' AS sent_starts_at
+       a.adjustments ->> 'starts_at' AS sent_starts_at,
+       a.suppressed, a.silenced_by, a.inhibited_by, a.suppressed_until
     FROM alerts a WHERE a.fingerprint = f.fp ORDER BY a.starts_at DESC LIMIT 1
 ) n;
 
@@ -65,18 +67,18 @@ SELECT nextval('incident_number_seq') AS n FROM generate_series(1, %(count)s);
 INSERT INTO incidents (key, rule, group_key, group_labels, title, state, announced, severity, hosts, flapping,
                        flap_times, revision, alert_count, firing_count, firing_severities, min_alerts,
                        opened_at, first_alert_at, last_alert_at, last_seen_at, quiet_since,
-                       acknowledged_at, acknowledged_by, resolved_at, resolved_by, updated_at)
+                       acknowledged_at, acknowledged_by, resolved_at, resolved_by, maintenance, updated_at)
 SELECT r.key, r.rule, r.group_key, r.group_labels, r.title, r.state, r.announced, r.severity, r.hosts, r.flapping,
        r.flap_times, r.revision, r.alert_count, r.firing_count, r.firing_severities, r.min_alerts,
        r.opened_at, r.first_alert_at, r.last_alert_at, r.last_seen_at, r.quiet_since,
-       r.acknowledged_at, r.acknowledged_by, r.resolved_at, r.resolved_by, now()
+       r.acknowledged_at, r.acknowledged_by, r.resolved_at, r.resolved_by, r.maintenance, now()
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
     key text, rule text, group_key text, group_labels jsonb, title text, state text, announced boolean,
     severity text, hosts text[], flapping boolean, flap_times timestamptz[], revision integer,
     alert_count integer, firing_count integer, firing_severities jsonb, min_alerts integer,
     opened_at timestamptz, first_alert_at timestamptz, last_alert_at timestamptz, last_seen_at timestamptz,
     quiet_since timestamptz, acknowledged_at timestamptz, acknowledged_by text, resolved_at timestamptz,
-    resolved_by text)
+    resolved_by text, maintenance text)
 RETURNING id, key;
 
 -- name: update_incidents
@@ -86,30 +88,34 @@ UPDATE incidents i SET
     firing_count = r.firing_count, firing_severities = r.firing_severities,
     first_alert_at = r.first_alert_at, last_alert_at = r.last_alert_at, last_seen_at = r.last_seen_at,
     quiet_since = r.quiet_since, acknowledged_at = r.acknowledged_at, acknowledged_by = r.acknowledged_by,
-    resolved_at = r.resolved_at, resolved_by = r.resolved_by, updated_at = now()
+    resolved_at = r.resolved_at, resolved_by = r.resolved_by, maintenance = r.maintenance, updated_at = now()
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
     id bigint, title text, state text, announced boolean, severity text, hosts text[], flapping boolean,
     flap_times timestamptz[], revision integer, alert_count integer, firing_count integer,
     firing_severities jsonb, first_alert_at timestamptz, last_alert_at timestamptz, last_seen_at timestamptz,
     quiet_since timestamptz, acknowledged_at timestamptz, acknowledged_by text, resolved_at timestamptz,
-    resolved_by text)
+    resolved_by text, maintenance text)
 WHERE i.id = r.id;
 
 -- name: upsert_alerts
 -- What was adjusted to store an alert is written with its first notification and never changed after.
 INSERT INTO alerts (incident_id, fingerprint, starts_at, ends_at, status, alertname, severity, host, labels,
                     annotations, generator_url, source, sender, receiver, first_seen_at, last_seen_at, resolved_at,
-                    adjustments)
+                    adjustments, suppressed, silenced_by, inhibited_by, suppressed_until)
 SELECT r.incident_id, r.fingerprint, r.starts_at, r.ends_at, r.status, r.alertname, r.severity, r.host, r.labels,
        r.annotations, r.generator_url, r.source, r.sender, r.receiver, r.first_seen_at, r.last_seen_at,
-       r.resolved_at, r.adjustments
+       r.resolved_at, r.adjustments, r.suppressed, coalesce(r.silenced_by, '{}'), coalesce(r.inhibited_by, '{}'),
+       r.suppressed_until
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
     incident_id bigint, fingerprint text, starts_at timestamptz, ends_at timestamptz, status text, alertname text,
     severity text, host text, labels jsonb, annotations jsonb, generator_url text, source text, sender text,
-    receiver text, first_seen_at timestamptz, last_seen_at timestamptz, resolved_at timestamptz, adjustments jsonb)
+    receiver text, first_seen_at timestamptz, last_seen_at timestamptz, resolved_at timestamptz, adjustments jsonb,
+    suppressed text, silenced_by text[], inhibited_by text[], suppressed_until timestamptz)
 ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
     incident_id = EXCLUDED.incident_id, ends_at = EXCLUDED.ends_at, status = EXCLUDED.status,
-    last_seen_at = EXCLUDED.last_seen_at, resolved_at = EXCLUDED.resolved_at;
+    last_seen_at = EXCLUDED.last_seen_at, resolved_at = EXCLUDED.resolved_at, suppressed = EXCLUDED.suppressed,
+    silenced_by = EXCLUDED.silenced_by, inhibited_by = EXCLUDED.inhibited_by,
+    suppressed_until = EXCLUDED.suppressed_until;
 
 -- name: refresh_alerts
 -- Repeats of a known state: only last_seen_at moves (never backwards).
@@ -144,8 +150,11 @@ FOR UPDATE SKIP LOCKED;
 UPDATE outbox SET published_at = now() WHERE id = ANY(%(ids)s);
 
 -- name: stale_candidates
+-- Suppressed alerts are no candidates while Alertmanager's suppression is trusted (a recent poll): Alertmanager does
+-- not repeat them on purpose, and a thousand of them must not hide the alerts that really went quiet.
 SELECT a.fingerprint, a.starts_at, i.group_key FROM alerts a JOIN incidents i ON i.id = a.incident_id
 WHERE a.status = 'firing' AND a.last_seen_at < %(cutoff)s
+  AND (a.suppressed IS NULL OR NOT %(suppression_trusted)s)
 ORDER BY a.last_seen_at
 LIMIT %(limit)s;
 
@@ -240,7 +249,55 @@ WHERE processed_at < %(cutoff)s
 ORDER BY processed_at
 LIMIT %(limit)s;
 
+-- name: delete_ended_silences
+DELETE FROM silences WHERE id IN (
+    SELECT id FROM silences WHERE ends_at < %(cutoff)s ORDER BY ends_at LIMIT %(limit)s
+);
+
 -- name: delete_processed
 DELETE FROM processed_messages p
 USING unnest(%(consumers)s::text[], %(ids)s::uuid[]) AS k(consumer, message_id)
 WHERE p.consumer = k.consumer AND p.message_id = k.message_id;
+
+-- Alertmanager's silences and inhibitions (services/correlator/silences.py).
+
+-- name: try_poll_lock
+SELECT pg_try_advisory_xact_lock(%(key)s) AS got;
+
+-- name: suppression_polled_at
+SELECT polled_at FROM alertmanager_poll;
+
+-- name: record_poll
+INSERT INTO alertmanager_poll (polled_at) VALUES (%(at)s)
+ON CONFLICT (singleton) DO UPDATE SET polled_at = greatest(alertmanager_poll.polled_at, EXCLUDED.polled_at);
+
+-- name: upsert_silences
+INSERT INTO silences (id, matchers, starts_at, ends_at, created_by, comment, state, source, updated_at)
+SELECT r.id, r.matchers, r.starts_at, r.ends_at, r.created_by, r.comment, r.state, r.source, now()
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
+    id text, matchers jsonb, starts_at timestamptz, ends_at timestamptz, created_by text, comment text, state text,
+    source text)
+ON CONFLICT (id) DO UPDATE SET
+    matchers = EXCLUDED.matchers, starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at,
+    created_by = EXCLUDED.created_by, comment = EXCLUDED.comment, state = EXCLUDED.state, source = EXCLUDED.source,
+    updated_at = now()
+WHERE (silences.matchers, silences.starts_at, silences.ends_at, silences.created_by, silences.comment, silences.state)
+   IS DISTINCT FROM (EXCLUDED.matchers, EXCLUDED.starts_at, EXCLUDED.ends_at, EXCLUDED.created_by, EXCLUDED.comment,
+                     EXCLUDED.state);
+
+-- name: suppression_candidates
+-- The newest firing or stale occurrence of each fingerprint Alertmanager holds back, and every occurrence Vigil still
+-- records as suppressed: the poller compares both with Alertmanager's answer.
+SELECT n.fingerprint, n.starts_at, n.status, n.suppressed, n.silenced_by, n.inhibited_by, n.suppressed_until,
+       i.group_key
+FROM unnest(%(fps)s::text[]) AS f(fp)
+CROSS JOIN LATERAL (
+    SELECT a.* FROM alerts a WHERE a.fingerprint = f.fp ORDER BY a.starts_at DESC LIMIT 1
+) n
+JOIN incidents i ON i.id = n.incident_id
+WHERE n.status IN ('firing', 'stale')
+UNION
+SELECT a.fingerprint, a.starts_at, a.status, a.suppressed, a.silenced_by, a.inhibited_by, a.suppressed_until,
+       i.group_key
+FROM alerts a JOIN incidents i ON i.id = a.incident_id
+WHERE a.suppressed IS NOT NULL AND a.status IN ('firing', 'stale');

@@ -224,7 +224,7 @@ async def run_forever(
 
 
 async def run_pass(pool: Pool, policy: Policy, *, batch_rows: int = BATCH_ROWS, pause_s: float = PAUSE_S) -> PassResult:
-    """One pass: expired incidents, then the outbox, then processed-message ids, batch by batch."""
+    """One pass: expired incidents, then the outbox, processed-message ids and long-ended silences, batch by batch."""
     async with pool.connection() as conn, conn.transaction():
         row = await (await conn.execute(Q.retention_now)).fetchone()
     if row is None:
@@ -235,6 +235,7 @@ async def run_pass(pool: Pool, policy: Policy, *, batch_rows: int = BATCH_ROWS, 
         lambda: _incident_batch(pool, cut.incidents, batch_rows),
         _OutboxWalk(pool, cut.messages, batch_rows),
         lambda: _processed_batch(pool, cut.messages, batch_rows),
+        lambda: _silences_batch(pool, cut.incidents, batch_rows),
     )
     for next_batch in phases:
         while True:
@@ -367,3 +368,11 @@ async def _processed_batch(pool: Pool, cutoff: datetime, budget: int) -> _Step:
             params = {"consumers": [c for c, _ in doomed], "ids": [m for _, m in doomed]}
             n = (await conn.execute(Q.delete_processed, params)).rowcount
     return _count(_Step(Tally({"processed_messages": n}) if n else Tally(), done=len(rows) < budget))
+
+
+async def _silences_batch(pool: Pool, cutoff: datetime, budget: int) -> _Step:
+    """Silences that ended before the incident horizon: every alert they held back has been deleted with its incident
+    (or resolved long ago), so nothing shows them any more."""
+    async with pool.connection() as conn, conn.transaction():
+        n = (await conn.execute(Q.delete_ended_silences, {"cutoff": cutoff, "limit": budget})).rowcount
+    return _count(_Step(Tally({"silences": n}) if n else Tally(), done=n < budget))

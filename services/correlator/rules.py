@@ -17,7 +17,8 @@ import yaml
 from jinja2 import Template, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from shared.matchers import Matcher, MatcherError, matches_all, parse_matchers
+from shared.maintenance import MaintenanceError, MaintenanceWindow, parse_window
+from shared.matchers import Matcher, MatcherError, matchers_of_config, matches_all
 
 HOST = "$host"  # group_by value: the alert's host (instance without port → host → job → alertname)
 ALL_LABELS = "..."  # group_by value: every label, as in Alertmanager's route
@@ -67,6 +68,8 @@ class Rule:
 class RuleSet:
     defaults: Defaults
     rules: tuple[Rule, ...]
+    # The file's maintenance windows, then (per batch) those made through the API (shared.maintenance).
+    maintenance: tuple[MaintenanceWindow, ...] = ()
     _by_name: dict[str, Rule] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -196,7 +199,7 @@ def parse_rules(raw: object) -> RuleSet:
         raw = {}
     if not isinstance(raw, dict):
         raise RulesError("expected a mapping with `defaults` and `rules`")
-    _no_unknown(raw, {"defaults", "rules"}, "top level")
+    _no_unknown(raw, {"defaults", "rules", "maintenance"}, "top level")
     defaults = _parse_defaults(raw.get("defaults") or {})
     items = raw.get("rules") or []
     if not isinstance(items, list):
@@ -213,7 +216,22 @@ def parse_rules(raw: object) -> RuleSet:
         if "default" in names:
             raise RulesError("rule 'default': matchers: the rule named default must be the last, with no matchers")
         rules.append(default_rule(defaults))
-    return RuleSet(defaults, tuple(rules))
+    return RuleSet(defaults, tuple(rules), _parse_maintenance(raw.get("maintenance") or []))
+
+
+def _parse_maintenance(items: object) -> tuple[MaintenanceWindow, ...]:
+    if not isinstance(items, list):
+        raise RulesError("maintenance: expected a list of windows")
+    windows: list[MaintenanceWindow] = []
+    for index, item in enumerate(items):
+        try:
+            window = parse_window(item, f"maintenance[{index}]")
+        except MaintenanceError as exc:
+            raise RulesError(str(exc)) from None
+        if any(w.name == window.name for w in windows):
+            raise RulesError(f"maintenance window {window.name!r}: name: used by an earlier window")
+        windows.append(window)
+    return tuple(windows)
 
 
 def _parse_defaults(raw: object) -> Defaults:
@@ -247,20 +265,10 @@ def _parse_rule(item: object, index: int, defaults: Defaults) -> Rule:
         raise RulesError(f"rules[{index}]: name: expected 1-100 letters, digits, '_', '.', '-'; got {name!r}")
     where = f"rule {name!r}"
     _no_unknown(item, {"name", "matchers", "group_by", "window", "reopen_window", "min_alerts", "title"}, where)
-    matchers_raw = item.get("matchers") or []
-    if isinstance(matchers_raw, str):
-        matchers_raw = [matchers_raw]
-    if not isinstance(matchers_raw, list) or not all(isinstance(m, str) for m in matchers_raw):
-        raise RulesError(f"{where}: matchers: expected a list of strings like 'severity=\"critical\"'")
-    matchers: list[Matcher] = []
-    for text in matchers_raw:
-        try:
-            parsed = parse_matchers(text)
-        except MatcherError as exc:
-            raise RulesError(f"{where}: matchers: {exc}") from None
-        if not parsed:  # Alertmanager would take "" as no matcher; in a rule it is surely a slip
-            raise RulesError(f"{where}: matchers: an empty matcher string")
-        matchers.extend(parsed)
+    try:
+        matchers = matchers_of_config(item.get("matchers") or [])
+    except MatcherError as exc:
+        raise RulesError(f"{where}: matchers: {exc}") from None
     group_by = item.get("group_by", [HOST])
     if not isinstance(group_by, list) or not group_by or not all(isinstance(g, str) for g in group_by):
         raise RulesError(f"{where}: group_by: expected a non-empty list of label names, `$host` or `...`")

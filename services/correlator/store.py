@@ -131,6 +131,10 @@ def alert_from_row(row: dict[str, Any]) -> StoredAlert:
         sender=row["sender"],
         receiver=row["receiver"],
         sent_starts_at=row.get("sent_starts_at"),
+        suppressed=row.get("suppressed"),
+        silenced_by=list(row.get("silenced_by") or ()),
+        inhibited_by=list(row.get("inhibited_by") or ()),
+        suppressed_until=row.get("suppressed_until"),
     )
 
 
@@ -162,6 +166,7 @@ def incident_from_row(row: dict[str, Any]) -> Incident:
         acknowledged_by=row["acknowledged_by"],
         resolved_at=row["resolved_at"],
         resolved_by=row["resolved_by"],
+        maintenance=row.get("maintenance"),
     )
 
 
@@ -193,6 +198,7 @@ def _incident_row(inc: Incident) -> dict[str, Any]:
         "acknowledged_by": inc.acknowledged_by,
         "resolved_at": inc.resolved_at,
         "resolved_by": inc.resolved_by,
+        "maintenance": inc.maintenance,
     }
 
 
@@ -216,6 +222,10 @@ def _alert_row(alert: StoredAlert, ids: dict[int, int]) -> dict[str, Any]:
         "last_seen_at": alert.last_seen_at,
         "resolved_at": alert.resolved_at,
         "adjustments": alert.adjustments,
+        "suppressed": alert.suppressed,
+        "silenced_by": alert.silenced_by,
+        "inhibited_by": alert.inhibited_by,
+        "suppressed_until": alert.suppressed_until,
     }
 
 

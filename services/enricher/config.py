@@ -81,6 +81,18 @@ class PrometheusConfig(UpstreamConfig):
         10, ge=1, le=1000, description="Series kept per query; also sent as `limit` (Prometheus versions that know it)."
     )
     queries: list[PromQuery] = Field(default_factory=list)
+    resolution: Duration = Field(
+        timedelta(seconds=15),
+        description="How often a derived expression (rate, sum, ...) is evaluated for its peaks and minimums: "
+        "no coarser than the scrape interval, or a spike between two evaluations goes unseen.",
+    )
+
+    @field_validator("resolution")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(milliseconds=1):
+            raise ValueError("must be at least 1ms")
+        return value
 
 
 class LokiConfig(UpstreamConfig):

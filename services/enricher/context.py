@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from services.enricher.config import EnrichmentConfig
 from services.enricher.plan import IncidentFacts, LokiQueryPlan, PromQueryPlan, SkippedExpressions
 from services.enricher.security import parse_fail2ban
-from services.enricher.summarise import summarise, to_time
+from services.enricher.summarise import Extremes, summarise, to_time
 from services.enricher.timeline import AlertMark, build_timeline, find_bursts, per_minute
 from services.enricher.upstream import Series, Stream
 from services.enricher.window import EARLIEST, LATEST, Window, shift
@@ -29,6 +29,10 @@ class PromResult:
     plan: PromQueryPlan
     series: list[Series] | None = None
     error: str | None = None
+    # The answers of the plan's extreme queries by name (`step_min`, `step_max`, `min`, `max`, `avg`; see
+    # promql.ExtremeQueries); empty when none were run. `extremes_error`: why one of them has no answer.
+    extremes: dict[str, list[Series]] = field(default_factory=dict)
+    extremes_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,44 @@ def ns_to_time(ns: int) -> datetime:
     return _EPOCH + timedelta(microseconds=min(max(ns, _MIN_NS), _MAX_NS) // 1000)
 
 
-def _peak(series: Series) -> float:
-    values = [v for _, v in series[1] if math.isfinite(v)]
-    return max(values) if values else -math.inf
+def _peak(points: Sequence[tuple[float, float]], extremes: Extremes | None) -> float:
+    values = [v for _, v in points]
+    if extremes is not None:
+        values += [v for _, v in extremes.step_max]
+        values += [extremes.max] if extremes.max is not None else []
+    finite = [v for v in values if math.isfinite(v)]
+    return max(finite) if finite else -math.inf
+
+
+def _identity(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """What matches a series to its *_over_time answers, which drop the metric name."""
+    return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+
+
+def series_extremes(result: PromResult) -> dict[tuple[tuple[str, str], ...], Extremes]:
+    """Each series' answers to the extreme queries, by its labels (metric name aside)."""
+    found: dict[tuple[tuple[str, str], ...], dict[str, list[tuple[float, float]]]] = {}
+    for stat, answers in result.extremes.items():
+        for labels, points in answers:
+            found.setdefault(_identity(labels), {})[stat] = points
+
+    def single(stats: dict[str, list[tuple[float, float]]], stat: str) -> float | None:
+        return stats[stat][0][1] if stats.get(stat) else None
+
+    def at(stats: dict[str, list[tuple[float, float]]]) -> float | None:
+        return next((stats[stat][0][0] for stat in ("max", "min", "avg") if stats.get(stat)), None)
+
+    return {
+        key: Extremes(
+            step_min=stats.get("step_min", []),
+            step_max=stats.get("step_max", []),
+            min=single(stats, "min"),
+            max=single(stats, "max"),
+            avg=single(stats, "avg"),
+            at=at(stats),
+        )
+        for key, stats in found.items()
+    }
 
 
 def metric_summaries(
@@ -54,11 +93,17 @@ def metric_summaries(
 ) -> list[SeriesSummary]:
     summaries: list[SeriesSummary] = []
     for result in results:
+        by_identity = series_extremes(result)
+        # A series the extreme queries did not answer for (they failed, or were not run) keeps its step values.
+        found = [
+            (labels, points, by_identity.get(_identity(labels)) if result.extremes else None)
+            for labels, points in result.series or []
+            if result.plan.wants(labels)
+        ]
         # Many series (an expression over every instance): the highest peaks are the ones that explain.
-        wanted = [series for series in result.series or [] if result.plan.wants(series[0])]
-        kept = sorted(wanted, key=_peak, reverse=True)[:max_series]
-        for labels, points in kept:
-            s = summarise(points, alert_at=alert_at, keep_points=keep_points)
+        kept = sorted(found, key=lambda f: _peak(f[1], f[2]), reverse=True)[:max_series]
+        for labels, points, extremes in kept:
+            s = summarise(points, alert_at=alert_at, keep_points=keep_points, extremes=extremes)
             summaries.append(
                 SeriesSummary(
                     name=result.plan.name,
@@ -74,6 +119,7 @@ def metric_summaries(
                     baseline=s.baseline,
                     deviation_at=s.deviation_at,
                     points=s.points,
+                    bands=s.bands,
                 )
             )
     return summaries
@@ -133,6 +179,18 @@ def _missing(upstream: str, results: Sequence[PromResult | LokiResult]) -> list[
     return [f"{upstream} ({', '.join(names)}): {reason}" for reason, names in by_reason.items()]
 
 
+def _inexact(results: Sequence[PromResult]) -> list[str]:
+    """A query whose extremes are missing reports the extremes of its step values, which can miss a short spike."""
+    by_reason: dict[str, list[str]] = {}
+    for result in results:
+        if result.error is None and result.extremes_error is not None:
+            by_reason.setdefault(result.extremes_error, []).append(result.plan.name)
+    return [
+        f"prometheus ({', '.join(names)}): peaks and minimums only of one value per step: {reason}"
+        for reason, names in by_reason.items()
+    ]
+
+
 def _skipped(skipped: Sequence[SkippedExpressions]) -> list[str]:
     """`prometheus (alert: HighCpu): expression from untrusted host prometheus.evil:9090 not run`, per host."""
     lines = []
@@ -190,7 +248,7 @@ def assemble(
     )
     security = security_events((security_result.streams or []) if security_result else [])
     alerts = [AlertMark(a.alertname, a.host, a.starts_at, a.ends_at, a.severity) for a in incident.alerts]
-    missing = _skipped(skipped) + _missing("prometheus", prom) + _missing("loki", loki)
+    missing = _skipped(skipped) + _missing("prometheus", prom) + _inexact(prom) + _missing("loki", loki)
     return IncidentContext(
         incident_key=incident.key,
         window_start=window.start,

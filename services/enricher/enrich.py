@@ -6,15 +6,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Set
+from collections.abc import Awaitable, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from services.enricher import promql
 from services.enricher.breaker import CircuitOpenError
 from services.enricher.config import EnrichmentConfig
 from services.enricher.context import LokiResult, PromResult, assemble
 from services.enricher.plan import IncidentFacts, LokiQueryPlan, PromQueryPlan, build_plan
-from services.enricher.upstream import Upstream, UpstreamError, loki_matrix, loki_streams, prometheus_range
+from services.enricher.upstream import (
+    Series,
+    Upstream,
+    UpstreamError,
+    loki_matrix,
+    loki_streams,
+    prometheus_instant,
+    prometheus_range,
+)
 from services.enricher.window import Window, incident_window
 from shared.incident_context import IncidentContext
 
@@ -52,15 +61,43 @@ def _reason(exc: BaseException) -> str:
 
 
 async def _prom(
-    upstream: Upstream, plan: PromQueryPlan, window: Window, deadline: float, max_series: int
+    upstream: Upstream, plan: PromQueryPlan, window: Window, deadline: float, max_series: int, resolution: timedelta
 ) -> PromResult:
-    try:
-        series = await prometheus_range(
-            upstream, plan.query, window.start, window.end, window.step_s, deadline, max_series=max_series
+    """The plan's values at each step and, alongside, its extremes from every sample (promql.extreme_queries)."""
+    extremes = promql.extreme_queries(
+        plan.query, step=timedelta(seconds=window.step_s), window=window.end - window.start, resolution=resolution
+    )
+
+    def over_steps(query: str) -> Awaitable[list[Series]]:
+        return prometheus_range(
+            upstream, query, window.start, window.end, window.step_s, deadline, max_series=max_series
         )
-        return PromResult(plan, series=series)
+
+    def over_window(query: str) -> Awaitable[list[Series]]:
+        return prometheus_instant(upstream, query, window.end, deadline, max_series=max_series)
+
+    try:
+        series = await over_steps(plan.query)
     except (CircuitOpenError, UpstreamError) as exc:
         return PromResult(plan, error=_reason(exc))
+    # Only once the plain query answered with something: a query that fails or matches nothing costs one request,
+    # and a dead Prometheus is reported by its own error, not by the breaker the extra queries would have opened.
+    if extremes is None or not series:
+        return PromResult(plan, series=series)
+    extra = {
+        "step_min": over_steps(extremes.step_min),
+        "step_max": over_steps(extremes.step_max),
+        "min": over_window(extremes.min),
+        "max": over_window(extremes.max),
+        "avg": over_window(extremes.avg),
+    }
+    answers = await asyncio.gather(*extra.values(), return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException) and not isinstance(answer, CircuitOpenError | UpstreamError):
+            raise answer
+    found = {name: a for name, a in zip(extra, answers, strict=True) if not isinstance(a, BaseException)}
+    failed = [_reason(a) for a in answers if isinstance(a, BaseException)]
+    return PromResult(plan, series=series, extremes=found, extremes_error=failed[0] if failed else None)
 
 
 async def _loki(upstream: Upstream, plan: LokiQueryPlan, window: Window, deadline: float) -> LokiResult:
@@ -92,7 +129,10 @@ async def enrich(
     prom_deadline = started + config.prometheus.budget.total_seconds()
     loki_deadline = started + config.loki.budget.total_seconds()
     max_series = config.prometheus.max_series_per_query
-    prom_tasks = [_prom(upstreams.prometheus, p, window, prom_deadline, max_series) for p in plan.prometheus]
+    resolution = config.prometheus.resolution
+    prom_tasks = [
+        _prom(upstreams.prometheus, p, window, prom_deadline, max_series, resolution) for p in plan.prometheus
+    ]
     loki_tasks = [_loki(upstreams.loki, p, window, loki_deadline) for p in plan.loki]
     results = await asyncio.gather(*prom_tasks, *loki_tasks)
     prom = [r for r in results if isinstance(r, PromResult)]

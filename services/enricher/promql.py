@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 # Go's regexp.QuoteMeta set: the characters RE2 gives a meaning to.
@@ -217,3 +219,120 @@ def without_threshold(expr: str) -> str:
     if left and _NUMBER.fullmatch(right):
         return left
     return expr
+
+
+# --- every raw sample ----------------------------------------------------------------------------
+# query_range evaluates an expression at one instant per step, so a spike shorter than the step is in no answer.
+# The extremes come instead from *_over_time over each step and over the whole window. For a bare vector selector
+# that is a range selector over the raw samples themselves; any other expression (rate(), sums, arithmetic) has no
+# raw samples, only values at evaluation instants, so it goes through a subquery evaluated every `resolution`:
+# exact when the resolution is no coarser than the scrape interval (each sample is the newest at some instant).
+
+MAX_SUBQUERY_POINTS = 11_000  # Prometheus's own cap on a range query's points; a subquery gets no more per range.
+_IDENTIFIER = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_MATCHER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:,=!~ \t\n\r")
+
+
+def prometheus_duration(value: timedelta) -> str:
+    """`value` as Prometheus parses a duration: whole seconds or milliseconds (`5s`, `300ms`; never `0.3s`)."""
+    ms = max(round(value / timedelta(milliseconds=1)), 1)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def is_vector_selector(expr: str) -> bool:
+    """`metric`, `metric{label="..."}` or `{__name__="..."}`: nothing but a selector, no modifier or operator."""
+    text = expr.strip()
+    name = _IDENTIFIER.match(text)
+    rest = text[name.end() :].lstrip() if name else text
+    if name and _NUMBER.fullmatch(name.group(0)):
+        return False  # NaN, Inf: numbers, not metric names
+    if not rest:
+        return name is not None
+    if not rest.startswith("{"):
+        return False
+    i, n = 1, len(rest)
+    while i < n:
+        ch = rest[i]
+        if ch in "\"'`":
+            close = rest.find("`", i + 1) if ch == "`" else _string_end(rest, i)
+            if close < 0:
+                return False
+            i = close
+        elif ch == "}":
+            return not rest[i + 1 :].strip()
+        elif ch not in _MATCHER_CHARS:
+            return False
+        i += 1
+    return False
+
+
+def _string_end(text: str, start: int) -> int:
+    """Index of the quote closing the literal opened at `start`; -1 if it never closes."""
+    quote, i, n = text[start], start + 1, len(text)
+    while i < n and text[i] != quote:
+        i += 2 if text[i] == "\\" else 1
+    return i if i < n else -1
+
+
+def is_balanced(expr: str) -> bool:
+    """Brackets balance outside strings and comments, so `(expr)` wraps all of `expr` and only it."""
+    depth, i, n = 0, 0, len(expr)
+    while i < n:
+        ch = expr[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif ch in "\"'":
+            i = _string_end(expr, i)
+            if i < 0:
+                return False
+        elif ch == "`":
+            i = expr.find("`", i + 1)
+            if i < 0:
+                return False
+        elif ch == "#":
+            newline = expr.find("\n", i)
+            i = n if newline < 0 else newline
+        i += 1
+    return depth == 0
+
+
+def over_time(func: str, expr: str, span: timedelta, resolution: timedelta) -> str:
+    """`func` (max_over_time, ...) of `expr` over `span` ending at each evaluation instant: a range selector for a
+    bare selector, else a subquery at `resolution`. `expr` must be balanced (see `is_balanced`)."""
+    if func not in {"max_over_time", "min_over_time", "avg_over_time"}:
+        raise ValueError(f"not an aggregation over time: {func!r}")
+    if is_vector_selector(expr):
+        return f"{func}({expr.strip()}[{prometheus_duration(span)}])"
+    # A bounded number of evaluations per range, whatever the window: the resolution coarsens, the query stays cheap.
+    step = min(max(resolution, span / MAX_SUBQUERY_POINTS), span)
+    # The newline ends a trailing `# comment` of the expression before it could swallow the closing bracket.
+    return f"{func}((\n{expr}\n)[{prometheus_duration(span)}:{prometheus_duration(step)}])"
+
+
+@dataclass(frozen=True)
+class ExtremeQueries:
+    """Per step (query_range at the window's step): `step_min`, `step_max`; over the window (an instant query at its
+    end): `min`, `max`, `avg`."""
+
+    step_min: str
+    step_max: str
+    min: str
+    max: str
+    avg: str
+
+
+def extreme_queries(expr: str, *, step: timedelta, window: timedelta, resolution: timedelta) -> ExtremeQueries | None:
+    """None for an expression whose brackets do not balance: wrapped, it could mean something else entirely."""
+    if not is_balanced(expr):
+        return None
+    return ExtremeQueries(
+        step_min=over_time("min_over_time", expr, step, resolution),
+        step_max=over_time("max_over_time", expr, step, resolution),
+        min=over_time("min_over_time", expr, window, resolution),
+        max=over_time("max_over_time", expr, window, resolution),
+        avg=over_time("avg_over_time", expr, window, resolution),
+    )

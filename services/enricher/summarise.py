@@ -22,6 +22,19 @@ MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
+class Extremes:
+    """What *_over_time saw of one series: per step (unix seconds, lowest/highest sample since the previous step)
+    and over the whole window. Absent parts (a failed query) are empty or None."""
+
+    step_min: Sequence[tuple[float, float]] = ()
+    step_max: Sequence[tuple[float, float]] = ()
+    min: float | None = None
+    max: float | None = None
+    avg: float | None = None
+    at: float | None = None  # the window's end, where the window's min/max/avg were evaluated
+
+
+@dataclass(frozen=True)
 class Summary:
     min: float | None = None
     avg: float | None = None
@@ -32,6 +45,8 @@ class Summary:
     baseline: float | None = None
     deviation_at: datetime | None = None
     points: list[tuple[datetime, float]] = field(default_factory=list)
+    # Per kept point, when extremes were given: its time and its step's lowest and highest sample.
+    bands: list[tuple[datetime, float, float]] = field(default_factory=list)
 
 
 def to_time(epoch_s: float) -> datetime:
@@ -42,19 +57,62 @@ def to_time(epoch_s: float) -> datetime:
         return LATEST if epoch_s > 0 else EARLIEST
 
 
-def summarise(points: Sequence[tuple[float, float]], *, alert_at: datetime, keep_points: int) -> Summary:
-    """`points` are (unix seconds, value) in any order; non-finite values (NaN, ±Inf) are left out."""
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _frame(points: Sequence[tuple[float, float]], column: str) -> pl.DataFrame:
     finite = [(t, v) for t, v in points if math.isfinite(v)]
-    if not finite:
+    return pl.DataFrame(finite, schema={"t": pl.Float64, column: pl.Float64}, orient="row")
+
+
+def summarise(
+    points: Sequence[tuple[float, float]], *, alert_at: datetime, keep_points: int, extremes: Extremes | None = None
+) -> Summary:
+    """`points` are (unix seconds, value) in any order; non-finite values (NaN, ±Inf) are left out.
+
+    Without `extremes`, min/avg/max and the peak are those of the step values: a spike between two steps is missed.
+    With them, min and max (and the peak) are the most extreme of the step values, the per-step extremes and the
+    window's; avg is the window's (every sample counts, not one per step). p95, the baseline and the deviation stay
+    those of the step values: they describe the typical level, which one sample per step shows well enough.
+    """
+    values = _frame(points, "v")
+    if values.is_empty():
         return Summary()
-    df = pl.DataFrame(finite, schema={"t": pl.Float64, "v": pl.Float64}, orient="row").sort("t")
-    stats = df.select(
-        min=pl.col("v").min(),
-        avg=pl.col("v").mean(),
-        max=pl.col("v").max(),
-        p95=pl.col("v").quantile(0.95, interpolation="linear"),
-        peak_t=pl.col("t").filter(pl.col("v") == pl.col("v").max()).min(),
+    df = values.sort("t")
+    if extremes is not None:
+        # Outer join: a step whose value was out of the lookback (a gap) still shows what its samples reached.
+        df = (
+            df.join(_frame(extremes.step_min, "lo"), on="t", how="full", coalesce=True)
+            .join(_frame(extremes.step_max, "hi"), on="t", how="full", coalesce=True)
+            .with_columns(v=pl.coalesce("v", "hi", "lo"))
+            .sort("t")
+        )
+    df = df.with_columns(
+        lo=pl.min_horizontal("v", pl.col("lo")) if "lo" in df.columns else pl.col("v"),
+        hi=pl.max_horizontal("v", pl.col("hi")) if "hi" in df.columns else pl.col("v"),
+    ).select("t", "v", "lo", "hi")
+    stats = values.select(avg=pl.col("v").mean(), p95=pl.col("v").quantile(0.95, interpolation="linear")).row(
+        0, named=True
+    )
+    extent = df.select(
+        lo=pl.col("lo").min(),
+        hi=pl.col("hi").max(),
+        peak_t=pl.col("t").filter(pl.col("hi") == pl.col("hi").max()).min(),
     ).row(0, named=True)
+    lowest: float = extent["lo"]
+    highest: float = extent["hi"]
+    peak_t: float = extent["peak_t"]
+    avg: float = stats["avg"]
+    if extremes is not None:
+        if (window_min := _finite(extremes.min)) is not None:
+            lowest = min(lowest, window_min)
+        if (window_max := _finite(extremes.max)) is not None and window_max > highest:
+            # Only after the last step (a sample the step queries did not reach): it happened by the window's end.
+            highest = window_max
+            peak_t = extremes.at if extremes.at is not None else float(df["t"][-1])
+        if (window_avg := _finite(extremes.avg)) is not None:
+            avg = window_avg
 
     alert_t = alert_at.timestamp()
     before = df.filter(pl.col("t") < alert_t)["v"]
@@ -68,22 +126,26 @@ def summarise(points: Sequence[tuple[float, float]], *, alert_at: datetime, keep
         threshold = max(DEVIATION_SIGMAS * spread, DEVIATION_FRACTION * abs(baseline), DEVIATION_FLOOR)
         deviation_at = _deviation_start(df, baseline, threshold)
 
+    kept = downsample(df, keep_points)
     return Summary(
-        min=stats["min"],
-        avg=stats["avg"],
-        max=stats["max"],
+        min=lowest,
+        avg=avg,
+        max=highest,
         p95=stats["p95"],
-        peak=stats["max"],
-        peak_at=to_time(stats["peak_t"]),
+        peak=highest,
+        peak_at=to_time(peak_t),
         baseline=baseline,
         deviation_at=deviation_at,
-        points=downsample(df, keep_points),
+        points=[(to_time(t), v) for t, v, _, _ in kept],
+        bands=[(to_time(t), lo, hi) for t, _, lo, hi in kept] if extremes is not None else [],
     )
 
 
 def _deviation_start(df: pl.DataFrame, baseline: float, threshold: float) -> datetime | None:
-    """Start of the run of deviating points that holds the largest deviation: where the excursion began."""
-    dev = df.with_columns(d=(pl.col("v") - baseline).abs()).with_columns(out=pl.col("d") > threshold)
+    """Start of the run of deviating steps that holds the largest deviation: where the excursion began. A step
+    deviates by its farthest sample (`lo`, `hi`), so a spike shorter than the step counts."""
+    far = pl.max_horizontal((pl.col("hi") - baseline).abs(), (pl.col("lo") - baseline).abs())
+    dev = df.with_columns(d=far).with_columns(out=pl.col("d") > threshold)
     worst = dev["d"].arg_max()
     if worst is None or not dev["out"][worst]:
         return None
@@ -94,16 +156,17 @@ def _deviation_start(df: pl.DataFrame, baseline: float, threshold: float) -> dat
     return to_time(dev["t"][start])
 
 
-def downsample(df: pl.DataFrame, keep_points: int) -> list[tuple[datetime, float]]:
-    """At most `keep_points` points: per bucket the lowest and the highest, so peaks and dips survive."""
+def downsample(df: pl.DataFrame, keep_points: int) -> list[tuple[float, float, float, float]]:
+    """At most `keep_points` rows (t, v, lo, hi): per bucket the one with the lowest `lo` and the one with the
+    highest `hi`, so peaks and dips survive, and each keeps its own step's extremes."""
     if df.height <= keep_points:
         rows = df.rows()
     else:
         buckets = max(keep_points // 2, 1)
         indexed = df.with_row_index("i").with_columns(b=(pl.col("i") * buckets // df.height))
         picks = indexed.group_by("b").agg(
-            lo=pl.col("i").get(pl.col("v").arg_min()), hi=pl.col("i").get(pl.col("v").arg_max())
+            lo=pl.col("i").get(pl.col("lo").arg_min()), hi=pl.col("i").get(pl.col("hi").arg_max())
         )
         keep = set(picks["lo"].to_list()) | set(picks["hi"].to_list())
-        rows = indexed.filter(pl.col("i").is_in(sorted(keep))).select("t", "v").rows()
-    return [(to_time(t), v) for t, v in rows]
+        rows = indexed.filter(pl.col("i").is_in(sorted(keep))).select("t", "v", "lo", "hi").rows()
+    return [(t, v, lo, hi) for t, v, lo, hi in rows]

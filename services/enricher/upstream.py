@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from prometheus_client import Counter
 
 from services.enricher.breaker import CircuitBreaker
 from services.enricher.config import UpstreamConfig
+from services.enricher.promql import prometheus_duration
 
 UPSTREAM_ERRORS = Counter("vigil_upstream_errors_total", "Failed requests to an upstream, after retries", ["upstream"])
 MAX_ERROR_CHARS = 300
@@ -155,12 +157,6 @@ def _error_text(raw: bytes) -> str:
 # --- Prometheus ----------------------------------------------------------------------------------
 
 
-def prometheus_duration(value: timedelta) -> str:
-    """`value` as Prometheus parses a duration: whole seconds or milliseconds (`5s`, `300ms`; never `0.3s`)."""
-    ms = max(round(value / timedelta(milliseconds=1)), 1)
-    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
-
-
 async def prometheus_range(
     upstream: Upstream, query: str, start: datetime, end: datetime, step_s: int, deadline: float, *, max_series: int
 ) -> list[Series]:
@@ -182,6 +178,37 @@ async def prometheus_range(
         deadline,
     )
     return parse_matrix(body)
+
+
+async def prometheus_instant(
+    upstream: Upstream, query: str, at: datetime, deadline: float, *, max_series: int
+) -> list[Series]:
+    """One evaluation at `at`, bounded like `prometheus_range`; each series with its single point."""
+    body = await upstream.get_json(
+        "POST",
+        "/api/v1/query",
+        {
+            "query": query,
+            "time": f"{at.timestamp():.3f}",
+            "timeout": prometheus_duration(upstream.config.timeout),
+            "limit": str(max_series),
+        },
+        deadline,
+    )
+    return parse_vector(body)
+
+
+def parse_vector(body: dict[str, Any]) -> list[Series]:
+    """`{"data": {"resultType": "vector", "result": [{"metric": {...}, "value": [t, "v"]}]}}`."""
+    data = body.get("data") or {}
+    if data.get("resultType") != "vector":
+        raise QueryRejectedError(f"expected a vector, got {data.get('resultType')!r}")
+    series: list[Series] = []
+    for item in data.get("result") or []:
+        labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+        t, v = item.get("value") or (math.nan, "NaN")
+        series.append((labels, [(float(t), float(v))]))
+    return series
 
 
 def parse_matrix(body: dict[str, Any]) -> list[Series]:

@@ -12,7 +12,7 @@ import psycopg
 from aiohttp import web
 from prometheus_client import Counter
 
-from services.web import commands, downloads, store
+from services.web import commands, downloads, maintenance, store
 from services.web.appkeys import LIVE
 from services.web.listing import QueryError, encode_cursor, parse_list_query, parse_time, unknown_params
 from services.web.live import LiveFull, sse_frame
@@ -248,4 +248,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/incidents/{key}/{action:ack|resolve|reopen}", incident_action)
     app.router.add_post("/api/v1/incidents/{key}/comments", add_comment)
     app.router.add_get("/api/v1/stream", stream)
+    maintenance.add_routes(app)
     app.router.add_get("/events", stream)

@@ -1,4 +1,4 @@
-"""Metric charts as server-rendered SVG: a line per series, alert starts as vertical markers.
+"""Metric charts as server-rendered SVG: a line per series, alert starts and other events as vertical markers.
 
 Pure: points in, markup out. Every text that reaches the SVG (series name, query, unit, labels) is
 escaped; numbers are formatted by us. No inline styles, so the page's CSP can forbid them.
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 640, 160
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 8, 8, 22
@@ -32,6 +34,24 @@ def _hhmm(at: datetime) -> str:
     return at.strftime("%H:%M")
 
 
+# Each kind of mark its own colour and dash, so they can be told apart without the legend's help too.
+MARK_STYLES = {
+    "metric-peak": 'stroke="#7a3cc4" stroke-width="1.5"',
+    "log-burst": 'stroke="#e08a00" stroke-width="1.5" stroke-dasharray="1 3"',
+    "silence": 'stroke="#475467" stroke-width="1.5" stroke-dasharray="8 3"',
+}
+MAX_EVENT_MARKS = 50
+
+
+@dataclass(frozen=True)
+class ChartEvent:
+    """A mark other than an alert start: the series' own peak, a log burst, a silence. `label` is untrusted text."""
+
+    at: datetime
+    kind: Literal["metric-peak", "log-burst", "silence"]
+    label: str
+
+
 def markers_within(markers: Sequence[datetime], start: datetime, end: datetime) -> list[datetime]:
     """The markers (sorted, distinct) in [start, end], at most MAX_MARKERS of them, cut by bisection: an
     incident of 10,000 alerts has 10,000 starts to consider for each chart."""
@@ -51,8 +71,11 @@ def render_chart(
     unit: str = "",
     start: datetime | None = None,
     end: datetime | None = None,
+    events: Sequence[ChartEvent] = (),
+    band: Sequence[tuple[datetime, float, float]] = (),
 ) -> Markup:
-    """One series as an SVG; `markers` (alert starts, sorted and distinct) in the time range are red lines."""
+    """One series as an SVG; `markers` (alert starts, sorted and distinct) in the time range are red lines, `events`
+    (at most MAX_EVENT_MARKS, the earliest) lines of their kind's style with their label as a tooltip."""
     label = f"{title} ({unit})" if unit else title
     if not points:
         return Markup('<p class="muted">{}: no data points</p>').format(label)
@@ -61,7 +84,8 @@ def render_chart(
     if t1 <= t0:
         t1 = t0 + timedelta(minutes=1)
     span = max((t1 - t0).total_seconds(), 1.0)
-    values = [v for _, v in points]
+    # `band`: each point's step's lowest and highest sample, drawn behind the line so a spike shorter than a step shows.
+    values = [v for _, v in points] + [v for _, low, high in band for v in (low, high)]
     lo, hi = min(values), max(values)
     if hi == lo:
         hi, lo = hi + 1, lo - 1
@@ -104,6 +128,22 @@ def render_chart(
         parts.append(
             f'<line class="alert-start" x1="{x(mark):.1f}" x2="{x(mark):.1f}" y1="{PAD_TOP}" y2="{PAD_TOP + plot_h}" '
             f'stroke="#d92d20" stroke-width="1.5" stroke-dasharray="4 3"><title>alert started {at}</title></line>'
+        )
+    shown = sorted((e for e in events if t0 <= e.at <= t1), key=lambda e: e.at)[:MAX_EVENT_MARKS]
+    for event in shown:
+        at = event.at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        parts.append(
+            f'<line class="{event.kind}" x1="{x(event.at):.1f}" x2="{x(event.at):.1f}" y1="{PAD_TOP}" '
+            f'y2="{PAD_TOP + plot_h}" {MARK_STYLES[event.kind]}><title>{escape(event.label)} ({at})</title></line>'
+        )
+    inside = [b for b in band if t0 <= b[0] <= t1]
+    if inside:
+        outline = [f"{x(at):.1f},{y(high):.1f}" for at, _, high in inside]
+        outline += [f"{x(at):.1f},{y(low):.1f}" for at, low, _ in reversed(inside)]
+        # The stroke keeps a one-step spike visible where the filled area would be a hairline.
+        parts.append(
+            f'<polygon class="series-band" points="{" ".join(outline)}" fill="#2e6fdb" fill-opacity="0.2" '
+            'stroke="#2e6fdb" stroke-opacity="0.45" stroke-width="1"/>'
         )
     if path:
         parts.append(f'<polyline class="series" points="{path}" fill="none" stroke="#2e6fdb" stroke-width="1.5"/>')

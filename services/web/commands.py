@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 from aiohttp import web
 from prometheus_client import Counter
 
 from services.web import store
+from services.web.access import Principal
 from services.web.gate import principal_of
 from shared.contracts import COMMANDS_EXCHANGE, CommandAction, Envelope, IncidentCommand, command_type
 from shared.jsonlog import incident_key
@@ -28,8 +30,16 @@ SENT = Counter(
 )
 
 
-def build_command(key: str, action: CommandAction, actor: str, comment: str = "") -> Envelope[IncidentCommand]:
-    data = IncidentCommand(key=key, action=action, actor=actor, comment=comment)
+def build_command(
+    key: str,
+    action: CommandAction,
+    actor: str,
+    comment: str = "",
+    *,
+    silence_id: str = "",
+    until: datetime | None = None,
+) -> Envelope[IncidentCommand]:
+    data = IncidentCommand(key=key, action=action, actor=actor, comment=comment, silence_id=silence_id, until=until)
     return Envelope(type=command_type(action.value), producer="web", data=data)
 
 
@@ -50,18 +60,32 @@ class CommandRejected(Exception):
         self.response = response
 
 
-async def send_command(request: web.Request, key: str, action: CommandAction, comment: str = "") -> uuid.UUID:
-    """Checks the caller may act and the incident exists, then sends the command; raises CommandRejected."""
+async def check_command(request: web.Request, key: str, action: CommandAction) -> Principal:
+    """The caller, if they may act and the incident exists; raises CommandRejected."""
     principal = principal_of(request)
     if not principal.can_act:
         raise CommandRejected(problem_response(403, f"{principal.name} may read but not {action.value} incidents"))
     if not store.KEY_PATTERN.match(key) or await store.incident(request.app[DB], key) is None:
         raise CommandRejected(problem_response(404, f"no incident {key}", field="key"))
+    return principal
+
+
+async def send_command(
+    request: web.Request,
+    key: str,
+    action: CommandAction,
+    comment: str = "",
+    *,
+    silence_id: str = "",
+    until: datetime | None = None,
+) -> uuid.UUID:
+    """Checks the caller may act and the incident exists, then sends the command; raises CommandRejected."""
+    principal = await check_command(request, key, action)
     if action is CommandAction.comment and not comment.strip():
         raise CommandRejected(problem_response(422, "a comment needs some text", field="comment"))
     if len(comment) > MAX_COMMENT:
         raise CommandRejected(problem_response(422, f"longer than {MAX_COMMENT} characters", field="comment"))
-    envelope = build_command(key, action, principal.name, comment)
+    envelope = build_command(key, action, principal.name, comment, silence_id=silence_id, until=until)
     token = incident_key.set(key)
     try:
         await send(request.app[BROKER], envelope)

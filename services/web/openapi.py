@@ -15,6 +15,10 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _json_content(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 def _key() -> dict[str, Any]:
     return {"name": "key", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^INC-\d{6,}$"}}
 
@@ -34,6 +38,68 @@ ACT_ERRORS = {
     "422": _error("Invalid body"),
     "503": _error("The broker did not confirm the command"),
 }
+
+
+SILENCE_ERRORS = {
+    **ACT_ERRORS,
+    "422": _error("Invalid body: a duration that is not more than 0 and at most 30 days (`field`: duration)"),
+    "502": _error("Alertmanager refused the request or none answered (`error`: alertmanager_error)"),
+    "503": _error("No Alertmanager is configured, or the broker did not confirm the command"),
+}
+
+
+def _silence() -> dict[str, Any]:
+    body = {
+        "type": "object",
+        "required": ["duration"],
+        "properties": {
+            "duration": {
+                "oneOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "examples": ["2h", "1h30m"]}],
+                "description": "Seconds, or Alertmanager's style: 2h, 1h30m, 1d; at most 30 days",
+            },
+            "comment": {"type": "string", "maxLength": 4096},
+        },
+    }
+    answer = {
+        "type": "object",
+        "properties": {
+            "command_id": {"type": "string", "format": "uuid"},
+            "key": {"type": "string"},
+            "action": {"const": "silence"},
+            "silence_id": {"type": "string"},
+            "until": {"type": "string", "format": "date-time"},
+            "matchers": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    return {
+        "post": {
+            "summary": "Silence the incident's group in Alertmanager",
+            "description": "Makes a silence in Alertmanager (VIGIL_ALERTMANAGER_API_URLS) with an equality matcher on "
+            "each of the incident's group labels, createdBy the caller, then records it in the incident's timeline "
+            "through the correlator. The alerts show it (`suppression`) once the correlator polled Alertmanager.",
+            "parameters": [_key()],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {"201": _json_content("Silence made in Alertmanager", answer), **SILENCE_ERRORS},
+        }
+    }
+
+
+def _unsilence() -> dict[str, Any]:
+    silence_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "delete": {
+            "summary": "Expire a silence in Alertmanager and record it in the incident's timeline",
+            "parameters": [_key(), silence_id],
+            "responses": {
+                "202": {
+                    "description": "Silence expired; the command recording it accepted by the broker",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CommandAccepted"}}},
+                },
+                **SILENCE_ERRORS,
+                "404": _error("No such incident, or Alertmanager has no such silence (`field`: id)"),
+            },
+        }
+    }
 
 
 def _action(summary: str, comment_required: bool = False) -> dict[str, Any]:
@@ -106,6 +172,43 @@ def openapi_document() -> dict[str, Any]:
             },
             "acknowledged_by": {"type": ["string", "null"]},
             "resolved_by": {"type": ["string", "null"]},
+            "maintenance": {
+                "type": ["string", "null"],
+                "description": "The maintenance window it was opened in (not in the audit's MTTA/MTTR); null: real",
+            },
+        },
+    }
+    maintenance_in = {
+        "type": "object",
+        "description": "A time range (start and end) or a weekly recurrence (weekly), never both",
+        "required": ["name", "matchers"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"},
+            "matchers": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string"},
+                "description": 'Alertmanager matchers an alert\'s labels must all match, e.g. instance=~"db-.*"',
+            },
+            "start": {"type": "string", "format": "date-time", "description": "ISO 8601 with Z or an offset"},
+            "end": {"type": "string", "format": "date-time"},
+            "weekly": {
+                "type": "object",
+                "required": ["days", "start", "duration"],
+                "properties": {
+                    "days": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+                    },
+                    "start": {
+                        "type": "string",
+                        "pattern": "^\\d{1,2}:\\d{2}$",
+                        "description": "Wall-clock HH:MM in timezone",
+                    },
+                    "duration": {"type": "string", "description": "Elapsed time, e.g. 2h or 1h30m; at most 7d"},
+                    "timezone": {"type": "string", "description": "IANA name, e.g. Europe/Berlin; default UTC"},
+                },
+            },
         },
     }
     list_params = [
@@ -199,6 +302,64 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/incidents/{key}/resolve": _action("Resolve"),
             "/api/v1/incidents/{key}/reopen": _action("Reopen"),
             "/api/v1/incidents/{key}/comments": _action("Comment", comment_required=True),
+            "/api/v1/incidents/{key}/silence": _silence(),
+            "/api/v1/incidents/{key}/silence/{id}": _unsilence(),
+            "/api/v1/maintenance": {
+                "get": {
+                    "summary": "Maintenance windows made through the API (those of the rules file are not listed)",
+                    "responses": {
+                        "200": _json_content(
+                            "The windows, oldest first",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "items": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/MaintenanceWindow"},
+                                    }
+                                },
+                            },
+                        ),
+                        **{k: v for k, v in READ_ERRORS.items() if k != "404"},
+                    },
+                },
+                "post": {
+                    "summary": "Create a maintenance window (responders): incidents opened by alerts that start in it "
+                    "and match its matchers are marked `maintenance`, left out of MTTA/MTTR",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/MaintenanceWindowIn"}}
+                        },
+                    },
+                    "responses": {
+                        "201": _json_content(
+                            "The window as stored", {"$ref": "#/components/schemas/MaintenanceWindow"}
+                        ),
+                        "400": COMMON_ERRORS["400"],
+                        "401": _error("No credentials"),
+                        "403": _error("Read-only credentials, or a missing CSRF token for a session"),
+                        "409": _error("A window of that name exists already"),
+                        "413": _error("Body larger than 64 KiB"),
+                        "422": _error("Invalid window; the message names the field"),
+                        "503": COMMON_ERRORS["503"],
+                    },
+                },
+            },
+            "/api/v1/maintenance/{id}": {
+                "delete": {
+                    "summary": "Delete a maintenance window (responders); incidents already marked keep their mark",
+                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "responses": {
+                        "204": {"description": "Deleted"},
+                        "400": COMMON_ERRORS["400"],
+                        "401": _error("No credentials"),
+                        "403": _error("Read-only credentials, or a missing CSRF token for a session"),
+                        "404": _error("No such window"),
+                        "503": COMMON_ERRORS["503"],
+                    },
+                }
+            },
             "/api/v1/stream": {
                 "get": {
                     "summary": "Server-sent events: `incident` events with the changed incident's key, state, severity",
@@ -219,6 +380,20 @@ def openapi_document() -> dict[str, Any]:
             "schemas": {
                 "Error": problems.schema(),
                 "IncidentSummary": incident_schema,
+                "MaintenanceWindowIn": maintenance_in,
+                "MaintenanceWindow": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/MaintenanceWindowIn"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "integer"},
+                                "created_by": {"type": "string"},
+                                "created_at": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    ]
+                },
                 "IncidentPage": {
                     "type": "object",
                     "properties": {
@@ -234,7 +409,21 @@ def openapi_document() -> dict[str, Any]:
                             "type": "object",
                             "properties": {
                                 "group_labels": {"type": "object"},
-                                "alerts": {"type": "array", "items": {"type": "object"}},
+                                "alerts": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "suppression": {
+                                                "type": ["object", "null"],
+                                                "description": "What Alertmanager holds the alert back by, as last "
+                                                "polled: state (silenced, inhibited), until, silences (id, "
+                                                "created_by, comment, ends_at), silenced_by, inhibited_by; null: "
+                                                "nothing",
+                                            }
+                                        },
+                                    },
+                                },
                                 "timeline": {"type": "array", "items": {"type": "object"}},
                                 "context": {"type": ["object", "null"]},
                             },

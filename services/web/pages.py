@@ -40,11 +40,18 @@ FORM_ACTIONS = {
     "reopen": CommandAction.reopen,
     "comment": CommandAction.comment,
 }
-SENT_WORDS = {"acknowledge": "Acknowledgement", "resolve": "Resolution", "reopen": "Reopening", "comment": "Comment"}
+SENT_WORDS = {
+    "acknowledge": "Acknowledgement",
+    "resolve": "Resolution",
+    "reopen": "Reopening",
+    "comment": "Comment",
+    "silence": "Silence",
+}
 FAILURE_WORDS = {
     "403": "You may read incidents but not change them.",
     "404": "That incident does not exist.",
-    "422": "A comment needs some text.",
+    "422": "A comment needs some text; a silence, a duration such as 2h.",
+    "502": "Alertmanager did not take the silence.",
     "503": "The message broker is unreachable; nothing was sent. Try again in a moment.",
 }
 

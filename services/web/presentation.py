@@ -9,15 +9,28 @@ from typing import Any
 from markupsafe import Markup, escape
 from pydantic import ValidationError
 
-from services.web.charts import render_chart
+from services.web.charts import ChartEvent, render_chart
 from shared.alert_limits import describe_adjustments
-from shared.incident_context import IncidentContext
+from shared.contracts import TimelineKind
+from shared.incident_context import IncidentContext, SeriesSummary
 from shared.readmodel.models import Alert, Enrichment, Incident, TimelineEntry
+from shared.reports.incident_content import context_text
 from shared.timeline import describe
 from shared.urls import web_link
 
 # What the API says of an incident in a list and atop its detail: the read model's fields but its database id (the
 # detail adds `group_labels`).
+# Headings of the enricher's linked events on the page (the incident's own come from shared/timeline.py).
+LINKED_WHAT = {
+    "metric_deviation": "Metric left its baseline",
+    "metric_peak": "Metric peak",
+    "log_burst": "Error log burst",
+    "security": "Security event",
+    "alert_start": "Alert started",
+    "alert_end": "Alert ended",
+}
+# Timeline kinds that mark a silence on the charts.
+SILENCE_KINDS = frozenset({TimelineKind.alert_silenced})
 SUMMARY_FIELDS = tuple(name for name in Incident.model_fields if name not in ("id", "group_labels"))
 
 
@@ -101,6 +114,28 @@ def alert_json(alert: Alert) -> dict[str, Any]:
         "sender": alert.sender,
         # What Vigil changed to store the alert within its limits, and what was sent (null: stored as sent).
         "adjustments": alert.adjustments,
+        # What Alertmanager holds it back by (null: nothing), as last polled.
+        "suppression": suppression_json(alert),
+    }
+
+
+def suppression_json(alert: Alert) -> dict[str, Any] | None:
+    if alert.suppressed is None:
+        return None
+    return {
+        "state": alert.suppressed,
+        "until": iso(alert.suppressed_until),
+        "silences": [
+            {
+                "id": s.get("id"),
+                "created_by": s.get("created_by"),
+                "comment": s.get("comment"),
+                "ends_at": s.get("ends_at"),
+            }
+            for s in alert.silences
+        ],
+        "silenced_by": alert.silenced_by,
+        "inhibited_by": alert.inhibited_by,
     }
 
 
@@ -132,6 +167,11 @@ def alert_row(alert: Alert) -> str:
         notes += f'<a href="{escape(runbook)}" rel="noopener noreferrer">runbook</a>'
     for line in describe_adjustments(alert.adjustments):
         notes += f'<div class="adjusted"><b>stored adjusted</b>: {escape(line)}</div>'
+    held = suppression_json(alert)
+    if held is not None:
+        by = ", ".join(f"{s['created_by'] or '?'}: {s['comment'] or ''}" for s in held["silences"])
+        until = f" until {held['until']}" if held["until"] else ""
+        notes += f'<div class="suppressed"><b>{escape(held["state"])}{escape(until)}</b> {escape(by)}</div>'
     return (
         f'<tr><td>{name_cell}</td><td><span class="badge st-{status}">{status}</span></td>'
         f"<td>{escape(alert.host or '')}</td><td>{time_tag(alert.starts_at)}</td>"
@@ -140,7 +180,21 @@ def alert_row(alert: Alert) -> str:
     )
 
 
-def charts(context: IncidentContext | None, alert_starts: Sequence[datetime]) -> list[dict[str, Any]]:
+def chart_events(
+    context: IncidentContext, series: SeriesSummary, silences: Sequence[TimelineEntry]
+) -> list[ChartEvent]:
+    """What a chart marks besides alert starts: the series' own peak, the log bursts and the silences."""
+    events = [ChartEvent(e.at, "log-burst", context_text(e)) for e in context.timeline if e.kind == "log_burst"]
+    if series.peak_at is not None and series.peak is not None:
+        unit = f" {series.unit}" if series.unit else ""
+        events.append(ChartEvent(series.peak_at, "metric-peak", f"peak {series.peak:.4g}{unit}"))
+    events += [ChartEvent(t.at, "silence", timeline_summary(t.kind, t.detail) or describe(t.kind)) for t in silences]
+    return events
+
+
+def charts(
+    context: IncidentContext | None, alert_starts: Sequence[datetime], silences: Sequence[TimelineEntry] = ()
+) -> list[dict[str, Any]]:
     if context is None:
         return []
     alert_starts = sorted(set(alert_starts))
@@ -155,14 +209,20 @@ def charts(context: IncidentContext | None, alert_starts: Sequence[datetime]) ->
                 unit=series.unit,
                 start=context.window_start,
                 end=context.window_end,
+                events=chart_events(context, series, silences),
+                band=series.bands,
             ),
         }
         for series in context.metrics
     ]
 
 
-def timeline_view(timeline: list[TimelineEntry], counts: dict[str, int]) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Entries to show, and (what, how many more) for the kinds whose long runs were cut."""
+def timeline_view(
+    timeline: list[TimelineEntry], counts: dict[str, int], context: IncidentContext | None = None
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The incident's changes and the enricher's linked events (metric deviations and peaks, log bursts, bans) in one
+    list, merged as the reports merge them (ties: incident changes first); and (what, how many more) for the kinds
+    whose long runs were cut."""
     shown: dict[str, int] = {}
     entries = []
     for t in timeline:
@@ -171,11 +231,26 @@ def timeline_view(timeline: list[TimelineEntry], counts: dict[str, int]) -> tupl
             {
                 "at": t.at,
                 "kind": t.kind,
+                "source": "incident",
                 "what": describe(t.kind),
                 "actor": t.actor or "",
                 "summary": timeline_summary(t.kind, t.detail),
             }
         )
+    # Alert starts and ends are already the incident's own entries; the rest is what only the enricher knows.
+    linked = [e for e in context.timeline if e.kind not in ("alert_start", "alert_end")] if context else []
+    entries += [
+        {
+            "at": e.at,
+            "kind": e.kind,
+            "source": "enrichment",
+            "what": LINKED_WHAT[e.kind],
+            "actor": "",
+            "summary": context_text(e),
+        }
+        for e in linked
+    ]
+    entries.sort(key=lambda entry: (entry["at"], entry["source"] != "incident"))
     hidden = [(describe(kind), n - shown.get(kind, 0)) for kind, n in sorted(counts.items()) if n > shown.get(kind, 0)]
     return entries, hidden
 
@@ -191,7 +266,8 @@ def incident_page(
     now: datetime,
 ) -> dict[str, Any]:
     context = parse_context(enrichment)
-    entries, hidden = timeline_view(timeline, timeline_counts)
+    entries, hidden = timeline_view(timeline, timeline_counts, context)
+    silences = [t for t in timeline if t.kind in SILENCE_KINDS]
     total_alerts = sum(s["n"] for s in alert_summary)
     return {
         "incident": incident,
@@ -204,6 +280,6 @@ def incident_page(
         "timeline_hidden": hidden,
         "context": context,
         "enrichment_broken": enrichment is not None and context is None,
-        "charts": charts(context, alert_starts),
+        "charts": charts(context, alert_starts, silences),
         "links": sorted({(a.alertname, link) for a in alerts if (link := web_link(a.generator_url))})[:20],
     }

@@ -13,7 +13,7 @@
 -- matching alert (which the planner prefers).
 SELECT i.id, i.key, i.title, i.state, i.severity, i.hosts, i.rule, i.alert_count, i.firing_count, i.flapping,
        i.revision, i.opened_at, i.first_alert_at, i.last_alert_at, i.acknowledged_at, i.acknowledged_by,
-       i.resolved_at, i.resolved_by, i.updated_at
+       i.resolved_at, i.resolved_by, i.maintenance, i.updated_at
 FROM incidents i
 WHERE i.announced
   AND (%(states)s::text[] IS NULL OR i.state = ANY (%(states)s::text[]))

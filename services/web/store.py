@@ -25,6 +25,8 @@ PER_ALERT_KINDS = [
     TimelineKind.alert_resolved.value,
     TimelineKind.alert_stale.value,
     TimelineKind.alert_refired.value,
+    TimelineKind.alert_silenced.value,
+    TimelineKind.alert_unsilenced.value,
 ]
 # Below this many alerts matching a filter's equality matchers, collecting them beats probing incidents.
 SPARSE_ALERTS = 2_000

@@ -49,6 +49,8 @@ class IncidentFields(BaseModel):
     acknowledged_by: str | None = None
     resolved_at: UtcDatetime | None = None
     resolved_by: str | None = None
+    # The maintenance window (by name) the correlator put it in; None: a real incident. Left out of MTTA/MTTR.
+    maintenance: str | None = None
 
 
 class Incident(IncidentFields):
@@ -83,6 +85,13 @@ class Alert(BaseModel):
     receiver: str = ""
     # What Vigil changed to store the alert within its limits (shared.contracts.AlertAdjustments); None: as sent.
     adjustments: dict[str, Any] | None = None
+    # Alertmanager holds it back: None, "silenced" or "inhibited"; by which silences (with their author, comment and
+    # end, as last polled) or inhibiting alerts' fingerprints; until when (the last silence's end).
+    suppressed: str | None = None
+    silenced_by: list[str] = Field(default_factory=list)
+    inhibited_by: list[str] = Field(default_factory=list)
+    suppressed_until: UtcDatetime | None = None
+    silences: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class TimelineEntry(BaseModel):

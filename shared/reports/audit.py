@@ -11,6 +11,9 @@ before it, those also resolved before it are gone).
 
 - MTTA: acknowledged_at - opened_at, over the period's acknowledged incidents.
 - MTTR: resolved_at - opened_at, over the period's resolved incidents.
+- Maintenance incidents (the correlator marked them: opened by alerts inside a maintenance window) are listed and
+  counted like the others, but left out of MTTA and MTTR (and of the counts beside them): planned work is not a
+  response time. `maintenance_count` says how many there were.
 - Mean and p90 (linear interpolation between closest ranks).
 - Noisy alerts: the alert names (per host) with the most alert occurrences in the period's incidents.
 - Flapping alerts: one alert series (fingerprint) that fired at least `FLAP_MIN_OCCURRENCES` times within the
@@ -90,8 +93,9 @@ class Rows:
 class AuditReport:
     """The audit of [since, until) as seen at `as_of`: figures read at once, tables read as they are iterated.
 
-    incidents: key, title, state, severity, rule, hosts, alert_count, flapping, opened_at, acknowledged_at,
-        acknowledged_by, resolved_at, resolved_by, tta_s, ttr_s   (times: aware datetimes; durations: seconds)
+    incidents: key, title, state, severity, rule, hosts, alert_count, flapping, maintenance, opened_at, acknowledged_at,
+        acknowledged_by, resolved_at, resolved_by, tta_s, ttr_s, acknowledged_via ('silence' or None)
+        (times: aware datetimes; durations: seconds)
     by_severity: severity, incidents, open       by_alertname: alertname, alerts, incidents, hosts
     by_host: host, incidents, alerts             noisy: alertname, host, alerts, incidents
     flapping: alertname, host, fingerprint, occurrences, incidents, marked_flapping
@@ -105,6 +109,10 @@ class AuditReport:
     retention_horizon: datetime | None
     total: int
     still_open_count: int
+    # Incidents of the period marked maintenance: in `total`, not in `mtta` or `mttr`.
+    maintenance_count: int
+    # Incidents a silence acknowledged (VIGIL_SILENCE_ACKNOWLEDGES): in `mtta`, but not a person's response.
+    acknowledged_by_silence: int
     mtta: Durations
     mttr: Durations
     incidents: Rows
@@ -168,6 +176,8 @@ def _report(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> 
         retention_horizon=horizon["deleted_before"] if horizon is not None else None,
         total=summary["incidents"],
         still_open_count=summary["still_open"],
+        maintenance_count=summary["maintenance"],
+        acknowledged_by_silence=summary["acknowledged_by_silence"],
         mtta=Durations(summary["acknowledged"], summary["tta_mean_s"], summary["tta_p90_s"]),
         mttr=Durations(summary["resolved"], summary["ttr_mean_s"], summary["ttr_p90_s"]),
         incidents=Rows(conn, Q.audit_incidents, period),

@@ -5,18 +5,25 @@
 
 -- name: audit_summary
 -- as_of is the snapshot's time (now() is the transaction's start). avg and percentile_cont skip NULLs: the means and
--- p90s (linear interpolation between closest ranks) are over the acknowledged or resolved incidents only.
+-- p90s (linear interpolation between closest ranks) are over the acknowledged or resolved incidents only, leaving out
+-- maintenance incidents (opened by alerts inside a maintenance window): planned work is not a response time.
 WITH period AS (
     SELECT i.state,
-           extract(epoch FROM i.acknowledged_at - i.opened_at)::float8 AS tta_s,
-           extract(epoch FROM i.resolved_at - i.opened_at)::float8 AS ttr_s
+           i.maintenance IS NOT NULL AS maintenance,
+           CASE WHEN i.maintenance IS NULL THEN extract(epoch FROM i.acknowledged_at - i.opened_at)::float8 END AS tta_s,
+           CASE WHEN i.maintenance IS NULL THEN extract(epoch FROM i.resolved_at - i.opened_at)::float8 END AS ttr_s,
+           i.acknowledged_at IS NOT NULL AND EXISTS (
+               SELECT FROM incident_timeline t WHERE t.incident_id = i.id AND t.kind = 'incident_acknowledged'
+                 AND t.detail ->> 'via' = 'silence') AS ack_by_silence
     FROM incidents i
     WHERE i.announced AND i.opened_at >= %(since)s AND i.opened_at < %(until)s
 )
 SELECT now() AS as_of,
        count(*) AS incidents,
        count(*) FILTER (WHERE p.state <> 'resolved') AS still_open,
+       count(*) FILTER (WHERE p.maintenance) AS maintenance,
        count(p.tta_s) AS acknowledged,
+       count(*) FILTER (WHERE p.ack_by_silence) AS acknowledged_by_silence,
        avg(p.tta_s) AS tta_mean_s,
        percentile_cont(0.9) WITHIN GROUP (ORDER BY p.tta_s) AS tta_p90_s,
        count(p.ttr_s) AS resolved,
@@ -25,11 +32,16 @@ SELECT now() AS as_of,
 FROM period p;
 
 -- name: audit_incidents
--- Every incident of the period, in the order it opened.
+-- Every incident of the period, in the order it opened; `maintenance` the window's name (its TTA and TTR are shown,
+-- but not counted in the summary's MTTA and MTTR).
 SELECT i.key, i.title, i.state, i.severity, i.rule, array_to_string(i.hosts, ', ') AS hosts, i.alert_count,
-       i.flapping, i.opened_at, i.acknowledged_at, i.acknowledged_by, i.resolved_at, i.resolved_by,
+       i.flapping, i.maintenance, i.opened_at, i.acknowledged_at, i.acknowledged_by, i.resolved_at, i.resolved_by,
        extract(epoch FROM i.acknowledged_at - i.opened_at)::float8 AS tta_s,
-       extract(epoch FROM i.resolved_at - i.opened_at)::float8 AS ttr_s
+       extract(epoch FROM i.resolved_at - i.opened_at)::float8 AS ttr_s,
+       -- 'silence': a silence in Alertmanager acknowledged it (VIGIL_SILENCE_ACKNOWLEDGES), not a person in Vigil.
+       CASE WHEN i.acknowledged_at IS NOT NULL AND EXISTS (
+                SELECT FROM incident_timeline t WHERE t.incident_id = i.id AND t.kind = 'incident_acknowledged'
+                  AND t.detail ->> 'via' = 'silence') THEN 'silence' END AS acknowledged_via
 FROM incidents i
 WHERE i.announced AND i.opened_at >= %(since)s AND i.opened_at < %(until)s
 ORDER BY i.opened_at, i.id;

@@ -38,6 +38,11 @@ class Summary(BaseModel):
     hosts: list[str]
     group_labels: dict[str, str]
     flapping: bool
+    maintenance: str | None = Field(
+        default=None,
+        description="The maintenance window it was opened in (planned work, left out of the audit's MTTA/MTTR); "
+        "null: a real incident.",
+    )
     revision: int
     alert_count: int
     firing_count: int
@@ -73,6 +78,11 @@ class AlertRow(BaseModel):
         default_factory=list,
         description="What Vigil changed to store the alert within its limits, and what was sent; empty: as sent.",
     )
+    suppression: str | None = Field(
+        None,
+        description="What Alertmanager holds the alert back by, as last polled: silenced (by whom, until when, "
+        "why) or inhibited (by which alerts); null: nothing.",
+    )
 
 
 class TimelineRow(BaseModel):
@@ -97,6 +107,10 @@ class MetricRow(BaseModel):
     baseline: float | None
     deviation_at: UtcDatetime | None
     points: list[tuple[UtcDatetime, float]]
+    bands: list[tuple[UtcDatetime, float, float]] = Field(
+        default_factory=list,
+        description="Per point (same times): the lowest and highest sample of its step; empty when not collected.",
+    )
 
 
 class LogRow(BaseModel):
@@ -202,6 +216,7 @@ def summary(report: IncidentReport) -> Summary:
         hosts=list(report.hosts),
         group_labels=dict(sorted(report.group_labels.items())),
         flapping=report.flapping,
+        maintenance=report.maintenance,
         revision=report.revision,
         alert_count=report.alert_count,
         firing_count=report.firing_count,
@@ -237,7 +252,21 @@ def alert_row(alert: ReportAlert) -> AlertRow:
         generator_url=alert.generator_url,
         source=alert.source,
         adjusted=describe_adjustments(alert.adjustments),
+        suppression=suppression_text(alert),
     )
+
+
+def suppression_text(alert: ReportAlert) -> str | None:
+    if alert.suppressed is None:
+        return None
+    if alert.suppressed == "inhibited":
+        return f"inhibited by {', '.join(alert.inhibited_by) or '?'}"
+    silences = [
+        f"{s.get('id')} by {s.get('created_by') or '?'}" + (f" ({s['comment']})" if s.get("comment") else "")
+        for s in alert.silences
+    ] or alert.silenced_by
+    until = f" until {alert.suppressed_until.isoformat().replace('+00:00', 'Z')}" if alert.suppressed_until else ""
+    return f"silenced{until}: {'; '.join(silences)}"
 
 
 # Detail keys worth a reader's attention, in reading order; other keys follow sorted by name.

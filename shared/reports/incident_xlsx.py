@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 
 from openpyxl import Workbook
+from openpyxl.chart import Reference
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from shared.reports import xlsx_cells as xc
@@ -46,6 +47,7 @@ def _summary(ws: WriteOnlyWorksheet, c: IncidentContent) -> None:
         ("Alerts", s.alert_count),
         ("Firing", s.firing_count),
         ("Flapping", s.flapping),
+        ("Maintenance", xc.text(ws, s.maintenance)),
         ("Revision", s.revision),
         ("Data as of (UTC)", xc.when(ws, s.as_of)),
     ]
@@ -107,15 +109,21 @@ def _timeline(ws: WriteOnlyWorksheet, c: IncidentContent) -> None:
 def _metrics(ws: WriteOnlyWorksheet, c: IncidentContent) -> None:
     """Long format, one block of rows per series, so each chart reads one contiguous range."""
     total = sum(len(m.points) for m in c.metrics)
-    xc.start_table(ws, [("Series", 24), ("Unit", 10), ("Time (UTC)", 20), ("Value", 14)], total)
+    columns = [("Series", 24), ("Unit", 10), ("Time (UTC)", 20), ("Value", 14), ("Step min", 14), ("Step max", 14)]
+    xc.start_table(ws, columns, total)
     row = 2
     for index, m in enumerate(c.metrics):
         first = row
+        bands = {at: (low, high) for at, low, high in m.bands}
         for at, value in m.points:
-            ws.append([xc.text(ws, m.name), xc.text(ws, m.unit), xc.when(ws, at), value])
+            low, high = bands.get(at, (None, None))
+            ws.append([xc.text(ws, m.name), xc.text(ws, m.unit), xc.when(ws, at), value, low, high])
             row += 1
         if row > first:
             chart = xc.line_chart(ws, m.name, 3, 4, first, row - 1, m.unit)
+            if bands:
+                # A spike shorter than a step is in no value; the step maximum line shows it.
+                chart.add_data(Reference(ws, min_col=5, max_col=6, min_row=first, max_row=row - 1))
             xc.layout(ws).add_chart(chart, f"F{2 + index * 16}")
 
 

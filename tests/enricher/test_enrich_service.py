@@ -353,19 +353,25 @@ async def test_deploy_templates_are_valid_promql(stack: Stack) -> None:
 
 @dataclass
 class RecordingPrometheus:
-    """Stands in for Prometheus: remembers the parameters of every query_range request, answers an empty matrix."""
+    """Stands in for Prometheus: remembers the parameters of every query and query_range request; answers one series
+    to a range query (so the extreme queries follow), nothing to an instant query."""
 
     requests: list[dict[str, str]] = field(default_factory=list)
 
     async def query_range(self, request: web.Request) -> web.Response:
         form = {**request.query, **(await request.post())}
         self.requests.append({name: str(value) for name, value in form.items()})
-        return web.json_response({"status": "success", "data": {"resultType": "matrix", "result": []}})
+        if request.path.endswith("query_range"):
+            data = {"resultType": "matrix", "result": [{"metric": {"a": "b"}, "values": [[time.time(), "1"]]}]}
+        else:
+            data = {"resultType": "vector", "result": []}
+        return web.json_response({"status": "success", "data": data})
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/api/v1/query_range", self.query_range)
-        app.router.add_post("/api/v1/query_range", self.query_range)
+        for path in ("/api/v1/query_range", "/api/v1/query"):
+            app.router.add_get(path, self.query_range)
+            app.router.add_post(path, self.query_range)
         return app
 
 
@@ -387,8 +393,11 @@ async def test_only_our_prometheus_runs_alert_expressions_each_with_a_timeout_an
             event = await harness.next_enriched()
 
     queries = [r["query"] for r in recorder.requests]
-    # The two alert expressions (thresholds removed) and make_config's two templates, nothing else.
-    assert len(queries) == 4 and {"ours_metric", "allowed_metric"} <= set(queries)
+    values = [q for q in queries if "_over_time(" not in q]
+    # The two alert expressions (thresholds removed) and make_config's two templates, nothing else ...
+    assert len(values) == 4 and {"ours_metric", "allowed_metric"} <= set(values)
+    # ... each with its five extreme queries (steps' min and max, window's min, max and avg).
+    assert len(queries) == 4 * 6 and "max_over_time(ours_metric[1s])" in queries
     assert not any("evil_metric" in q or "spoof_metric" in q for q in queries)
     # make_config's 2 s per request, and max_series_per_query's default.
     assert {(r["timeout"], r["limit"]) for r in recorder.requests} == {("2s", "10")}

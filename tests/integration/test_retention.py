@@ -292,6 +292,16 @@ async def seed_messages(conn: psycopg.AsyncConnection[Any]) -> dict[str, uuid.UU
             "INSERT INTO processed_messages (consumer, message_id, processed_at) VALUES ('correlator', %s, %s)",
             (ids[name], at),
         )
+    # Silences: one ended before the incident horizon (30 days), one ended inside it, one ended yesterday.
+    for silence, ended in [
+        ("ended-long-ago", now - 31 * DAY),
+        ("ended-inside", now - 29 * DAY),
+        ("ended-yesterday", young),
+    ]:
+        await conn.execute(
+            "INSERT INTO silences (id, starts_at, ends_at, state) VALUES (%s, %s, %s, 'expired')",
+            (silence, ended - DAY, ended),
+        )
     return ids
 
 
@@ -326,7 +336,9 @@ async def test_retention_deletes_exactly_the_expired_incidents_with_all_their_ro
         gone, kept = await seed_world(conn, now)
         ids = await seed_messages(conn)
         before = {name: await rows_of(conn, i) for name, i in {**gone, **kept}.items()}
-    metrics_before = {t: deleted_metric(t) for t in (*CHILD_TABLES, "incidents", "outbox", "processed_messages")}
+    metrics_before = {
+        t: deleted_metric(t) for t in (*CHILD_TABLES, "incidents", "outbox", "processed_messages", "silences")
+    }
 
     result = await retention.run_pass(pool, POLICY, batch_rows=1000, pause_s=0)
 
@@ -339,6 +351,7 @@ async def test_retention_deletes_exactly_the_expired_incidents_with_all_their_ro
         "report_sources": 2,
         "outbox": 1,
         "processed_messages": 1,
+        "silences": 1,
     }
     assert result.complete and dict(result.deleted) == expected
     assert {t: deleted_metric(t) - metrics_before[t] for t in expected} == expected
@@ -357,6 +370,8 @@ async def test_retention_deletes_exactly_the_expired_incidents_with_all_their_ro
         }
         cur = await conn.execute("SELECT message_id FROM processed_messages")
         assert [r["message_id"] for r in await cur.fetchall()] == [ids["young"]]
+        cur = await conn.execute("SELECT id FROM silences ORDER BY id")
+        assert [r["id"] for r in await cur.fetchall()] == ["ended-inside", "ended-yesterday"]
         cur = await conn.execute("SELECT deleted_before FROM retention_horizon")
         horizon = (await cur.fetchone() or {})["deleted_before"]
     assert abs(horizon - (now - 30 * DAY)) < timedelta(minutes=1)

@@ -54,6 +54,9 @@ VIGIL_METRICS = {
     "vigil_topology_outdated_queues": "gauge",
     "vigil_retention_deleted_rows_total": "counter",
     "vigil_retention_last_pass_timestamp_seconds": "gauge",
+    "vigil_correlator_alertmanager_polls_total": "counter",
+    "vigil_correlator_suppression_changes_total": "counter",
+    "vigil_web_alertmanager_requests_total": "counter",
 }
 PROCESS_METRICS = {
     "process_cpu_seconds_total",

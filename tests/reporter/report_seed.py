@@ -56,6 +56,7 @@ def context(key: str = KEY) -> IncidentContext:
                 baseline=12.5,
                 deviation_at=minutes(-4),
                 points=cpu_points,
+                bands=[(at, v - 0.5, v) for at, v in cpu_points],
             ),
             SeriesSummary(
                 name="memory | rss",

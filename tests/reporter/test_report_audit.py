@@ -103,6 +103,42 @@ async def test_period_holds_the_incidents_opened_in_it_with_their_figures(
         assert report.incidents.column("opened_at")[0] == T0
 
 
+async def test_maintenance_incidents_are_listed_but_left_out_of_mtta_and_mttr(
+    conn: psycopg.AsyncConnection[Any], reader: psycopg.Connection[Any]
+) -> None:
+    await seed_period(conn)
+    # Planned work: acknowledged after 3 hours and resolved after 5, which would swamp the real figures.
+    planned = await insert_incident(
+        conn,
+        number=8,
+        state="resolved",
+        hosts=("db-9",),
+        opened_at=at(200),
+        acknowledged_at=at(380),
+        resolved_at=at(500),
+    )
+    await conn.execute("UPDATE incidents SET maintenance = 'db-upgrade' WHERE id = %s", (planned,))
+    with audit.reading(reader, SINCE, UNTIL) as report:
+        assert report.total == 5 and report.maintenance_count == 1
+        # The same figures as without it (test_period_holds_the_incidents_opened_in_it_with_their_figures).
+        assert report.mtta == audit.Durations(count=3, mean_s=600.0, p90_s=840.0)
+        assert report.mttr == audit.Durations(count=2, mean_s=2700.0, p90_s=3420.0)
+        rows = {r.key: r for r in report.incidents}
+        assert rows["INC-000008"].maintenance == "db-upgrade" and rows["INC-000008"].tta_s == 3 * 3600
+        assert rows["INC-000001"].maintenance is None
+        text = audit_markdown.render(report)
+        out = io.BytesIO()
+        audit_xlsx.write(report, out)
+    summary, *_, incidents = tables(MarkdownIt("commonmark").enable("table").parse(text))
+    assert dict(summary[1:])["Maintenance (not in MTTA/MTTR)"] == "1"
+    header, *body = incidents
+    assert [dict(zip(header, row, strict=True))["Maintenance"] for row in body] == ["", "", "", "", "db-upgrade"]
+    wb = openpyxl.load_workbook(io.BytesIO(out.getvalue()))
+    assert {row[0].value: row[1].value for row in wb["Summary"].iter_rows(min_row=2)}[
+        "Maintenance (not in MTTA/MTTR)"
+    ] == 1
+
+
 async def test_empty_period_is_a_valid_report(reader: psycopg.Connection[Any]) -> None:
     with audit.reading(reader, SINCE, UNTIL) as report:
         assert report.total == 0 and report.mtta == audit.Durations(0, None, None)
@@ -178,7 +214,7 @@ async def test_audit_xlsx_has_typed_rows_and_no_formulas(
     summary = {row[0].value: row[1].value for row in wb["Summary"].iter_rows(min_row=2)}
     assert summary["Incidents"] == 4 and summary["MTTA p90 (min)"] == 14
     # The filter spans the rows written, counted as they streamed by.
-    assert wb["Incidents"].auto_filter.ref == "A1:O5" and wb["By severity"].auto_filter.ref == "A1:C3"
+    assert wb["Incidents"].auto_filter.ref == "A1:Q5" and wb["By severity"].auto_filter.ref == "A1:C3"
     for ws in wb.worksheets:
         assert ws.freeze_panes == "A2"
         for row in ws.iter_rows():

@@ -67,7 +67,8 @@ async def test_sheets_hold_real_types_with_frozen_filtered_headers(conn: psycopg
     assert [c.value for c in column(alerts, "Duration (min)")] == [40, 39, None]
 
     metrics = wb["Metrics"]
-    assert [c.value for c in metrics[1]] == ["Series", "Unit", "Time (UTC)", "Value"]
+    assert [c.value for c in metrics[1]] == ["Series", "Unit", "Time (UTC)", "Value", "Step min", "Step max"]
+    assert [c.value for c in column(metrics, "Step max")] == [20 + m * 1.5 for m in range(-10, 31, 5)] + [None] * 4
     assert metrics.max_row == 1 + 9 + 4  # cpu points + memory points
     assert all(c.is_date for c in column(metrics, "Time (UTC)"))
     assert all(isinstance(c.value, float | int) for c in column(metrics, "Value"))
@@ -87,6 +88,8 @@ async def test_sheets_hold_real_types_with_frozen_filtered_headers(conn: psycopg
             xml = package.read(chart).decode()
             assert "<lineChart>" in xml and "<catAx>" in xml and "<valAx>" in xml
             assert "'Metrics'!$D$" in xml and "'Metrics'!$C$" in xml
+        # The cpu series has its steps' extremes: their lines beside the value's.
+        assert sum("'Metrics'!$F$" in package.read(chart).decode() for chart in charts) == 1
 
 
 async def test_same_report_same_bytes(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -209,6 +209,10 @@ WEB_GRANTS = {
     "web_sessions": {"SELECT", "INSERT", "DELETE"},
     "web_login_attempts": {"SELECT", "INSERT", "DELETE"},
     "retention_horizon": {"SELECT"},
+    "silences": {"SELECT"},
+    "alertmanager_poll": {"SELECT"},
+    # Configuration the API creates and deletes (migration 0064); never updated.
+    "maintenance_windows": {"SELECT", "INSERT", "DELETE"},
 }
 # Tables vigil_readonly may not read: every other one it may.
 READONLY_EXCLUDED = {"web_sessions"}

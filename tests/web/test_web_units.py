@@ -24,7 +24,7 @@ from services.web.access import (
     parse_networks,
     safe_next,
 )
-from services.web.charts import MAX_MARKERS, render_chart
+from services.web.charts import MAX_MARKERS, ChartEvent, render_chart
 from services.web.gate import OncePer
 from services.web.listing import (
     Cursor,
@@ -37,8 +37,10 @@ from services.web.listing import (
     sql_params,
 )
 from services.web.lockout import Limit, Refusal, Scope, address_key, refusal, retry_after
-from services.web.presentation import duration, time_tag, timeline_summary
+from services.web.presentation import chart_events, duration, time_tag, timeline_summary, timeline_view
+from shared.incident_context import IncidentContext
 from shared.matchers import Matcher, MatchType
+from shared.readmodel.models import TimelineEntry
 from shared.secret_values import EXAMPLE_HASHES
 from shared.urls import web_link
 
@@ -155,6 +157,71 @@ def test_chart_caps_markers_and_handles_flat_or_empty_series() -> None:
     starts = [T0 + timedelta(seconds=i) for i in range(1000)]
     assert str(render_chart("flat", points, starts)).count('class="alert-start"') == MAX_MARKERS
     assert "no data points" in str(render_chart("empty", [], starts))
+
+
+def test_chart_marks_peaks_bursts_and_silences_in_their_own_style_with_escaped_labels() -> None:
+    points = [(T0 + timedelta(minutes=i), float(i % 7)) for i in range(60)]
+    events = [
+        ChartEvent(T0 + timedelta(minutes=10), "metric-peak", "peak <b>97</b>"),
+        ChartEvent(T0 + timedelta(minutes=20), "log-burst", "burst"),
+        ChartEvent(T0 + timedelta(minutes=30), "silence", "silenced by alice"),
+        ChartEvent(T0 + timedelta(hours=5), "silence", "outside the window"),
+    ]
+    svg = str(render_chart("cpu", points, [], events=events))
+    for kind in ("metric-peak", "log-burst", "silence"):
+        assert svg.count(f'class="{kind}"') == 1
+    assert "<b>" not in svg and "peak &lt;b&gt;97&lt;/b&gt;" in svg
+    assert "outside the window" not in svg
+
+
+def context_with(timeline: list[dict[str, object]], **series: object) -> IncidentContext:
+    return IncidentContext.model_validate(
+        {
+            "incident_key": "INC-000001",
+            "window_start": T0.isoformat(),
+            "window_end": (T0 + timedelta(hours=1)).isoformat(),
+            "generated_at": T0.isoformat(),
+            "complete": True,
+            "metrics": [{"name": "cpu", "query": "q", "labels": {}, "unit": "%", "points": [], **series}],
+            "timeline": timeline,
+        }
+    )
+
+
+def test_the_page_timeline_merges_the_enrichers_events_in_time_order() -> None:
+    context = context_with(
+        [
+            {"at": (T0 + timedelta(minutes=5)).isoformat(), "kind": "log_burst", "title": "burst", "detail": {}},
+            {"at": T0.isoformat(), "kind": "alert_start", "title": "already an incident entry", "detail": {}},
+            {"at": (T0 + timedelta(minutes=9)).isoformat(), "kind": "metric_peak", "title": "cpu peak", "detail": {}},
+        ]
+    )
+    own = [
+        TimelineEntry(at=T0, kind="incident_opened", detail={}),
+        TimelineEntry(at=T0 + timedelta(minutes=5), kind="incident_acknowledged", actor="alice", detail={}),
+    ]
+    entries, hidden = timeline_view(own, {"incident_opened": 1, "incident_acknowledged": 1}, context)
+    assert [(e["kind"], e["source"]) for e in entries] == [
+        ("incident_opened", "incident"),
+        ("incident_acknowledged", "incident"),  # a tie: the incident's own change first
+        ("log_burst", "enrichment"),
+        ("metric_peak", "enrichment"),
+    ]
+    assert hidden == []
+    assert timeline_view(own, {}, None)[0] == entries[:2]
+
+
+def test_chart_events_are_the_series_peak_the_bursts_and_the_silences() -> None:
+    burst = {"at": (T0 + timedelta(minutes=5)).isoformat(), "kind": "log_burst", "title": "burst", "detail": {}}
+    context = context_with([burst], peak=97.5, peak_at=(T0 + timedelta(minutes=9)).isoformat())
+    silence = TimelineEntry(at=T0 + timedelta(minutes=20), kind="alert_silenced", actor="bob", detail={})
+    events = chart_events(context, context.metrics[0], [silence])
+    assert sorted((e.kind, e.at) for e in events) == [
+        ("log-burst", T0 + timedelta(minutes=5)),
+        ("metric-peak", T0 + timedelta(minutes=9)),
+        ("silence", T0 + timedelta(minutes=20)),
+    ]
+    assert any(e.label == "peak 97.5 %" for e in events)
 
 
 def test_times_are_utc_in_markup_with_utc_on_hover() -> None:

@@ -82,7 +82,14 @@ class System:
             "generated_at": now.isoformat(),
             "complete": True,
             "metrics": [{"name": "cpu", "query": 'rate(node_cpu_seconds_total{mode!="idle"}[5m])',
-                         "labels": {}, "unit": "%", "points": points}],
+                         "labels": {}, "unit": "%", "points": points, "peak": 97.5,
+                         "peak_at": (now - timedelta(minutes=2)).isoformat()}],
+            "timeline": [
+                {"at": (now - timedelta(minutes=4)).isoformat(), "kind": "log_burst",
+                 "title": "Error log burst <b>nginx</b>", "detail": {"errors": 120}},
+                {"at": (now - timedelta(minutes=2)).isoformat(), "kind": "metric_peak",
+                 "title": "cpu peaked at 97.5 %", "detail": {"series": "cpu"}},
+            ],
             "logs": [{"at": now.isoformat(), "labels": {"job": "nginx"}, "line": "upstream timed out <script>"}],
             "log_lines_total": 1,
             "security_events": [{"at": now.isoformat(), "action": "ban", "ip": "203.0.113.7", "jail": "sshd"}],
@@ -204,6 +211,14 @@ async def test_responder_works_an_incident_in_the_browser(
     # The enricher's context: a chart with the alert's start marked, logs and security events, all as text.
     await expect(page.locator("svg.chart")).to_have_count(1)
     await expect(page.locator("svg.chart line.alert-start")).to_have_count(1)
+    # Its own peak and the log burst are marked on it; the page's timeline merges the enricher's events in.
+    await expect(page.locator("svg.chart line.metric-peak")).to_have_count(1)
+    await expect(page.locator("svg.chart line.log-burst")).to_have_count(1)
+    linked = page.locator("ol.timeline li.tl-linked")
+    await expect(linked).to_have_count(2)
+    await expect(linked.first).to_contain_text("Error log burst <b>nginx</b>")
+    await expect(linked.nth(1)).to_contain_text("cpu peaked at 97.5 %")
+    await page.locator("section[aria-labelledby=h-metrics]").screenshot(path=str(artifacts_dir / "web-chart-marks.png"))
     await expect(page.locator("pre.logs")).to_contain_text("upstream timed out <script>")
     await expect(page.locator("table.security")).to_contain_text("203.0.113.7")
     # The annotation's markup is shown as text, never run.
