@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     enrichment_config: Path = Field(
         Path("deploy/enrichment.yml"), description="Enricher: window, steps, limits and PromQL/LogQL query templates."
     )
+    response_targets_file: Path | None = Field(
+        None,
+        description="YAML file of response-time targets per severity (acknowledge, resolve), for the audit's "
+        "missed-targets list; unset: no targets.",
+    )
     log_level: str = Field("INFO")
 
     @field_validator("log_level")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,10 +17,12 @@ from services.web import api, pages, silencing
 from services.web.access import TokenBook, load_users
 from services.web.appkeys import LIVE, TEMPLATES, TOKENS, USERS
 from services.web.database import database_ctx, database_unanswered
+from services.web.downloads import RESPONSE_TARGETS
 from services.web.gate import gate, setup_access
 from services.web.live import LiveHub, feed
 from services.web.presentation import time_tag
-from shared.config import Settings
+from shared.config import ConfigError, Settings
+from shared.reports.response_targets import TargetsError, load_targets
 from shared.service import BROKER, READY_CHECKS, SETTINGS, base_app, broker_ctx
 
 HERE = Path(__file__).parent
@@ -110,7 +113,14 @@ async def close_streams(app: web.Application) -> None:
 
 
 def build_app(settings: Settings) -> web.Application:
+    try:
+        # Checked now, not at the first audit export: a bad file stops the web at start, like the correlation rules.
+        targets = load_targets(settings.response_targets_file)
+    except TargetsError as exc:
+        print(f"vigil: invalid response targets (VIGIL_RESPONSE_TARGETS_FILE)\n  {exc}", file=sys.stderr)
+        raise ConfigError(2) from None
     app = base_app("web", settings)
+    app[RESPONSE_TARGETS] = targets
     setup_access(app, settings)
     app.middlewares.extend([timing, security_headers, database_unanswered, gate])
     app[USERS] = load_users(settings.web_users_file)

@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import Counter
 from psycopg_pool import PoolTimeout
 
-from services.web.downloads import AUDIT_EXPORTS, AuditExports
+from services.web.downloads import AUDIT_EXPORTS, RESPONSE_TARGETS, AuditExports
 from services.web.gate import is_api
 from services.web.pages import render
 from shared.db import migrate, open_pool, user_of, wait_for_schema
@@ -54,7 +54,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         url, max_size=settings.database_pool_size, statement_timeout_ms=settings.web_statement_timeout_ms
     )
     app[DB] = pool
-    exports = AuditExports(url, settings.web_max_audit_exports, settings.web_audit_statement_timeout_ms)
+    exports = AuditExports(
+        url, settings.web_max_audit_exports, settings.web_audit_statement_timeout_ms, app[RESPONSE_TARGETS]
+    )
     app[AUDIT_EXPORTS] = exports
     log.info("database", extra={"user": user_of(url), "statement_timeout_ms": settings.web_statement_timeout_ms})
 

@@ -33,6 +33,7 @@ from shared.reports import (
     incident_report,
     incident_xlsx,
 )
+from shared.reports.response_targets import NO_TARGETS, ResponseTargets
 from shared.reports.stored import latest
 
 CONTENT_TYPES = {
@@ -72,13 +73,20 @@ class ExportsBusy(Exception):
     """Every audit export slot is taken."""
 
 
-def build_audit(url: str, statement_timeout_ms: int, since: datetime, until: datetime, fmt: AuditFormat) -> IO[bytes]:
+def build_audit(
+    url: str,
+    statement_timeout_ms: int,
+    since: datetime,
+    until: datetime,
+    fmt: AuditFormat,
+    targets: ResponseTargets = NO_TARGETS,
+) -> IO[bytes]:
     """The audit of [since, until) in an unnamed temporary file, positioned at its start. Blocking: run in a thread."""
     out = tempfile.TemporaryFile()  # handed to the caller, who closes it
     try:
         with (
             connect_sync(url, statement_timeout_ms=statement_timeout_ms) as conn,
-            audit.reading(conn, since, until) as report,
+            audit.reading(conn, since, until, targets) as report,
         ):
             if fmt == "md":
                 audit_markdown.write(report, out)
@@ -94,8 +102,9 @@ def build_audit(url: str, statement_timeout_ms: int, since: datetime, until: dat
 class AuditExports:
     """At most `limit` audit exports at a time; the next is refused at once (ExportsBusy) rather than queued."""
 
-    def __init__(self, url: str, limit: int, statement_timeout_ms: int) -> None:
+    def __init__(self, url: str, limit: int, statement_timeout_ms: int, targets: ResponseTargets = NO_TARGETS) -> None:
         self.url = url
+        self.targets = targets  # VIGIL_RESPONSE_TARGETS_FILE, loaded (and checked) when the web started
         self.limit = limit
         self.statement_timeout_ms = statement_timeout_ms
         self.running = 0
@@ -116,7 +125,7 @@ class AuditExports:
     async def build(self, since: datetime, until: datetime, fmt: AuditFormat) -> IO[bytes]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._threads, build_audit, self.url, self.statement_timeout_ms, since, until, fmt
+            self._threads, build_audit, self.url, self.statement_timeout_ms, since, until, fmt, self.targets
         )
 
     def close(self) -> None:
@@ -137,3 +146,4 @@ async def stream_file(request: web.Request, file: IO[bytes], headers: dict[str, 
 
 
 AUDIT_EXPORTS = web.AppKey("audit_exports", AuditExports)
+RESPONSE_TARGETS = web.AppKey("response_targets", ResponseTargets)

@@ -15,6 +15,10 @@ before it, those also resolved before it are gone).
   counted like the others, but left out of MTTA and MTTR (and of the counts beside them): planned work is not a
   response time. `maintenance_count` says how many there were.
 - Mean and p90 (linear interpolation between closest ranks).
+- Response times: MTTA and MTTR per severity (most severe first) and per rule, median and p90, over the same
+  incidents as the overall figures (maintenance left out).
+- Missed targets: with response targets per severity (VIGIL_RESPONSE_TARGETS_FILE, shared/reports/response_targets.py),
+  the period's incidents (maintenance left out) that missed one, decided in Python as their rows stream by.
 - Noisy alerts: the alert names (per host) with the most alert occurrences in the period's incidents.
 - Flapping alerts: one alert series (fingerprint) that fired at least `FLAP_MIN_OCCURRENCES` times within the
   period's incidents, or fired in an incident the correlator marked flapping.
@@ -40,12 +44,15 @@ from psycopg.rows import dict_row, namedtuple_row
 
 from shared.contracts import SEVERITY_RANK
 from shared.db import Queries
+from shared.reports.response_targets import NO_TARGETS, Miss, ResponseTargets, misses
 
 Q = Queries(Path(__file__).with_name("audit.sql"))
 PERIODS: dict[str, timedelta] = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 Period = Literal["24h", "7d", "30d"]
 FLAP_MIN_OCCURRENCES = 3
 TOP_NOISY = 20
+# Missed targets the Markdown lists (the XLSX lists all): past this the reader wants the sheet, not a longer page.
+TOP_MISSED = 50
 # Rows fetched per round trip: large enough that the round trips cost little, small enough to be nothing in memory.
 CHUNK_ROWS = 2_000
 _cursor_numbers = itertools.count(1)
@@ -90,6 +97,41 @@ class Rows:
 
 
 @dataclass(frozen=True)
+class MissedTargets:
+    """The targets the period's incidents missed, in the order the incidents opened: iterating streams the candidate
+    incidents (`Rows`) and yields a `Miss` for each target missed."""
+
+    targets: ResponseTargets
+    candidates: Rows
+    as_of: datetime
+
+    def __iter__(self) -> Iterator[Miss]:
+        if not self.targets:
+            return  # nothing can be missed: no need to ask PostgreSQL
+        for row in self.candidates:
+            yield from misses(
+                self.targets,
+                key=row.key,
+                severity=row.severity,
+                rule=row.rule,
+                opened_at=row.opened_at,
+                acknowledged_at=row.acknowledged_at,
+                resolved_at=row.resolved_at,
+                as_of=self.as_of,
+            )
+
+    def first(self, limit: int) -> tuple[list[Miss], int]:
+        """At most `limit` misses, and how many there are in all (counted as the rest stream by, not kept)."""
+        shown: list[Miss] = []
+        total = 0
+        for miss in self:
+            if total < limit:
+                shown.append(miss)
+            total += 1
+        return shown, total
+
+
+@dataclass(frozen=True)
 class AuditReport:
     """The audit of [since, until) as seen at `as_of`: figures read at once, tables read as they are iterated.
 
@@ -100,6 +142,10 @@ class AuditReport:
     by_host: host, incidents, alerts             noisy: alertname, host, alerts, incidents
     flapping: alertname, host, fingerprint, occurrences, incidents, marked_flapping
     still_open: key, title, state, severity, hosts, opened_at, acknowledged_at, age_s
+    response_by_severity: severity, incidents, acknowledged, tta_median_s, tta_p90_s, resolved, ttr_median_s,
+        ttr_p90_s (maintenance incidents left out)
+    response_by_rule: rule, and the same columns
+    missed: the targets missed (`Miss`), with `targets` the targets they are measured against
     """
 
     since: datetime
@@ -122,6 +168,10 @@ class AuditReport:
     noisy: Rows
     flapping: Rows
     still_open: Rows
+    response_by_severity: Rows
+    response_by_rule: Rows
+    targets: ResponseTargets
+    missed: MissedTargets
 
     @property
     def complete_from(self) -> datetime:
@@ -139,11 +189,14 @@ def complete_from(since: datetime, horizon: datetime | None) -> datetime:
 
 
 @contextmanager
-def reading(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> Iterator[AuditReport]:
+def reading(
+    conn: psycopg.Connection[Any], since: datetime, until: datetime, targets: ResponseTargets = NO_TARGETS
+) -> Iterator[AuditReport]:
     """The audit of [since, until), valid inside the block: its tables are read from one snapshot as they are iterated.
 
     On an idle connection the block is one REPEATABLE READ READ ONLY transaction of its own; inside a caller's
-    transaction, the caller's snapshot is used.
+    transaction, the caller's snapshot is used. `targets`: the response targets the missed-targets list measures
+    against (none: an empty list).
     """
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until must carry a time zone")
@@ -153,12 +206,12 @@ def reading(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> 
         with conn.transaction():
             # One snapshot for every read: the figures and the tables agree with each other.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield _report(conn, since, until)
+            yield _report(conn, since, until, targets)
     else:
-        yield _report(conn, since, until)
+        yield _report(conn, since, until, targets)
 
 
-def _report(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> AuditReport:
+def _report(conn: psycopg.Connection[Any], since: datetime, until: datetime, targets: ResponseTargets) -> AuditReport:
     period = {"since": since, "until": until}
     with conn.cursor(row_factory=dict_row) as cur:
         summary = cur.execute(Q.audit_summary, period).fetchone()
@@ -187,4 +240,12 @@ def _report(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> 
         noisy=Rows(conn, Q.audit_noisy, {**period, "top": TOP_NOISY}),
         flapping=Rows(conn, Q.audit_flapping, {**period, "min_occurrences": FLAP_MIN_OCCURRENCES}),
         still_open=Rows(conn, Q.audit_still_open, period),
+        response_by_severity=Rows(conn, Q.audit_response_by_severity, {**period, **ranks}),
+        response_by_rule=Rows(conn, Q.audit_response_by_rule, period),
+        targets=targets,
+        missed=MissedTargets(
+            targets,
+            Rows(conn, Q.audit_target_candidates, {**period, "severities": list(targets.by_severity)}),
+            summary["as_of"],
+        ),
     )

@@ -129,3 +129,59 @@ ORDER BY s.occurrences DESC, s.alertname COLLATE "C", s.fingerprint COLLATE "C";
 -- Incidents resolved and opened before it may have been deleted by retention (services/correlator/retention.py);
 -- no row: retention has deleted nothing yet.
 SELECT deleted_before FROM retention_horizon;
+
+-- name: audit_response_by_severity
+-- Response times per severity, most severe first (ranks as in audit_by_severity, matched case-insensitively and an
+-- empty severity ranking as 'none', like shared.contracts.severity_rank). Maintenance incidents are left out entirely,
+-- as from the summary's MTTA/MTTR: planned work is not a response time. Median and p90 by linear interpolation
+-- between closest ranks; percentile_cont skips NULLs, so each is over the incidents acknowledged (or resolved).
+WITH period AS (
+    SELECT i.severity,
+           extract(epoch FROM i.acknowledged_at - i.opened_at)::float8 AS tta_s,
+           extract(epoch FROM i.resolved_at - i.opened_at)::float8 AS ttr_s
+    FROM incidents i
+    WHERE i.announced AND i.opened_at >= %(since)s AND i.opened_at < %(until)s AND i.maintenance IS NULL
+)
+SELECT p.severity, count(*) AS incidents,
+       count(p.tta_s) AS acknowledged,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY p.tta_s) AS tta_median_s,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY p.tta_s) AS tta_p90_s,
+       count(p.ttr_s) AS resolved,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY p.ttr_s) AS ttr_median_s,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY p.ttr_s) AS ttr_p90_s
+FROM period p
+GROUP BY p.severity
+ORDER BY coalesce(
+             (SELECT r.rank FROM unnest(%(rank_names)s::text[], %(rank_values)s::int[]) AS r (name, rank)
+              WHERE r.name = coalesce(nullif(lower(p.severity), ''), 'none')),
+             %(default_rank)s::int) DESC,
+         p.severity COLLATE "C";
+
+-- name: audit_response_by_rule
+-- Response times per correlation rule, by rule name; otherwise as audit_response_by_severity.
+WITH period AS (
+    SELECT i.rule,
+           extract(epoch FROM i.acknowledged_at - i.opened_at)::float8 AS tta_s,
+           extract(epoch FROM i.resolved_at - i.opened_at)::float8 AS ttr_s
+    FROM incidents i
+    WHERE i.announced AND i.opened_at >= %(since)s AND i.opened_at < %(until)s AND i.maintenance IS NULL
+)
+SELECT p.rule, count(*) AS incidents,
+       count(p.tta_s) AS acknowledged,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY p.tta_s) AS tta_median_s,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY p.tta_s) AS tta_p90_s,
+       count(p.ttr_s) AS resolved,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY p.ttr_s) AS ttr_median_s,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY p.ttr_s) AS ttr_p90_s
+FROM period p
+GROUP BY p.rule
+ORDER BY p.rule COLLATE "C";
+
+-- name: audit_target_candidates
+-- The period's incidents (maintenance left out, as from the response times) of the severities that have a target,
+-- in the order they opened: shared.reports.response_targets decides, row by row as they stream, which missed one.
+SELECT i.key, i.severity, i.rule, i.opened_at, i.acknowledged_at, i.resolved_at
+FROM incidents i
+WHERE i.announced AND i.opened_at >= %(since)s AND i.opened_at < %(until)s AND i.maintenance IS NULL
+  AND coalesce(nullif(lower(i.severity), ''), 'none') = ANY (%(severities)s::text[])
+ORDER BY i.opened_at, i.id;

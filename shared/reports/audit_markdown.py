@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import BinaryIO
 
-from shared.reports.audit import AuditReport
+from shared.reports.audit import TOP_MISSED, AuditReport
 from shared.reports.incident_markdown import ENV
 
 
@@ -13,7 +13,7 @@ def write(audit: AuditReport, out: BinaryIO) -> None:
     """Render into `out` (a file or any writable binary stream) piece by piece: the text is never whole in memory."""
     text = io.TextIOWrapper(out, encoding="utf-8", newline="")
     try:
-        for piece in ENV.get_template("audit.md.j2").generate(a=audit):
+        for piece in ENV.get_template("audit.md.j2").generate(a=audit, top_missed=TOP_MISSED):
             text.write(piece)
         text.flush()
     finally:

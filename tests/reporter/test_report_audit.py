@@ -202,6 +202,8 @@ async def test_audit_xlsx_has_typed_rows_and_no_formulas(
         "Noisy alerts",
         "Flapping alerts",
         "Still open",
+        "Response times",
+        "Missed targets",
     ]
     incidents = list(wb["Incidents"].iter_rows(values_only=False))
     headers = [c.value for c in incidents[0]]
