@@ -13,10 +13,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jinja2 import Template, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from shared.config_files import ConfigFileError, read_yaml
 from shared.maintenance import MaintenanceError, MaintenanceWindow, parse_window
 from shared.matchers import Matcher, MatcherError, matchers_of_config, matches_all
 
@@ -183,11 +183,9 @@ def parse_duration(value: object, where: str) -> timedelta:
 
 def load_rules(path: Path) -> RuleSet:
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise RulesError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{path}: not valid YAML: {exc}") from None
+        raw = read_yaml(path)
+    except ConfigFileError as exc:
+        raise RulesError(str(exc)) from None
     try:
         return parse_rules(raw)
     except RulesError as exc:

@@ -26,8 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
+from shared.config_files import ConfigFileError, read_yaml
 from shared.contracts import SEVERITY_RANK
 
 Kind = Literal["acknowledge", "resolve"]
@@ -124,11 +123,9 @@ def load_targets(path: Path | None) -> ResponseTargets:
     if path is None:
         return NO_TARGETS
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise TargetsError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise TargetsError(f"{path}: not valid YAML: {exc}") from None
+        raw = read_yaml(path)
+    except ConfigFileError as exc:
+        raise TargetsError(str(exc)) from None
     try:
         return parse_targets(raw)
     except TargetsError as exc:
