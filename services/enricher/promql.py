@@ -9,7 +9,7 @@ that puts a `{{variable}}` anywhere but inside a double-quoted literal is refuse
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import SplitResult, parse_qs, urlsplit
@@ -187,30 +187,25 @@ def without_threshold(expr: str) -> str:
     An alert's expression filters to the moments it fires; the quantity it compares is what shows how the
     incident built up. Anything but `<expression> <op> [bool] <number>` at the top level is kept whole.
     """
-    depth, i, n = 0, 0, len(expr)
+    depth, skip = 0, -1
     last: tuple[int, int] | None = None
-    while i < n:
-        ch = expr[i]
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch in "\"'":
-            i += 1
-            while i < n and expr[i] != ch:
-                i += 2 if expr[i] == "\\" else 1
-        elif ch == "`":
-            close = expr.find("`", i + 1)
-            i = n if close < 0 else close
-        elif ch == "#":
-            return expr
-        elif depth == 0:
-            if expr[i : i + 2] in _TWO_CHAR_COMPARISONS:
-                last = (i, i + 2)
-                i += 1
-            elif ch in "<>":
-                last = (i, i + 1)
-        i += 1
+    try:
+        for i, ch in _code(expr):
+            if i <= skip:  # the second character of a two-character comparison
+                continue
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+            elif ch == "#":
+                return expr
+            elif depth == 0:
+                if expr[i : i + 2] in _TWO_CHAR_COMPARISONS:
+                    last, skip = (i, i + 2), i + 1
+                elif ch in "<>":
+                    last = (i, i + 1)
+    except _Unterminated:
+        return expr  # what follows an open literal is no number: nothing to strip
     if last is None:
         return expr
     left, right = expr[: last[0]].strip(), expr[last[1] :].strip()
@@ -276,28 +271,42 @@ def _string_end(text: str, start: int) -> int:
 
 def is_balanced(expr: str) -> bool:
     """Brackets balance outside strings and comments, so `(expr)` wraps all of `expr` and only it."""
-    depth, i, n = 0, 0, len(expr)
+    depth = 0
+    try:
+        for _, ch in _code(expr):
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+                if depth < 0:
+                    return False
+    except _Unterminated:
+        return False
+    return depth == 0
+
+
+class _Unterminated(ValueError):
+    """A string literal or backtick string that never closes."""
+
+
+def _code(expr: str) -> Iterator[tuple[int, str]]:
+    """(index, character) of `expr` outside its string literals and comments: the one scan `without_threshold` and
+    `is_balanced` read an expression with. A comment's `#` is yielded, the rest of its line is not; a literal that
+    never closes raises _Unterminated."""
+    i, n = 0, len(expr)
     while i < n:
         ch = expr[i]
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth < 0:
-                return False
-        elif ch in "\"'":
-            i = _string_end(expr, i)
-            if i < 0:
-                return False
-        elif ch == "`":
-            i = expr.find("`", i + 1)
-            if i < 0:
-                return False
-        elif ch == "#":
+        if ch in "\"'`":
+            close = expr.find("`", i + 1) if ch == "`" else _string_end(expr, i)
+            if close < 0:
+                raise _Unterminated(expr[i:])
+            i = close + 1
+            continue
+        yield i, ch
+        if ch == "#":
             newline = expr.find("\n", i)
             i = n if newline < 0 else newline
         i += 1
-    return depth == 0
 
 
 def over_time(func: str, expr: str, span: timedelta, resolution: timedelta) -> str:
