@@ -8,13 +8,12 @@ caller), so applying the same message twice leaves the same state as applying it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from services.correlator.maintenance import maintenance_after
 from services.correlator.rules import Rule, RuleSet, group_key, group_labels, host_of, render_title
 from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, bound_webhook_alert, cut_text
 from shared.contracts import (
@@ -30,6 +29,7 @@ from shared.contracts import (
     severity_rank,
     snapshot_of,
 )
+from shared.maintenance import MaintenanceWindow, in_maintenance
 
 FIRING, RESOLVED, STALE = "firing", "resolved", "stale"
 SYSTEM = "correlator"
@@ -531,6 +531,22 @@ def _count_firing(inc: Incident, severity: str, delta: int) -> None:
         inc.firing_severities[severity] = count
     else:
         inc.firing_severities.pop(severity, None)
+
+
+def maintenance_after(
+    windows: Iterable[MaintenanceWindow], inc: Incident, labels: Mapping[str, str], starts_at: datetime
+) -> str | None:
+    """The incident's maintenance mark once a new occurrence (`labels`, `starts_at`) joins it; called before it is
+    counted. An incident is maintenance while every occurrence it holds started inside a window: the one that opens it
+    marks it with that window's name, and one outside every window clears the mark for good (a real problem joined
+    it). An alert's time is its startsAt: when the problem began, not when the notification happened to arrive."""
+    opening = inc.alert_count == 0
+    if not opening and inc.maintenance is None:
+        return None  # some alert of it was outside every window: it stays a real incident
+    window = in_maintenance(windows, labels, starts_at)
+    if window is None:
+        return None
+    return inc.maintenance if inc.maintenance is not None else window.name
 
 
 def highest_severity(firing: Mapping[str, int], fallback: str) -> str:

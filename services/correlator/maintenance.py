@@ -1,46 +1,22 @@
-"""Maintenance windows in the correlator: which incidents are maintenance (pure, called by lifecycle for each new
-alert occurrence), and the windows made through the web API, read from `maintenance_windows` once per batch.
-
-An incident is maintenance while every alert occurrence it holds started inside a window: the one that opens it marks
-it with that window's name, and an occurrence outside every window clears the mark for good (a real problem joined
-it). An alert's time is its startsAt: when the problem began, not when the notification happened to arrive.
-"""
+"""The maintenance windows made through the web API, read from `maintenance_windows` once per batch and added to the
+rules file's (which incident is maintenance is lifecycle.py's `maintenance_after`, pure)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from psycopg import AsyncConnection
 
 from services.correlator.rules import RuleSet
 from shared.db import Queries
-from shared.maintenance import MaintenanceError, MaintenanceWindow, in_maintenance, parse_window
+from shared.maintenance import MaintenanceError, MaintenanceWindow, parse_window
 
 log = logging.getLogger(__name__)
 Q = Queries(Path(__file__).with_name("maintenance.sql"))
-
-
-class _Incident(Protocol):
-    alert_count: int
-    maintenance: str | None
-
-
-def maintenance_after(
-    windows: Iterable[MaintenanceWindow], inc: _Incident, labels: Mapping[str, str], starts_at: datetime
-) -> str | None:
-    """The incident's mark once a new occurrence (`labels`, `starts_at`) joins it; called before it is counted."""
-    opening = inc.alert_count == 0
-    if not opening and inc.maintenance is None:
-        return None  # some alert of it was outside every window: it stays a real incident
-    window = in_maintenance(windows, labels, starts_at)
-    if window is None:
-        return None
-    return inc.maintenance if inc.maintenance is not None else window.name
 
 
 # Parsed definitions by row id: rows are never updated (the API creates and deletes), so an id's window never changes.
