@@ -703,6 +703,13 @@ class Suppression:
     def state(self) -> str | None:
         return SILENCED if self.silenced_by else INHIBITED if self.inhibited_by else None
 
+    def recorded(self, silences: Mapping[str, Silence]) -> tuple[str | None, list[str], list[str], datetime | None]:
+        """What an alert row records of it: state, silences, inhibiting alerts (sorted, once each), and the end of
+        the last silence (None while only inhibited, or while its silences are unknown)."""
+        silenced_by = sorted(set(self.silenced_by))
+        ends = [silences[s].ends_at for s in silenced_by if s in silences]
+        return self.state, silenced_by, sorted(set(self.inhibited_by)), max(ends) if ends else None
+
 
 def set_suppression(
     world: World,
@@ -722,28 +729,14 @@ def set_suppression(
     if alert.status not in (FIRING, STALE):
         return False
     inc = world.incidents[alert.incident_id]
-    state = suppression.state
-    silenced_by = sorted(set(suppression.silenced_by))
-    inhibited_by = sorted(set(suppression.inhibited_by))
-    ends = [silences[s].ends_at for s in silenced_by if s in silences]
-    until = max(ends) if ends else None
+    recorded = suppression.recorded(silences)
+    state, silenced_by, _, _ = recorded
     revive = alert.status == STALE and state is not None and inc.state != IncidentState.resolved
-    same = (alert.suppressed, alert.silenced_by, alert.inhibited_by, alert.suppressed_until) == (
-        state,
-        silenced_by,
-        inhibited_by,
-        until,
-    )
-    if same and not revive:
+    if (alert.suppressed, alert.silenced_by, alert.inhibited_by, alert.suppressed_until) == recorded and not revive:
         return False
     new_silences = [s for s in silenced_by if s not in alert.silenced_by]
     was = alert.suppressed
-    alert.suppressed, alert.silenced_by, alert.inhibited_by, alert.suppressed_until = (
-        state,
-        silenced_by,
-        inhibited_by,
-        until,
-    )
+    alert.suppressed, alert.silenced_by, alert.inhibited_by, alert.suppressed_until = recorded
     if suppression.present and now > alert.last_seen_at:
         alert.last_seen_at = now
     world.dirty_alerts[alert.key] = alert

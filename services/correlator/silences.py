@@ -134,21 +134,15 @@ async def fetch(http: aiohttp.ClientSession, urls: Sequence[str]) -> Observed | 
 
 
 def _differs(row: Mapping[str, Any], want: Suppression, silences: Mapping[str, Silence]) -> bool:
-    ends = [silences[s].ends_at for s in want.silenced_by if s in silences]
-    until = max(ends) if ends else None
     if row["status"] == "stale" and want.state is not None:
         return True
-    return (
+    stored = (
         row["suppressed"],
-        sorted(row["silenced_by"] or ()),
-        sorted(row["inhibited_by"] or ()),
+        sorted(set(row["silenced_by"] or ())),
+        sorted(set(row["inhibited_by"] or ())),
         row["suppressed_until"],
-    ) != (
-        want.state,
-        sorted(want.silenced_by),
-        sorted(want.inhibited_by),
-        until,
     )
+    return stored != want.recorded(silences)
 
 
 async def apply(pool: Pool, rules: RuleSet, observed: Observed, now: datetime, *, acknowledges: bool) -> list[int]:
