@@ -528,9 +528,10 @@ hostile_requests = st.one_of(
 )
 
 
-@pytest.fixture
-async def hostile_pipeline(settings: Settings) -> AsyncIterator[Pipeline]:
-    async with pipeline(settings, **SMALL_LIMITS) as p:
+@pytest.fixture(params=[True, False], ids=["fast-path", "aio-pika"])
+async def hostile_pipeline(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Pipeline]:
+    """Both of ingest's publishers: its own frames, and the aio-pika fallback it takes when a channel cannot."""
+    async with pipeline(settings, frames=request.param, **SMALL_LIMITS) as p:
         yield p
 
 
