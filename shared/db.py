@@ -35,6 +35,9 @@ set_json_dumps(orjson.dumps)
 # A session setting rather than the connection's `options` parameter, which would replace any `options` the URL
 # carries; set_config takes the value as a parameter.
 SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
+# Times come back in UTC whatever the server's TimeZone: the read model's alerts are not revalidated to UTC, and
+# what Vigil shows and writes into reports says +00:00.
+SET_TIME_ZONE_UTC = "SELECT set_config('TimeZone', 'UTC', false)"
 
 
 # What every pool of Vigil's hands out: connections whose rows are dicts keyed by column name.
@@ -52,7 +55,9 @@ async def open_pool(
     """
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.execute(SET_STATEMENT_TIMEOUT, (f"{statement_timeout_ms}ms",))
+        await conn.execute(SET_TIME_ZONE_UTC)
+        if statement_timeout_ms is not None:
+            await conn.execute(SET_STATEMENT_TIMEOUT, (f"{statement_timeout_ms}ms",))
         await conn.commit()
 
     pool = AsyncConnectionPool(
@@ -61,7 +66,7 @@ async def open_pool(
         min_size=min_size,
         max_size=max_size,
         kwargs={"row_factory": dict_row, "autocommit": False},
-        configure=configure if statement_timeout_ms is not None else None,
+        configure=configure,
         open=False,
         name="vigil",
         # A dead server must surface as an error within seconds, not a hang.
@@ -76,6 +81,7 @@ def connect_sync(url: str, *, statement_timeout_ms: int) -> psycopg.Connection[A
     """A blocking connection for work done in a thread of its own (an audit export), with its statement_timeout."""
     conn = psycopg.connect(url, connect_timeout=10)
     try:
+        conn.execute(SET_TIME_ZONE_UTC)
         conn.execute(SET_STATEMENT_TIMEOUT, (f"{statement_timeout_ms}ms",))
         conn.commit()
     except BaseException:

@@ -8,6 +8,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 import psycopg
 from aiohttp import web
 from prometheus_client import Counter
@@ -50,6 +51,11 @@ def filename(key: str, fmt: str) -> str:
     return f"{key}.{fmt}"
 
 
+def dumps(document: Any) -> str:
+    # orjson: an incident of 10,000 alerts is 7 MB of JSON, and the json module took a sixth of its answer time.
+    return orjson.dumps(document, default=str).decode()
+
+
 async def list_incidents(request: web.Request) -> web.Response:
     params = query_params(request)
     unknown = unknown_params(params)
@@ -66,7 +72,8 @@ async def list_incidents(request: web.Request) -> web.Response:
             "next_cursor": encode_cursor(page.next_cursor) if page.next_cursor else None,
             "counts": page.counts,
             "counts_capped": sorted(page.capped),
-        }
+        },
+        dumps=dumps,
     )
 
 
@@ -81,7 +88,7 @@ async def get_incident(request: web.Request) -> web.Response:
     body["alerts"] = [alert_json(a) for a in detail.alerts]
     body["timeline"] = [timeline_json(t) for t in detail.timeline]
     body["context"] = context.model_dump(mode="json") if context else None
-    return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False, default=str))
+    return web.json_response(body, dumps=dumps)
 
 
 async def incident_report(request: web.Request) -> web.Response:

@@ -109,7 +109,7 @@ async def incident_page_detail(pool: Pool, key: str, *, alert_limit: int | None,
         summary = await (await snapshot.execute(Q.incident_alert_summary, ident)).fetchall()
         page = {**ident, "per_kind": per_kind, "per_alert_kinds": PER_ALERT_KINDS}
         timeline = [
-            TimelineEntry.model_validate(row)
+            TimelineEntry.from_row(row)
             for row in await (await snapshot.execute(Q.incident_timeline_page, page)).fetchall()
         ]
         counts = await (await snapshot.execute(Q.incident_timeline_counts, ident)).fetchall()

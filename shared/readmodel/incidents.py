@@ -30,12 +30,12 @@ async def alerts(conn: Connection, incident_id: int, *, limit: int | None = None
     else:
         params = {"incident_id": incident_id, "limit": limit}
         rows = await (await conn.execute(QUERIES.incident_alerts_first, params)).fetchall()
-    return [Alert.model_validate(row) for row in rows]
+    return [Alert.from_row(row) for row in rows]
 
 
 async def timeline(conn: Connection, incident_id: int) -> list[TimelineEntry]:
     rows = await (await conn.execute(QUERIES.incident_timeline, {"incident_id": incident_id})).fetchall()
-    return [TimelineEntry.model_validate(row) for row in rows]
+    return [TimelineEntry.from_row(row) for row in rows]
 
 
 async def enrichment(conn: Connection, incident_id: int) -> Enrichment | None:

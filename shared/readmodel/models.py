@@ -1,10 +1,13 @@
 """The read model's types: an incident, its alerts, its timeline and its enrichment, as every reader sees them.
 
-Rows are validated once here, so readers get times in UTC and labels as strings whatever the jsonb holds.
+An incident and its enrichment (one row each) are validated here, so readers get times in UTC and labels as strings
+whatever the jsonb holds; alerts and timeline entries, thousands per incident, are plain dataclasses (see `Alert`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -64,21 +67,26 @@ class Incident(IncidentFields):
         return snapshot_of(self)
 
 
-class Alert(BaseModel):
-    """One alert occurrence of an incident (a row of `alerts`)."""
+@dataclass(slots=True)
+class Alert:
+    """One alert occurrence of an incident (a row of `alerts`).
+
+    A plain dataclass, not a validated model: an incident can have 10,000 alerts, and validating each cost the web
+    a third of its incident page. The correlator, the only writer, stores what its contracts validated, and
+    `shared.db`'s connections read times in UTC."""
 
     fingerprint: str
     alertname: str
     severity: str
-    host: str | None = None
     status: str
-    starts_at: UtcDatetime
-    ends_at: UtcDatetime | None = None
-    resolved_at: UtcDatetime | None = None
-    first_seen_at: UtcDatetime
-    last_seen_at: UtcDatetime
-    labels: StringMap = Field(default_factory=dict)
-    annotations: StringMap = Field(default_factory=dict)
+    starts_at: datetime
+    first_seen_at: datetime
+    last_seen_at: datetime
+    host: str | None = None
+    ends_at: datetime | None = None
+    resolved_at: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
     generator_url: str = ""
     source: str = "alertmanager"
     sender: str = ""
@@ -88,19 +96,29 @@ class Alert(BaseModel):
     # Alertmanager holds it back: None, "silenced" or "inhibited"; by which silences (with their author, comment and
     # end, as last polled) or inhibiting alerts' fingerprints; until when (the last silence's end).
     suppressed: str | None = None
-    silenced_by: list[str] = Field(default_factory=list)
-    inhibited_by: list[str] = Field(default_factory=list)
-    suppressed_until: UtcDatetime | None = None
-    silences: list[dict[str, Any]] = Field(default_factory=list)
+    silenced_by: list[str] = field(default_factory=list)
+    inhibited_by: list[str] = field(default_factory=list)
+    suppressed_until: datetime | None = None
+    silences: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Alert:
+        """A row of the read model's alert queries (their columns are this class's fields)."""
+        return cls(**row)
 
 
-class TimelineEntry(BaseModel):
+@dataclass(slots=True)
+class TimelineEntry:
     """One row of `incident_timeline`; `kind` is a `shared.contracts.TimelineKind` (or a newer correlator's)."""
 
-    at: UtcDatetime
+    at: datetime
     kind: str
     actor: str | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TimelineEntry:
+        return cls(**row)
 
 
 class Enrichment(BaseModel):

@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -225,7 +225,7 @@ async def test_an_impossible_start_is_stored_as_received_and_its_repeats_are_one
     assert incident["first_alert_at"] == alert["starts_at"]
     # The original is shown where the alert is: its row on the incident page, the API, and every report format.
     said = "startsAt sent as 0001-01-01T00:00:00+00:00: the time it was received stands in"
-    shown = Alert.model_validate(alert)
+    shown = Alert.from_row({f.name: alert[f.name] for f in fields(Alert) if f.name in alert})
     assert said in alert_row(shown) and alert_json(shown)["adjustments"]["starts_at"] == "0001-01-01T00:00:00+00:00"
     assert report is not None
     rendered = render_all(report)
