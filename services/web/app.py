@@ -13,7 +13,7 @@ import jinja2
 from aiohttp import web
 from prometheus_client import Histogram
 
-from services.web import api, pages, silencing
+from services.web import api, insights, pages, silencing
 from services.web.access import TokenBook, load_users
 from services.web.appkeys import LIVE, TEMPLATES, TOKENS, USERS
 from services.web.database import database_ctx, database_unanswered
@@ -133,6 +133,7 @@ def build_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(close_streams)
     api.add_routes(app)
     pages.add_routes(app)
+    insights.add_routes(app)
     silencing.add_routes(app)
     static = app.router.add_static("/static/", HERE / "static", name="static", append_version=True)
     env.globals["static"] = lambda name: str(static.url_for(filename=name))

@@ -298,6 +298,30 @@ def openapi_document() -> dict[str, Any]:
                     range_params,
                 )
             ),
+            "/api/v1/insights": {
+                "get": {
+                    "summary": "Incidents per day (per week past 92 days) by severity, and MTTA/MTTR over time",
+                    "description": "The period: `period` (the last 7, 30, 90 or 365 UTC days, today included; "
+                    "default 30d), or `since` and `until` (at most 366 days apart). Incidents in maintenance windows "
+                    "count as incidents but not in the response times (seconds; percentiles interpolated).",
+                    "parameters": [
+                        {"name": "period", "in": "query", "schema": {"enum": ["7d", "30d", "90d", "365d"]}},
+                        {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The period's figures: `incidents`, `incidents_by_severity`, `response` "
+                            "(incidents, acknowledged, tta_median_s, tta_p90_s, resolved, ttr_median_s, ttr_p90_s) and "
+                            "`buckets` (start, incidents, incidents_by_severity, response)",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **COMMON_ERRORS,
+                        "401": _error("No credentials"),
+                        "422": _error("Invalid period (the body names the parameter)"),
+                    },
+                }
+            },
             "/api/v1/incidents/{key}/ack": _action("Acknowledge"),
             "/api/v1/incidents/{key}/resolve": _action("Resolve"),
             "/api/v1/incidents/{key}/reopen": _action("Reopen"),

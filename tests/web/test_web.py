@@ -54,6 +54,7 @@ API_ROUTES: list[tuple[str, str]] = [
     ("GET", "/api/v1/incidents/INC-000001/report.json"),
     ("GET", "/api/v1/reports/audit.md?since=2026-11-01T00:00:00Z"),
     ("GET", "/api/v1/reports/audit.xlsx?since=2026-11-01T00:00:00Z"),
+    ("GET", "/api/v1/insights"),
     ("POST", "/api/v1/incidents/INC-000001/ack"),
     ("POST", "/api/v1/incidents/INC-000001/resolve"),
     ("POST", "/api/v1/incidents/INC-000001/reopen"),
@@ -147,7 +148,7 @@ async def test_readonly_token_may_not_act(web: Web, db_url: str, method: str, pa
 
 async def test_pages_redirect_to_login_and_keep_where_you_were_going(web: Web) -> None:
     async with web.client() as client:
-        for path in ("/", "/incidents/INC-000001", "/audit"):
+        for path in ("/", "/incidents/INC-000001", "/audit", "/insights"):
             answer = await client.get(path)
             assert answer.status_code == 302
             assert answer.headers["Location"].startswith("/login?next=")

@@ -1,0 +1,183 @@
+"""The insights page and its JSON: incidents per day by severity, MTTA and MTTR over time, the noisiest alerts.
+
+`GET /insights` (HTML) and `GET /api/v1/insights` (JSON) take the same period: `period` one of PERIODS (the last
+7, 30, 90 or 365 UTC days, today included), or `since` and `until` (ISO 8601 dates or times, at most MAX_SPAN apart).
+The figures are shared.insights' (PostgreSQL's), over the audit's incidents: announced and opened in the period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from markupsafe import Markup
+
+from services.web.listing import QueryError, parse_time
+from services.web.pages import render
+from services.web.presentation import duration
+from services.web.trend_charts import Series, colour_of, lines, stacked_bars
+from shared.db import Pool
+from shared.insights.trends import Period, Response, Trends, read_trends
+from shared.problems import problem_response
+from shared.service import DB
+
+PERIODS = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
+DEFAULT_PERIOD = "30d"
+MAX_SPAN = timedelta(days=366)
+KNOWN_PARAMS = frozenset({"period", "since", "until"})
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The period asked for: one of PERIODS by name, or a range (`name` None)."""
+
+    name: str | None
+    period: Period
+
+
+def choose_period(query: Mapping[str, str], now: datetime) -> Chosen:
+    """The period of a request's query; QueryError naming the parameter at fault."""
+    for name in query:
+        if name not in KNOWN_PARAMS:
+            raise QueryError(name, f"unknown query parameter; known: {', '.join(sorted(KNOWN_PARAMS))}")
+    since, until = query.get("since"), query.get("until")
+    if since or until:
+        if "period" in query:
+            raise QueryError("period", "give either period or since and until, not both")
+        if not since or not until:
+            raise QueryError("until" if since else "since", "since and until go together")
+        start, end = parse_time("since", since), parse_time("until", until)
+        if end <= start:
+            raise QueryError("until", "must be after since")
+        if end - start > MAX_SPAN:
+            raise QueryError("until", f"a period is at most {MAX_SPAN.days} days")
+        return Chosen(None, Period.of(start, end))
+    name = query.get("period", DEFAULT_PERIOD)
+    if name not in PERIODS:
+        raise QueryError("period", f"one of {', '.join(PERIODS)}")
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return Chosen(name, Period.of(today - timedelta(days=PERIODS[name] - 1), now))
+
+
+def bucket_label(trends: Trends) -> Callable[[datetime], str]:
+    def label(start: datetime) -> str:
+        day = start.strftime("%Y-%m-%d")
+        return day if trends.period.bucket == "day" else f"week of {day}"
+
+    return label
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def insights_json(trends: Trends) -> dict[str, Any]:
+    period = trends.period
+    return {
+        "since": period.since.isoformat(),
+        "until": period.until.isoformat(),
+        "bucket": period.bucket,
+        "incidents": trends.incidents,
+        "incidents_by_severity": trends.totals,
+        "response": _response_json(trends.response),
+        "buckets": [
+            {
+                "start": b.start.isoformat(),
+                "incidents": b.incidents,
+                "incidents_by_severity": b.by_severity,
+                "response": _response_json(b.response),
+            }
+            for b in trends.buckets
+        ],
+    }
+
+
+def _response_json(r: Response) -> dict[str, Any]:
+    return {
+        "incidents": r.incidents,
+        "acknowledged": r.acknowledged,
+        "tta_median_s": _seconds(r.tta_median_s),
+        "tta_p90_s": _seconds(r.tta_p90_s),
+        "resolved": r.resolved,
+        "ttr_median_s": _seconds(r.ttr_median_s),
+        "ttr_p90_s": _seconds(r.ttr_p90_s),
+    }
+
+
+def charts(trends: Trends) -> dict[str, Markup]:
+    starts = [b.start for b in trends.buckets]
+    label = bucket_label(trends)
+    per = "day" if trends.period.bucket == "day" else "week"
+    incidents = stacked_bars(
+        f"Incidents per {per} by severity",
+        starts,
+        [Series(s, [b.by_severity[s] for b in trends.buckets], colour_of(s)) for s in trends.severities],
+        label,
+    )
+
+    def response_chart(what: str, median: str, p90: str) -> Markup:
+        return lines(
+            f"Time to {what} per {per}: median and 90th percentile",
+            starts,
+            [
+                Series("median", [getattr(b.response, median) for b in trends.buckets], "#2e6fdb"),
+                Series("90th percentile", [getattr(b.response, p90) for b in trends.buckets], "#7a3cc4", dashed=True),
+            ],
+            label,
+            duration,
+        )
+
+    return {
+        "incidents": incidents,
+        "tta": response_chart("acknowledge", "tta_median_s", "tta_p90_s"),
+        "ttr": response_chart("resolve", "ttr_median_s", "ttr_p90_s"),
+    }
+
+
+def busiest(trends: Trends) -> tuple[str, int] | None:
+    if not trends.buckets or not trends.incidents:
+        return None
+    top = max(trends.buckets, key=lambda b: (b.incidents, -b.start.timestamp()))
+    return bucket_label(trends)(top.start), top.incidents
+
+
+async def read(pool: Pool, chosen: Chosen) -> Trends:
+    async with pool.connection() as conn:
+        return await read_trends(conn, chosen.period)
+
+
+async def api_insights(request: web.Request) -> web.Response:
+    try:
+        chosen = choose_period(request.query, datetime.now(UTC))
+    except QueryError as exc:
+        return problem_response(422, exc.message, field=exc.field)
+    return web.json_response(insights_json(await read(request.app[DB], chosen)))
+
+
+async def insights_page(request: web.Request) -> web.Response:
+    try:
+        chosen = choose_period(request.query, datetime.now(UTC))
+    except QueryError as exc:
+        return render(request, "insights.html", status=422, error=exc, periods=PERIODS, chosen=None, trends=None)
+    trends = await read(request.app[DB], chosen)
+    return render(
+        request,
+        "insights.html",
+        error=None,
+        periods=PERIODS,
+        chosen=chosen,
+        trends=trends,
+        charts=charts(trends),
+        busiest=busiest(trends),
+        bucket_label=bucket_label(trends),
+        duration=duration,
+        colour_of=colour_of,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/insights", insights_page)
+    app.router.add_get("/api/v1/insights", api_insights)
