@@ -8,6 +8,8 @@ Prints one JSON line per figure:
 - web_incident_10k: the incident page (HTML, with 6 charts, the alert summary and the first 500 alerts) of an
   incident with 10,000 alerts (target: p95 under 300 ms); the same page with all 10,000 alerts listed
   (?alerts=all), and the incident's full JSON.
+- web_insights_100k: the insights page of the whole year (all 100,000 incidents) and of a month, and the year's
+  JSON (target: p95 under 300 ms).
 """
 
 from __future__ import annotations
@@ -223,6 +225,31 @@ async def measure(url: str) -> list[dict[str, Any]]:
                 "json_p95_ms": round(percentile_rounded_index(api, 0.95), 1),
                 **sizes,
                 "target_page_p95_ms": 300,
+            }
+        )
+        insight_pages = {
+            # The whole year of the data set (100,000 incidents), and a month of it.
+            "year_page": "/insights?since=2026-01-01&until=2026-12-31",
+            "month_page": "/insights?since=2026-06-01&until=2026-07-01",
+            "year_json": "/api/v1/insights?since=2026-01-01&until=2026-12-31",
+        }
+        insight_times: dict[str, list[float]] = {name: [] for name in insight_pages}
+        for path in insight_pages.values():
+            await timed(client, path)
+        for _ in range(PAGE_RUNS):
+            for name, path in insight_pages.items():
+                insight_times[name].append((await timed(client, path))[0])
+        every = [t for ts in insight_times.values() for t in ts]
+        results.append(
+            {
+                "bench": "web_insights_100k",
+                "incidents": INCIDENTS,
+                "p50_ms": round(statistics.median(every), 1),
+                "p95_ms": round(percentile_rounded_index(every, 0.95), 1),
+                "p95_ms_by_page": {
+                    name: round(percentile_rounded_index(ts, 0.95), 1) for name, ts in insight_times.items()
+                },
+                "target_p95_ms": 300,
             }
         )
     return results
