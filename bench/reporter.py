@@ -8,6 +8,9 @@ Prints one JSON line per figure:
   in a child process whose peak RSS (VmHWM) is the figure (targets: under 30 s, under 500 MB), beside the same
   export of one day of it (3,456 incidents): `rss_over_1d_mb` is how much more memory the 30 days took (flat: ~0).
 - reporter_audit_100k_md: the same as Markdown.
+- reporter_audit_100k_json: the same as JSON.
+Each audit holds the noise section (shared/insights/noise.py): its alerts carry notification counts as the correlator
+stores them (`notifications`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from bench.measure import progress_for
 from devstack.throwaway import new_postgres, temp_root
 from shared.db import migrate
 from shared.incident_context import ContextEvent, IncidentContext, LogBurst, LogLine, SecurityEvent, SeriesSummary
-from shared.reports import audit, audit_markdown, audit_xlsx, incident_markdown, incident_xlsx
+from shared.reports import audit, audit_json, audit_markdown, audit_xlsx, incident_markdown, incident_xlsx
 from shared.reports.incident_content import build
 from shared.reports.incident_report import IncidentReport, ReportAlert, TimelineEntry
 
@@ -40,6 +43,7 @@ INCIDENT_ALERTS = 10_000
 AUDIT_INCIDENTS = 100_000
 ALERTS_PER_INCIDENT = 2
 RUNS = 5
+WRITERS = {"xlsx": audit_xlsx.write, "md": audit_markdown.write, "json": audit_json.write}
 
 
 def big_incident() -> IncidentReport:
@@ -142,6 +146,12 @@ def bench_incident() -> dict[str, object]:
     }
 
 
+def notifications(i: int, j: int) -> int:
+    """Notifications of one occurrence (alerts.notifications): mostly its first and a few repeats and the resolve,
+    one in fifty repeated for hours (an alert nobody fixed), as Alertmanager's repeat_interval makes them."""
+    return 1 + (i + 3 * j) % 6 + (48 if (i + j) % 50 == 0 else 0)
+
+
 def fill_database(url: str) -> None:
     """100,000 incidents over 30 days and 200,000 alerts, bulk-loaded with COPY."""
     severities = ("critical", "warning", "info", "error")
@@ -185,7 +195,7 @@ def fill_database(url: str) -> None:
             ids = {key: id_ for id_, key in cur.execute("SELECT id, key FROM incidents").fetchall()}
             alert_columns = (
                 "incident_id, fingerprint, starts_at, status, alertname, severity, host, labels, first_seen_at, "
-                "last_seen_at"
+                "last_seen_at, notifications"
             )
             with cur.copy(f"COPY alerts ({alert_columns}) FROM STDIN") as copy:
                 for i in range(AUDIT_INCIDENTS):
@@ -205,8 +215,31 @@ def fill_database(url: str) -> None:
                                 Jsonb({"alertname": alertname, "instance": host}),
                                 opened,
                                 opened,
+                                notifications(i, j),
                             )
                         )
+        # Each incident's timeline as the correlator and the web write it (opened, an entry per alert added and per
+        # alert resolved, acknowledged, one in ten by a silence, resolved): the audit asks every incident's timeline
+        # whether a silence acknowledged it, and an empty table would answer for free.
+        conn.execute(
+            """
+            INSERT INTO incident_timeline (incident_id, at, kind, actor, detail)
+            SELECT i.id, i.opened_at, 'incident_opened', 'correlator', '{}' FROM incidents i
+            UNION ALL
+            SELECT a.incident_id, a.starts_at, 'alert_added', 'correlator', jsonb_build_object('alertname', a.alertname)
+            FROM alerts a
+            UNION ALL
+            SELECT a.incident_id, i.resolved_at, 'alert_resolved', 'correlator', '{}'
+            FROM alerts a JOIN incidents i ON i.id = a.incident_id WHERE i.resolved_at IS NOT NULL
+            UNION ALL
+            SELECT i.id, i.acknowledged_at, 'incident_acknowledged', i.acknowledged_by,
+                   CASE WHEN i.id % 10 = 0 THEN '{"via": "silence"}' ELSE '{}' END::jsonb
+            FROM incidents i WHERE i.acknowledged_at IS NOT NULL
+            UNION ALL
+            SELECT i.id, i.resolved_at, 'incident_resolved', i.resolved_by, '{}' FROM incidents i
+            WHERE i.resolved_at IS NOT NULL
+            """
+        )
         conn.commit()
         conn.execute("ANALYZE")
 
@@ -216,7 +249,7 @@ def child(url: str, kind: str, days: int, out_path: str) -> None:
     started = time.perf_counter()
     with psycopg.connect(url) as conn, open(out_path, "wb") as out:
         with audit.reading(conn, T0, T0 + timedelta(days=days)) as report:
-            (audit_xlsx.write if kind == "xlsx" else audit_markdown.write)(report, out)
+            WRITERS[kind](report, out)
     done = time.perf_counter()
     figures: dict[str, object] = {
         "incidents": report.total,
@@ -252,7 +285,7 @@ def bench_audit() -> list[dict[str, object]]:
         started = time.perf_counter()
         fill_database(server.url)
         progress(f"loaded {AUDIT_INCIDENTS} incidents in {time.perf_counter() - started:.1f}s")
-        runs = {(kind, days): run_child(server.url, kind, days, workdir) for kind in ("xlsx", "md") for days in (1, 30)}
+        runs = {(kind, days): run_child(server.url, kind, days, workdir) for kind in WRITERS for days in (1, 30)}
         for (kind, days), figures in runs.items():
             progress(f"audit {kind} of {days} days: {figures}")
     finally:
@@ -279,6 +312,7 @@ def bench_audit() -> list[dict[str, object]]:
             "ok": float(xlsx["total_s"]) < 30 and float(xlsx["peak_rss_mb"]) < 500,  # type: ignore[arg-type]
         },
         {"bench": "reporter_audit_100k_md", **figures("md")},
+        {"bench": "reporter_audit_100k_json", **figures("json")},
     ]
 
 

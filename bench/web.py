@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import secrets
-import shutil
 import statistics
 import time
 from collections.abc import Iterator
@@ -30,12 +29,10 @@ import psycopg
 from aiohttp import web
 from psycopg.types.json import Jsonb
 
-from bench.measure import percentile_rounded_index, progress_for
+from bench.measure import migrated_postgres, percentile_rounded_index, progress_for
 from devstack.procs import free_port
-from devstack.throwaway import new_postgres, temp_root
 from services.web.app import build_app
 from shared.config import Settings
-from shared.db import migrate
 
 progress = progress_for("web")
 
@@ -272,16 +269,7 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     for noisy in ("aiormq", "aio_pika", "shared.messaging"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    root = temp_root("vigil-bench-web-")
-    server = new_postgres(root)
-    try:
-        progress("starting PostgreSQL")
-        server.start(fsync=False)
-        url = server.admin_url("vigil")
-        with psycopg.connect(server.admin_url(), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'vigil'").fetchone():
-                conn.execute("CREATE DATABASE vigil")
-        asyncio.run(migrate(url))
+    with migrated_postgres("vigil-bench-web-", progress) as url:
         load(url)
         settings = Settings(
             database_url=url,
@@ -293,9 +281,6 @@ def main() -> int:
         )
         for result in asyncio.run(serve_and_measure(settings)):
             print(json.dumps(result), flush=True)
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -241,6 +241,9 @@ class World:
     dirty_alerts: dict[tuple[str, datetime], StoredAlert] = field(default_factory=dict)
     # Repeats that only moved last_seen_at: written with a much cheaper statement than a full upsert.
     seen_alerts: dict[tuple[str, datetime], StoredAlert] = field(default_factory=dict)
+    # Notifications this batch received per occurrence (see count_notification), added to alerts.notifications by the
+    # statement that writes the occurrence anyway: a delta, never an absolute count.
+    notified: dict[tuple[str, datetime], int] = field(default_factory=dict)
     next_temp_id: int = -1
     groups: dict[str, Group] = field(default_factory=dict)
 
@@ -254,6 +257,9 @@ class World:
         newest = self.latest.get(alert.fingerprint)
         if newest is None or newest.starts_at <= alert.starts_at:
             self.latest[alert.fingerprint] = alert
+
+    def count_notification(self, alert: StoredAlert) -> None:
+        self.notified[alert.key] = self.notified.get(alert.key, 0) + 1
 
     def current_of(self, gkey: str) -> Incident | None:
         iid = self.current.get(gkey)
@@ -297,6 +303,11 @@ def apply_alert(world: World, change: AlertChange) -> AlertOutcome:
         return AlertOutcome.foreign_sender
     inc = world.incidents[existing.incident_id]
     seen = change.seen_at
+    if seen != existing.last_seen_at:
+        # Every notification of the occurrence counts (repeats, the resolve, one overtaken by a newer one in another
+        # lane), except the newest one counted coming again: the broker redelivering a message whose batch committed
+        # before it was acknowledged. Its receipt time (set once by ingest) is the occurrence's last_seen_at.
+        world.count_notification(existing)
     if seen > existing.last_seen_at:
         existing.last_seen_at = seen
         world.seen_alerts[existing.key] = existing
@@ -378,6 +389,7 @@ def _new_occurrence(world: World, change: AlertChange) -> AlertOutcome:
     )
     world.add_alert(alert)
     world.dirty_alerts[alert.key] = alert
+    world.count_notification(alert)
     inc.maintenance = maintenance_after(world.rules.maintenance, inc, change.labels, change.starts_at)
     refire = (
         previous is not None

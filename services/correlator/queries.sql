@@ -99,34 +99,61 @@ WHERE i.id = r.id;
 
 -- name: upsert_alerts
 -- What was adjusted to store an alert is written with its first notification and never changed after.
+-- `notifications`: those the batch received for the occurrence (0 for a change that was no notification, a stale
+-- mark or a suppression): the count of a new row, added to the stored count of a known one.
 INSERT INTO alerts (incident_id, fingerprint, starts_at, ends_at, status, alertname, severity, host, labels,
                     annotations, generator_url, source, sender, receiver, first_seen_at, last_seen_at, resolved_at,
-                    adjustments, suppressed, silenced_by, inhibited_by, suppressed_until)
+                    adjustments, suppressed, silenced_by, inhibited_by, suppressed_until, notifications)
 SELECT r.incident_id, r.fingerprint, r.starts_at, r.ends_at, r.status, r.alertname, r.severity, r.host, r.labels,
        r.annotations, r.generator_url, r.source, r.sender, r.receiver, r.first_seen_at, r.last_seen_at,
        r.resolved_at, r.adjustments, r.suppressed, coalesce(r.silenced_by, '{}'), coalesce(r.inhibited_by, '{}'),
-       r.suppressed_until
+       r.suppressed_until, r.notifications
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
     incident_id bigint, fingerprint text, starts_at timestamptz, ends_at timestamptz, status text, alertname text,
     severity text, host text, labels jsonb, annotations jsonb, generator_url text, source text, sender text,
     receiver text, first_seen_at timestamptz, last_seen_at timestamptz, resolved_at timestamptz, adjustments jsonb,
-    suppressed text, silenced_by text[], inhibited_by text[], suppressed_until timestamptz)
+    suppressed text, silenced_by text[], inhibited_by text[], suppressed_until timestamptz, notifications integer)
 ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
     incident_id = EXCLUDED.incident_id, ends_at = EXCLUDED.ends_at, status = EXCLUDED.status,
     last_seen_at = EXCLUDED.last_seen_at, resolved_at = EXCLUDED.resolved_at, suppressed = EXCLUDED.suppressed,
     silenced_by = EXCLUDED.silenced_by, inhibited_by = EXCLUDED.inhibited_by,
-    suppressed_until = EXCLUDED.suppressed_until;
+    suppressed_until = EXCLUDED.suppressed_until, notifications = alerts.notifications + EXCLUDED.notifications;
 
 -- name: refresh_alerts
--- Repeats of a known state: only last_seen_at moves (never backwards).
-UPDATE alerts a SET last_seen_at = k.seen
-FROM unnest(%(fps)s::text[], %(starts)s::timestamptz[], %(seen)s::timestamptz[]) AS k(fp, s, seen)
-WHERE a.fingerprint = k.fp AND a.starts_at = k.s AND a.last_seen_at < k.seen;
+-- Repeats of a known state: last_seen_at moves (never backwards) and the batch's notifications of the occurrence
+-- (`notified`) are added to its count. A row neither changes is not written.
+UPDATE alerts a SET last_seen_at = greatest(a.last_seen_at, k.seen), notifications = a.notifications + k.notified
+FROM unnest(%(fps)s::text[], %(starts)s::timestamptz[], %(seen)s::timestamptz[], %(notified)s::int[])
+    AS k(fp, s, seen, notified)
+WHERE a.fingerprint = k.fp AND a.starts_at = k.s AND (a.last_seen_at < k.seen OR k.notified > 0);
 
 -- name: insert_timeline
 INSERT INTO incident_timeline (incident_id, at, kind, actor, detail)
 SELECT r.incident_id, r.at, r.kind, r.actor, r.detail
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(incident_id bigint, at timestamptz, kind text, actor text, detail jsonb);
+
+-- name: add_signature_tokens
+-- The correlator's part of incident signatures (migration 0065, shared/signatures.py): for the incidents announced
+-- by this batch (`announced`), their rule, group labels and every alert name they have held, read from the rows the
+-- batch wrote before this statement (an incident held back by min_alerts may have gathered its first alerts in
+-- earlier batches); for the batch's alerts of incidents announced before (`incident_ids`, `alertnames`, one pair per
+-- incident and name), their names. A token an incident has already changes nothing.
+INSERT INTO incident_signature_tokens (incident_id, token, kind, opened_at)
+SELECT i.id, signature_token(t.kind, t.value), t.kind, i.opened_at
+FROM incidents i
+CROSS JOIN LATERAL (
+    SELECT 'rule' AS kind, i.rule AS value
+    UNION ALL
+    SELECT 'label', l.key || '=' || l.value FROM jsonb_each_text(i.group_labels) AS l
+    UNION ALL
+    SELECT DISTINCT 'alert', a.alertname FROM alerts a WHERE a.incident_id = i.id
+) t
+WHERE i.id = ANY(%(announced)s::bigint[]) AND i.announced
+UNION ALL
+SELECT i.id, signature_token('alert', p.alertname), 'alert', i.opened_at
+FROM unnest(%(incident_ids)s::bigint[], %(alertnames)s::text[]) AS p(incident_id, alertname)
+JOIN incidents i ON i.id = p.incident_id AND i.announced
+ON CONFLICT DO NOTHING;
 
 -- name: insert_outbox
 INSERT INTO outbox (message_id, exchange, routing_key, body)
@@ -204,7 +231,8 @@ SELECT i.id,
      + (SELECT count(*) FROM enrichments e WHERE e.incident_id = i.id)
      + (SELECT count(*) FROM report_sources s WHERE s.incident_id = i.id)
      + (SELECT count(*) FROM reports r WHERE r.incident_id = i.id)
-     + (SELECT count(*) FROM alerts a WHERE a.incident_id = i.id) AS rows
+     + (SELECT count(*) FROM alerts a WHERE a.incident_id = i.id)
+     + (SELECT count(*) FROM incident_signature_tokens g WHERE g.incident_id = i.id) AS rows
 FROM unnest(%(ids)s::bigint[]) AS i(id);
 
 -- name: delete_incident_timeline
@@ -222,6 +250,10 @@ DELETE FROM report_sources WHERE incident_id IN (
 -- name: delete_reports
 DELETE FROM reports WHERE (incident_id, version, format) IN (
     SELECT incident_id, version, format FROM reports WHERE incident_id = ANY(%(ids)s) LIMIT %(limit)s);
+
+-- name: delete_signature_tokens
+DELETE FROM incident_signature_tokens WHERE (incident_id, token) IN (
+    SELECT incident_id, token FROM incident_signature_tokens WHERE incident_id = ANY(%(ids)s) LIMIT %(limit)s);
 
 -- name: delete_alerts
 DELETE FROM alerts WHERE id IN (

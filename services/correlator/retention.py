@@ -49,9 +49,10 @@ PAUSE_S = 0.2
 
 RESOLVED = "resolved"
 # Under an incident, deleted in this order before the incident's own row (all of them reference only `incidents`).
-CHILD_TABLES = ("incident_timeline", "enrichments", "report_sources", "reports", "alerts")
+CHILD_TABLES = ("incident_timeline", "enrichments", "report_sources", "reports", "incident_signature_tokens", "alerts")
 DELETE_CHILDREN = {
     "incident_timeline": Q.delete_incident_timeline,
+    "incident_signature_tokens": Q.delete_signature_tokens,
     "enrichments": Q.delete_enrichments,
     "report_sources": Q.delete_report_sources,
     "reports": Q.delete_reports,

@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 
 from services.correlator.lifecycle import EventOut, Incident, StoredAlert, World
 from services.correlator.rules import RuleSet
-from shared.contracts import INCIDENTS_EXCHANGE, Envelope, IncidentEvent, incident_routing_key
+from shared.contracts import INCIDENTS_EXCHANGE, Envelope, IncidentEvent, IncidentEventType, incident_routing_key
 from shared.db import Queries
 
 Q = Queries(Path(__file__).with_name("queries.sql"))
@@ -202,9 +202,10 @@ def _incident_row(inc: Incident) -> dict[str, Any]:
     }
 
 
-def _alert_row(alert: StoredAlert, ids: dict[int, int]) -> dict[str, Any]:
+def _alert_row(alert: StoredAlert, ids: dict[int, int], notified: int) -> dict[str, Any]:
     return {
         "incident_id": ids.get(alert.incident_id, alert.incident_id),
+        "notifications": notified,
         "fingerprint": alert.fingerprint,
         "starts_at": alert.starts_at,
         "ends_at": alert.ends_at,
@@ -254,12 +255,17 @@ async def write_world(conn: AsyncConnection[Any], world: World, events: list[Eve
             ids[inc.id] = by_key[inc.key]
         existing = []
     outbox_rows = _outbox_rows(world, events)
-    refresh = [a for k, a in world.seen_alerts.items() if k not in world.dirty_alerts]
+    # Repeats (only last_seen_at moved) and notifications that changed nothing but the count.
+    refresh = [
+        a
+        for k, a in {**world.seen_alerts, **{k: world.alerts[k] for k in world.notified}}.items()
+        if k not in world.dirty_alerts
+    ]
     async with conn.pipeline():
         if existing:
             await conn.execute(Q.update_incidents, {"rows": dumps([_incident_row(i) for i in existing])})
         if world.dirty_alerts:
-            rows = [_alert_row(a, ids) for a in world.dirty_alerts.values()]
+            rows = [_alert_row(a, ids, world.notified.get(k, 0)) for k, a in world.dirty_alerts.items()]
             await conn.execute(Q.upsert_alerts, {"rows": dumps(rows)})
         if refresh:
             await conn.execute(
@@ -268,6 +274,7 @@ async def write_world(conn: AsyncConnection[Any], world: World, events: list[Eve
                     "fps": [a.fingerprint for a in refresh],
                     "starts": [a.starts_at for a in refresh],
                     "seen": [a.last_seen_at for a in refresh],
+                    "notified": [world.notified.get(a.key, 0) for a in refresh],
                 },
             )
         if world.timeline:
@@ -282,10 +289,36 @@ async def write_world(conn: AsyncConnection[Any], world: World, events: list[Eve
                 for t in world.timeline
             ]
             await conn.execute(Q.insert_timeline, {"rows": dumps(rows)})
+        if (signature := signature_params(world, events, ids)) is not None:
+            await conn.execute(Q.add_signature_tokens, signature)
         if not outbox_rows:
             return []
         cur = await conn.execute(Q.insert_outbox, {"rows": dumps(outbox_rows)})
         return [r["id"] for r in await cur.fetchall()]
+
+
+def signature_params(world: World, events: list[EventOut], ids: dict[int, int]) -> dict[str, list[Any]] | None:
+    """What `add_signature_tokens` needs of the batch, or None when it adds to no signature: the incidents the batch
+    announced (an `incident.opened` event is exactly an announcement), and one (incident, alert name) pair per name
+    among its alerts of incidents announced before. One statement per batch, in the batch's pipeline; alerts of
+    incidents still held back add nothing (their names are read at the announcement)."""
+    announced = {ev.incident_id for ev in events if ev.event == IncidentEventType.opened}
+    pairs = sorted(
+        {
+            (ids.get(alert.incident_id, alert.incident_id), alert.alertname)
+            for alert in world.dirty_alerts.values()
+            if alert.incident_id not in announced
+            and (inc := world.incidents.get(alert.incident_id)) is not None
+            and inc.announced
+        }
+    )
+    if not announced and not pairs:
+        return None
+    return {
+        "announced": sorted(ids.get(i, i) for i in announced),
+        "incident_ids": [incident_id for incident_id, _ in pairs],
+        "alertnames": [alertname for _, alertname in pairs],
+    }
 
 
 def _outbox_rows(world: World, events: list[EventOut]) -> list[dict[str, Any]]:

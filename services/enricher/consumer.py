@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from services.enricher.config import EnrichmentConfig
 from services.enricher.enrich import Upstreams, enrich
 from services.enricher.plan import AlertFacts, IncidentFacts
+from services.enricher.signature import log_signature
 from shared.contracts import (
     INCIDENTS_EXCHANGE,
     Envelope,
@@ -163,6 +164,7 @@ class Enricher:
         context = await enrich(
             facts, self.config, self.upstreams, now=datetime.now(UTC), trusted_hosts=self.trusted_hosts
         )
+        templates = log_signature(context, self.config.loki)
         async with self.pool.connection() as conn:
             stored = await (
                 await conn.execute(
@@ -175,6 +177,9 @@ class Enricher:
                     },
                 )
             ).fetchone()
+            if stored is not None and templates is not None:
+                # Same transaction: the signature describes the stored context.
+                await conn.execute(QUERIES.replace_log_signature, {"incident_id": facts.id, "templates": templates})
         if stored is None:
             log.info("a newer revision is already enriched; nothing stored", extra={"revision": facts.revision})
             return None

@@ -1,5 +1,6 @@
 -- Named queries of the enricher (shared.db.Queries). It reads incidents and alerts through the read model
--- (shared/readmodel/queries.sql; the correlator writes them) and writes only `enrichments`.
+-- (shared/readmodel/queries.sql; the correlator writes them) and writes only `enrichments` and the `log` tokens of
+-- incident signatures (migration 0065).
 
 -- name: enrichment_progress
 -- The revision the incident's stored enrichment was computed for, whether that one was announced, and when.
@@ -29,3 +30,18 @@ WHERE incident_id = %(incident_id)s
 
 -- name: mark_published
 UPDATE enrichments SET published = true WHERE incident_id = %(incident_id)s AND version = %(version)s
+
+-- name: replace_log_signature
+-- The incident's `log` signature tokens become the templates of this enrichment, in the transaction that stores it
+-- (only when it was stored: a context for an older revision changes neither). Tokens no longer wanted go, new ones
+-- come; the ones kept are not rewritten.
+WITH wanted AS (
+    SELECT DISTINCT signature_token('log', t) AS token FROM unnest(%(templates)s::text[]) AS t
+), gone AS (
+    DELETE FROM incident_signature_tokens s
+    WHERE s.incident_id = %(incident_id)s AND s.kind = 'log' AND s.token NOT IN (SELECT token FROM wanted)
+)
+INSERT INTO incident_signature_tokens (incident_id, token, kind, opened_at)
+SELECT i.id, w.token, 'log', i.opened_at
+FROM wanted w JOIN incidents i ON i.id = %(incident_id)s
+ON CONFLICT DO NOTHING

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import psycopg
@@ -22,6 +22,7 @@ from services.web.presentation import (
     alert_json,
     incident_summary_json,
     parse_context,
+    similar_json,
     timeline_json,
 )
 from shared.contracts import CommandAction
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_AUDIT_DAYS = 400
 # How long a client refused for being one too many is asked to wait.
 AUDIT_RETRY_AFTER_S = 10
+AUDIT_FORMATS: dict[str, downloads.AuditFormat] = {"md": "md", "xlsx": "xlsx", "json": "json"}
 LIVE_RETRY_AFTER_S = 30
 # The live stream looks this often whether its client is still there, and comments this often when there is no news.
 LIVE_POLL_S = 1.0
@@ -82,12 +84,14 @@ async def get_incident(request: web.Request) -> web.Response:
     detail = await store.incident_detail(request.app[DB], key) if store.KEY_PATTERN.match(key) else None
     if detail is None:
         return problem_response(404, f"no incident {key}", field="key")
-    context = parse_context(detail.enrichment)
-    body: dict[str, Any] = incident_summary_json(detail.incident.model_dump())
-    body["group_labels"] = detail.incident.group_labels
-    body["alerts"] = [alert_json(a) for a in detail.alerts]
-    body["timeline"] = [timeline_json(t) for t in detail.timeline]
+    whole = detail.whole
+    context = parse_context(whole.enrichment)
+    body: dict[str, Any] = incident_summary_json(whole.incident.model_dump())
+    body["group_labels"] = whole.incident.group_labels
+    body["alerts"] = [alert_json(a) for a in whole.alerts]
+    body["timeline"] = [timeline_json(t) for t in whole.timeline]
     body["context"] = context.model_dump(mode="json") if context else None
+    body["similar"] = [similar_json(s) for s in detail.similar]
     return web.json_response(body, dumps=dumps)
 
 
@@ -133,7 +137,7 @@ def audit_range(request: web.Request) -> tuple[datetime, datetime]:
 
 
 async def audit_report(request: web.Request) -> web.StreamResponse:
-    fmt: Literal["md", "xlsx"] = "md" if request.match_info["fmt"] == "md" else "xlsx"
+    fmt = AUDIT_FORMATS[request.match_info["fmt"]]
     try:
         since, until = audit_range(request)
     except QueryError as exc:
@@ -251,7 +255,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/incidents", list_incidents)
     app.router.add_get("/api/v1/incidents/{key}", get_incident)
     app.router.add_get("/api/v1/incidents/{key}/report.{fmt:md|xlsx|json}", incident_report)
-    app.router.add_get("/api/v1/reports/audit.{fmt:md|xlsx}", audit_report)
+    app.router.add_get("/api/v1/reports/audit.{fmt:md|xlsx|json}", audit_report)
     app.router.add_post("/api/v1/incidents/{key}/{action:ack|resolve|reopen}", incident_action)
     app.router.add_post("/api/v1/incidents/{key}/comments", add_comment)
     app.router.add_get("/api/v1/stream", stream)

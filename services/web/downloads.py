@@ -26,6 +26,7 @@ from aiohttp import web
 from shared.db import Pool, connect_sync
 from shared.reports import (
     audit,
+    audit_json,
     audit_markdown,
     audit_xlsx,
     incident_json,
@@ -64,7 +65,7 @@ async def incident_file(pool: Pool, key: str, fmt: str, *, alertmanager_url: str
     return content, "rendered"
 
 
-AuditFormat = Literal["md", "xlsx"]
+AuditFormat = Literal["md", "xlsx", "json"]
 # What the client is sent per write: a few round trips per megabyte, nothing in memory.
 STREAM_CHUNK = 256 * 1024
 
@@ -90,6 +91,8 @@ def build_audit(
         ):
             if fmt == "md":
                 audit_markdown.write(report, out)
+            elif fmt == "json":
+                audit_json.write(report, out)
             else:
                 audit_xlsx.write(report, out)
         out.seek(0)

@@ -270,7 +270,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/incidents/{key}": {
                 "get": {
-                    "summary": "One incident with its alerts, timeline and enrichment context",
+                    "summary": "One incident with its alerts, timeline, enrichment context and similar past incidents",
                     "parameters": [_key()],
                     "responses": {
                         "200": {
@@ -295,6 +295,13 @@ def openapi_document() -> dict[str, Any]:
                 _download(
                     "Audit report of a period",
                     {"xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+                    range_params,
+                )
+            ),
+            "/api/v1/reports/audit.json": _audit(
+                _download(
+                    "Audit report of a period as JSON (docs/reports.md): written as it is read, the incidents last",
+                    {"json": "application/json"},
                     range_params,
                 )
             ),
@@ -450,9 +457,52 @@ def openapi_document() -> dict[str, Any]:
                                 },
                                 "timeline": {"type": "array", "items": {"type": "object"}},
                                 "context": {"type": ["object", "null"]},
+                                "similar": {
+                                    "type": "array",
+                                    "maxItems": 5,
+                                    "description": "Up to five earlier incidents with the closest signatures (rule, "
+                                    "group labels, alert names, templates of the error-burst log lines), closest "
+                                    "first; ties: the more recent first",
+                                    "items": {"$ref": "#/components/schemas/SimilarIncident"},
+                                },
                             },
                         },
                     ]
+                },
+                "SimilarIncident": {
+                    "type": "object",
+                    "properties": {
+                        "key": {"type": "string"},
+                        "title": {"type": "string"},
+                        "state": {"type": "string", "enum": ["open", "acknowledged", "resolved"]},
+                        "severity": {"type": "string"},
+                        "rule": {"type": "string"},
+                        "opened_at": {"type": "string", "format": "date-time"},
+                        "duration_seconds": {
+                            "type": ["number", "null"],
+                            "description": "Opened to resolved; null while it is not resolved",
+                        },
+                        "acknowledged_at": {"type": ["string", "null"], "format": "date-time"},
+                        "acknowledged_by": {"type": ["string", "null"]},
+                        "resolved_at": {"type": ["string", "null"], "format": "date-time"},
+                        "resolved_by": {"type": ["string", "null"]},
+                        "maintenance": {"type": ["string", "null"]},
+                        "similarity": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 1,
+                            "description": "Weighted Jaccard index of the two signatures: 1 is the same signature",
+                        },
+                        "last_comment": {
+                            "type": ["object", "null"],
+                            "properties": {
+                                "at": {"type": "string", "format": "date-time"},
+                                "actor": {"type": ["string", "null"]},
+                                "text": {"type": "string"},
+                            },
+                        },
+                        "url": {"type": "string", "description": "Its page on the dashboard: /incidents/{key}"},
+                    },
                 },
                 "CommandAccepted": {
                     "type": "object",

@@ -116,6 +116,7 @@ async def incident(request: web.Request) -> web.Response:
         detail.timeline_counts,
         detail.enrichment,
         datetime.now(UTC),
+        detail.similar,
     )
     sent = request.query.get("sent")
     failed = request.query.get("failed")

@@ -13,7 +13,7 @@ from services.web.charts import ChartEvent, render_chart
 from shared.alert_limits import describe_adjustments
 from shared.contracts import TimelineKind
 from shared.incident_context import IncidentContext, SeriesSummary
-from shared.readmodel.models import Alert, Enrichment, Incident, TimelineEntry
+from shared.readmodel.models import Alert, Enrichment, Incident, SimilarIncident, TimelineEntry
 from shared.reports.incident_content import context_text
 from shared.timeline import describe
 from shared.urls import web_link
@@ -137,6 +137,49 @@ def suppression_json(alert: Alert) -> dict[str, Any] | None:
         "silenced_by": alert.silenced_by,
         "inhibited_by": alert.inhibited_by,
     }
+
+
+def incident_path(key: str) -> str:
+    """The incident's page on the dashboard (a key is `INC-` and digits: nothing to escape)."""
+    return f"/incidents/{key}"
+
+
+def similar_json(item: SimilarIncident) -> dict[str, Any]:
+    """An earlier incident like this one, as the API lists it: `similarity` from 0 to 1, `duration_seconds` null while
+    it is unresolved, `last_comment` null when nobody commented."""
+    comment = item.last_comment
+    return {
+        "key": item.key,
+        "title": item.title,
+        "state": item.state,
+        "severity": item.severity,
+        "rule": item.rule,
+        "opened_at": iso(item.opened_at),
+        "duration_seconds": item.duration.total_seconds() if item.duration is not None else None,
+        "acknowledged_at": iso(item.acknowledged_at),
+        "acknowledged_by": item.acknowledged_by,
+        "resolved_at": iso(item.resolved_at),
+        "resolved_by": item.resolved_by,
+        "maintenance": item.maintenance,
+        "similarity": round(item.similarity, 4),
+        "last_comment": None
+        if comment is None
+        else {"at": iso(comment.at), "actor": comment.actor, "text": comment.text},
+        "url": incident_path(item.key),
+    }
+
+
+def similar_view(items: Sequence[SimilarIncident]) -> list[dict[str, Any]]:
+    """The page's rows of similar past incidents (the template escapes every value)."""
+    return [
+        {
+            "item": item,
+            "url": incident_path(item.key),
+            "lasted": duration(item.duration.total_seconds()) if item.duration is not None else f"still {item.state}",
+            "percent": round(item.similarity * 100),
+        }
+        for item in items
+    ]
 
 
 def timeline_json(entry: TimelineEntry) -> dict[str, Any]:
@@ -264,6 +307,7 @@ def incident_page(
     timeline_counts: dict[str, int],
     enrichment: Enrichment | None,
     now: datetime,
+    similar: Sequence[SimilarIncident] = (),
 ) -> dict[str, Any]:
     context = parse_context(enrichment)
     entries, hidden = timeline_view(timeline, timeline_counts, context)
@@ -282,4 +326,5 @@ def incident_page(
         "enrichment_broken": enrichment is not None and context is None,
         "charts": charts(context, alert_starts, silences),
         "links": sorted({(a.alertname, link) for a in alerts if (link := web_link(a.generator_url))})[:20],
+        "similar": similar_view(similar),
     }

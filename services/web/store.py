@@ -14,7 +14,7 @@ from services.web.listing import COUNT_CAP, Cursor, ListFilter, QueryError, sql_
 from shared.contracts import TimelineKind
 from shared.db import Pool, Queries
 from shared.readmodel import incidents
-from shared.readmodel.models import Alert, Enrichment, Incident, TimelineEntry
+from shared.readmodel.models import Alert, Enrichment, Incident, SimilarIncident, TimelineEntry
 
 KEY_PATTERN = re.compile(r"^INC-\d{6,}$")  # what an incident key looks like, before asking the database
 
@@ -81,9 +81,20 @@ async def incident(pool: Pool, key: str) -> Incident | None:
         return await incidents.incident(conn, key)
 
 
-async def incident_detail(pool: Pool, key: str) -> incidents.Whole | None:
-    async with pool.connection() as conn:
-        return await incidents.whole(conn, key)
+@dataclass(frozen=True)
+class Detail:
+    """What the API says of one incident: all it has, and the earlier incidents most like it."""
+
+    whole: incidents.Whole
+    similar: list[SimilarIncident]
+
+
+async def incident_detail(pool: Pool, key: str) -> Detail | None:
+    async with pool.connection() as conn, incidents.reading_snapshot(conn) as snapshot:
+        found = await incidents.whole(snapshot, key)
+        if found is None:
+            return None
+        return Detail(found, await incidents.similar(snapshot, found.incident.id))
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class PageDetail:
     timeline: list[TimelineEntry]
     timeline_counts: dict[str, int]
     enrichment: Enrichment | None
+    similar: list[SimilarIncident]
 
 
 async def incident_page_detail(pool: Pool, key: str, *, alert_limit: int | None, per_kind: int) -> PageDetail | None:
@@ -117,4 +129,7 @@ async def incident_page_detail(pool: Pool, key: str, *, alert_limit: int | None,
         starts: list[Any] = []
         if enrichment is not None:
             starts = [r["starts_at"] for r in await (await snapshot.execute(Q.incident_alert_starts, ident)).fetchall()]
-    return PageDetail(found, alerts, summary, starts, timeline, {r["kind"]: r["n"] for r in counts}, enrichment)
+        similar = await incidents.similar(snapshot, found.id)
+    return PageDetail(
+        found, alerts, summary, starts, timeline, {r["kind"]: r["n"] for r in counts}, enrichment, similar
+    )

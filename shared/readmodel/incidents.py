@@ -13,8 +13,18 @@ from dataclasses import dataclass
 import psycopg
 
 from shared.db import Connection
-from shared.readmodel.models import Alert, Enrichment, Incident, TimelineEntry
+from shared.readmodel.models import Alert, Enrichment, Incident, LastComment, SimilarIncident, TimelineEntry
 from shared.readmodel.queries import QUERIES
+from shared.signatures import KIND_WEIGHTS
+
+# Similar past incidents listed per incident.
+SIMILAR_LIMIT = 5
+# How the lookup finds its candidates (see the query `similar_incidents`): at most this many of the incident's
+# tokens, each giving at most this many of the most recent earlier incidents holding it. With a signature of a few
+# labels and alert names and ten log templates, every token is a probe; 24 * 100 candidates are scored in
+# milliseconds (`make bench`'s similar_incidents_100k).
+SIMILAR_MAX_PROBES = 24
+SIMILAR_PER_TOKEN = 100
 
 
 async def incident(conn: Connection, key: str) -> Incident | None:
@@ -41,6 +51,31 @@ async def timeline(conn: Connection, incident_id: int) -> list[TimelineEntry]:
 async def enrichment(conn: Connection, incident_id: int) -> Enrichment | None:
     row = await (await conn.execute(QUERIES.incident_enrichment, {"incident_id": incident_id})).fetchone()
     return None if row is None else Enrichment.model_validate(row)
+
+
+async def similar(conn: Connection, incident_id: int, *, limit: int = SIMILAR_LIMIT) -> list[SimilarIncident]:
+    """Up to `limit` earlier announced incidents with the closest signatures to incident `incident_id`'s, closest
+    first (ties: the more recent first), each with its last comment."""
+    params = {
+        "incident_id": incident_id,
+        "kinds": list(KIND_WEIGHTS),
+        "weights": list(KIND_WEIGHTS.values()),
+        "max_probes": SIMILAR_MAX_PROBES,
+        "per_token": SIMILAR_PER_TOKEN,
+        "limit": limit,
+    }
+    rows = await (await conn.execute(QUERIES.similar_incidents, params)).fetchall()
+    return [
+        SimilarIncident.model_validate(
+            {
+                **row,
+                "last_comment": LastComment(at=row["comment_at"], actor=row["comment_by"], text=row["comment"] or "")
+                if row["comment_at"] is not None
+                else None,
+            }
+        )
+        for row in rows
+    ]
 
 
 @asynccontextmanager

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field
@@ -129,3 +129,43 @@ class Enrichment(BaseModel):
     complete: bool
     context: dict[str, Any]
     created_at: UtcDatetime
+
+
+class LastComment(BaseModel):
+    """What a person last wrote on an incident: a comment, or the words given with an acknowledgement, a resolve or a
+    reopen."""
+
+    at: UtcDatetime
+    actor: str | None = None
+    text: str
+
+
+class SimilarIncident(BaseModel):
+    """An earlier incident whose signature is close to another's (shared.readmodel.incidents.similar): when it
+    opened, how long it lasted, who acknowledged and resolved it, and its last comment."""
+
+    key: str
+    title: str
+    state: str
+    severity: str
+    rule: str
+    opened_at: UtcDatetime
+    acknowledged_at: UtcDatetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: UtcDatetime | None = None
+    resolved_by: str | None = None
+    maintenance: str | None = None
+    # The weighted Jaccard index of the two signatures as the fraction shared / either (shared.signatures).
+    shared: int
+    either: int
+    last_comment: LastComment | None = None
+
+    @property
+    def similarity(self) -> float:
+        """From 0 (nothing in common) to 1 (the same signature)."""
+        return self.shared / self.either if self.either else 0.0
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Opened to resolved; None while it is not resolved."""
+        return self.resolved_at - self.opened_at if self.resolved_at else None

@@ -22,6 +22,11 @@ before it, those also resolved before it are gone).
 - Noisy alerts: the alert names (per host) with the most alert occurrences in the period's incidents.
 - Flapping alerts: one alert series (fingerprint) that fired at least `FLAP_MIN_OCCURRENCES` times within the
   period's incidents, or fired in an incident the correlator marked flapping.
+- Noise and alert quality (shared/insights/noise.py, which defines every figure): the funnel notifications → alert
+  occurrences → incidents, with the groups held back by `min_alerts`; per alert name and per rule, notifications,
+  occurrences, incidents, held-back groups, shares unacknowledged and flapping, median time firing; the noisiest alerts
+  with a suggestion each. Maintenance incidents are left out of all of it (the funnel counts them apart), as from the
+  response times.
 
 PostgreSQL computes all of it (audit.sql) in one REPEATABLE READ snapshot. `reading` opens the snapshot and reads the
 summary; each table of the report is read, when a renderer iterates it, through a server-side cursor `CHUNK_ROWS` rows
@@ -44,6 +49,7 @@ from psycopg.rows import dict_row, namedtuple_row
 
 from shared.contracts import SEVERITY_RANK
 from shared.db import Queries
+from shared.insights import noise
 from shared.reports.response_targets import NO_TARGETS, Miss, ResponseTargets, misses
 
 Q = Queries(Path(__file__).with_name("audit.sql"))
@@ -55,6 +61,8 @@ TOP_NOISY = 20
 TOP_MISSED = 50
 # Rows fetched per round trip: large enough that the round trips cost little, small enough to be nothing in memory.
 CHUNK_ROWS = 2_000
+# PostgreSQL's memory per sort or hash of the audit's queries (see _tune); a constant, never from input.
+AUDIT_WORK_MEM = "32MB"
 _cursor_numbers = itertools.count(1)
 
 
@@ -132,6 +140,17 @@ class MissedTargets:
 
 
 @dataclass(frozen=True)
+class QualityRows:
+    """A noise table (`noise_by_alert` or `noise_by_rule`) streamed like `Rows`, each row as a `noise.Quality`."""
+
+    rows: Rows
+
+    def __iter__(self) -> Iterator[noise.Quality]:
+        for row in self.rows:
+            yield noise.quality_of(row._asdict())
+
+
+@dataclass(frozen=True)
 class AuditReport:
     """The audit of [since, until) as seen at `as_of`: figures read at once, tables read as they are iterated.
 
@@ -146,6 +165,8 @@ class AuditReport:
         ttr_p90_s (maintenance incidents left out)
     response_by_rule: rule, and the same columns
     missed: the targets missed (`Miss`), with `targets` the targets they are measured against
+    noise_funnel, noise_by_alert, noise_by_rule, noisiest: noise and alert quality (shared.insights.noise), the tables
+        streamed as `noise.Quality`, noisiest first
     """
 
     since: datetime
@@ -172,6 +193,10 @@ class AuditReport:
     response_by_rule: Rows
     targets: ResponseTargets
     missed: MissedTargets
+    noise_funnel: noise.Funnel
+    noise_by_alert: QualityRows
+    noise_by_rule: QualityRows
+    noisiest: list[noise.Noisy]
 
     @property
     def complete_from(self) -> datetime:
@@ -206,9 +231,22 @@ def reading(
         with conn.transaction():
             # One snapshot for every read: the figures and the tables agree with each other.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            _tune(conn)
             yield _report(conn, since, until, targets)
     else:
         yield _report(conn, since, until, targets)
+
+
+def _tune(conn: psycopg.Connection[Any]) -> None:
+    """Settings for the audit's own transaction (SET LOCAL: they end with it).
+
+    The audit's aggregates read a whole period, and PostgreSQL's estimates of its CTEs overshoot by orders of
+    magnitude: past jit_above_cost it compiled every query to machine code, which cost more than it saved (a third of
+    the noise queries' time at 100,000 incidents). Its sorts and hashes of 200,000 alerts spilled to disk at the
+    default 4 MB: AUDIT_WORK_MEM keeps them in memory, per sort or hash, for the few exports the web runs at a time.
+    """
+    conn.execute("SET LOCAL jit = off")
+    conn.execute(f"SET LOCAL work_mem = '{AUDIT_WORK_MEM}'")
 
 
 def _report(conn: psycopg.Connection[Any], since: datetime, until: datetime, targets: ResponseTargets) -> AuditReport:
@@ -217,6 +255,7 @@ def _report(conn: psycopg.Connection[Any], since: datetime, until: datetime, tar
         summary = cur.execute(Q.audit_summary, period).fetchone()
         horizon = cur.execute(Q.audit_retention_horizon).fetchone()
     assert summary is not None  # an aggregate without GROUP BY always answers one row
+    noise_all = noise.params(since, until)
     ranks = {
         "rank_names": list(SEVERITY_RANK),
         "rank_values": list(SEVERITY_RANK.values()),
@@ -248,4 +287,8 @@ def _report(conn: psycopg.Connection[Any], since: datetime, until: datetime, tar
             Rows(conn, Q.audit_target_candidates, {**period, "severities": list(targets.by_severity)}),
             summary["as_of"],
         ),
+        noise_funnel=noise.read_funnel_sync(conn, since, until),
+        noise_by_alert=QualityRows(Rows(conn, noise.Q.noise_by_alert, noise_all)),
+        noise_by_rule=QualityRows(Rows(conn, noise.Q.noise_by_rule, noise_all)),
+        noisiest=noise.read_noisiest_sync(conn, since, until),
     )

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any, BinaryIO
 
-from openpyxl import Workbook
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from openpyxl.worksheet.filters import AutoFilter
@@ -217,9 +216,116 @@ MISSED_COLUMNS: list[tuple[str, str, float, Any]] = [
 ]
 
 
+def _percent(part: int, whole: int) -> float | None:
+    return None if not whole else round(100.0 * part / whole, 2)
+
+
+def _noise(ws: WriteOnlyWorksheet, a: AuditReport) -> None:
+    """The noise funnel (shared.insights.noise.Funnel), maintenance counted apart."""
+    f = a.noise_funnel
+    rows: list[tuple[str, int]] = [
+        ("Notifications", f.notifications),
+        ("Repeats and resolves", f.repeats),
+        ("Alert occurrences", f.occurrences),
+        ("Incidents", f.incidents),
+        ("Groups held back by min_alerts", f.held_back),
+        ("Held back: occurrences", f.held_back_occurrences),
+        ("Held back: notifications", f.held_back_notifications),
+        ("Maintenance incidents (left out)", f.maintenance_incidents),
+        ("Maintenance groups held back (left out)", f.maintenance_held_back),
+        ("Maintenance occurrences (left out)", f.maintenance_occurrences),
+        ("Maintenance notifications (left out)", f.maintenance_notifications),
+    ]
+    xc.start_table(ws, [("Measure", 38), ("Value", 14)], len(rows))
+    for name, value in rows:
+        ws.append([name, value])
+
+
+NOISIEST_COLUMNS: list[Column] = [
+    ("Rank", 6),
+    ("Alert", 32),
+    ("Rule", 16),
+    ("Notifications", 14),
+    ("Occurrences", 12),
+    ("Incidents", 11),
+    ("Action", 12),
+    ("Suggestion", 60),
+    ("Because", 60),
+]
+
+
+def _noisiest(ws: WriteOnlyWorksheet, a: AuditReport) -> None:
+    xc.start_table(ws, NOISIEST_COLUMNS, len(a.noisiest))
+    for rank, n in enumerate(a.noisiest, 1):
+        q, s = n.alert, n.suggestion
+        ws.append(
+            [
+                rank,
+                text(ws, q.name),
+                text(ws, q.rule),
+                q.notifications,
+                q.occurrences,
+                q.incidents,
+                s.action,
+                text(ws, s.text),
+                text(ws, s.evidence),
+            ]
+        )
+
+
+QUALITY_COLUMNS: list[Column] = [
+    ("By", 8),
+    ("Alert or rule", 32),
+    ("Rule", 16),
+    ("Notifications", 14),
+    ("Occurrences", 12),
+    ("Incidents", 11),
+    ("Held back", 10),
+    ("Unacknowledged", 15),
+    ("Unacknowledged (%)", 18),
+    ("Flapping", 10),
+    ("Flapping (%)", 12),
+    ("Single-alert incidents", 20),
+    ("Clustered incidents", 18),
+    ("Hosts", 8),
+    ("Not resolved", 12),
+    ("Median firing (min)", 18),
+]
+
+
+def _quality(ws: WriteOnlyWorksheet, a: AuditReport) -> None:
+    """Per alert name, then per rule, in one table (column By says which), noisiest first in each."""
+    xc.start_table(ws, QUALITY_COLUMNS, 0)
+    count = 0
+    for by, rows in (("alert", a.noise_by_alert), ("rule", a.noise_by_rule)):
+        for q in rows:
+            ws.append(
+                [
+                    by,
+                    text(ws, q.name),
+                    text(ws, q.rule),
+                    q.notifications,
+                    q.occurrences,
+                    q.incidents,
+                    q.held_back,
+                    q.unacknowledged,
+                    _percent(q.unacknowledged, q.incidents),
+                    q.flapping,
+                    _percent(q.flapping, q.incidents),
+                    q.single_alert,
+                    q.clustered,
+                    q.hosts,
+                    q.not_resolved,
+                    minutes(q.median_firing_s),
+                ]
+            )
+            count += 1
+    xc.layout(ws).auto_filter = AutoFilter(ref=f"A1:{get_column_letter(len(QUALITY_COLUMNS))}{count + 1}")
+
+
 def write(audit: AuditReport, out: BinaryIO) -> None:
     """Write the audit workbook to `out` (a file or any writable binary stream)."""
-    wb = Workbook(write_only=True)
+    wb = xc.write_only_workbook()
     wb.properties.creator = "Vigil"
     wb.properties.title = f"Incident audit {audit.since.isoformat()} to {audit.until.isoformat()}"
     _summary(wb.create_sheet("Summary"), audit)
@@ -228,4 +334,7 @@ def write(audit: AuditReport, out: BinaryIO) -> None:
     _response_times(wb.create_sheet("Response times"), audit)
     # Every miss, streamed like the other tables (the Markdown lists the first audit.TOP_MISSED).
     _table(wb.create_sheet("Missed targets"), audit.missed, MISSED_COLUMNS)
+    _noise(wb.create_sheet("Noise"), audit)
+    _noisiest(wb.create_sheet("Noisiest alerts"), audit)
+    _quality(wb.create_sheet("Alert quality"), audit)
     xc.save(wb, out, audit.as_of)

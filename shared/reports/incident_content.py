@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from shared.alert_limits import describe_adjustments
 from shared.incident_context import ContextEvent, IncidentContext
 from shared.matchers import MatchType, new_matcher
+from shared.readmodel.models import SimilarIncident
 from shared.reports.incident_report import IncidentReport, ReportAlert, TimelineEntry, UtcDatetime
 from shared.timeline import describe
 from shared.urls import is_web_url
@@ -160,6 +161,29 @@ class Link(BaseModel):
     url: str
 
 
+class SimilarRow(BaseModel):
+    """An earlier incident with a signature close to this one's (rule, group labels, alert names, templates of the
+    error-burst log lines): when, how long, who acknowledged and resolved it, its last comment."""
+
+    key: str
+    title: str
+    state: str
+    severity: str
+    opened_at: UtcDatetime
+    duration_seconds: float | None = Field(description="Opened to resolved; null while it is not resolved.")
+    acknowledged_at: UtcDatetime | None
+    acknowledged_by: str | None
+    resolved_at: UtcDatetime | None
+    resolved_by: str | None
+    last_comment: str | None = Field(description="Its newest comment; null: nobody commented.")
+    last_comment_by: str | None
+    last_comment_at: UtcDatetime | None
+    similarity: float = Field(
+        description="Weighted Jaccard index of the two signatures, from 0 to 1 (the same signature), 4 decimals."
+    )
+    path: str = Field(description="Its page on the Vigil dashboard, relative to the dashboard's address.")
+
+
 class Enrichment(BaseModel):
     version: int | None
     complete: bool
@@ -180,6 +204,11 @@ class IncidentContent(BaseModel):
     security_events: list[SecurityRow]
     recommendations: list[Recommendation]
     links: list[Link]
+    similar: list[SimilarRow] = Field(
+        default_factory=list,
+        description="Up to five earlier incidents with the closest signatures, closest first (ties: the more recent "
+        "first). Empty in reports rendered before it was added.",
+    )
     enrichment: Enrichment | None
 
 
@@ -202,7 +231,29 @@ def build(report: IncidentReport) -> IncidentContent:
         security_events=[SecurityRow(**event.model_dump()) for event in context.security_events] if context else [],
         recommendations=recommendations(report.alerts),
         links=links(report.alerts, report.alertmanager_url),
+        similar=[similar_row(item) for item in report.similar],
         enrichment=enrichment(context, report.context_version),
+    )
+
+
+def similar_row(item: SimilarIncident) -> SimilarRow:
+    comment = item.last_comment
+    return SimilarRow(
+        key=item.key,
+        title=item.title,
+        state=item.state,
+        severity=item.severity,
+        opened_at=item.opened_at,
+        duration_seconds=seconds(item.duration),
+        acknowledged_at=item.acknowledged_at,
+        acknowledged_by=item.acknowledged_by,
+        resolved_at=item.resolved_at,
+        resolved_by=item.resolved_by,
+        last_comment=comment.text if comment else None,
+        last_comment_by=comment.actor if comment else None,
+        last_comment_at=comment.at if comment else None,
+        similarity=round(item.similarity, 4),
+        path=f"/incidents/{quote(item.key, safe='')}",
     )
 
 

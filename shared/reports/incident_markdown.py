@@ -32,6 +32,10 @@ def _pairs(value: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
 
 
+def _percent(share: float) -> md.Md:
+    return md.Md(f"{round(share * 100)}%")
+
+
 def _log_block(lines: list[LogRow]) -> md.Md:
     rendered = []
     for line in lines:
@@ -59,6 +63,8 @@ def environment(directory: Path) -> jinja2.Environment:
         url=_url,
         pairs=_pairs,
         log_block=_log_block,
+        link=md.link,
+        percent=_percent,
     )
     return env
 

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from shared.incident_context import IncidentContext
 from shared.readmodel import incidents
-from shared.readmodel.models import Alert, Incident, IncidentFields, TimelineEntry, UtcDatetime
+from shared.readmodel.models import Alert, Incident, IncidentFields, SimilarIncident, TimelineEntry, UtcDatetime
 
 # The report's alerts and timeline entries are the read model's; the names say what a report calls them.
 ReportAlert = Alert
@@ -31,6 +31,9 @@ class IncidentReport(IncidentFields):
     context_version: int | None = None
     as_of: UtcDatetime = Field(description="The latest change in the data; open incidents are measured up to it.")
     alertmanager_url: str = Field("", description="Alertmanager's external URL, for silence links; empty: none.")
+    similar: list[SimilarIncident] = Field(
+        default_factory=list, description="Earlier incidents with the closest signatures, closest first."
+    )
 
     @property
     def duration(self) -> timedelta:
@@ -60,12 +63,14 @@ async def load(conn: psycopg.AsyncConnection[Any], key: str, *, alertmanager_url
     """The report data of incident `key` (a connection with dict rows), or None when there is no such incident (or
     it is not announced yet).
 
-    Reads in one REPEATABLE READ snapshot when the caller has not opened a transaction, so the alerts, timeline and
-    enrichment agree with each other.
+    Reads in one REPEATABLE READ snapshot when the caller has not opened a transaction, so the alerts, timeline,
+    enrichment and similar incidents agree with each other.
     """
-    found = await incidents.whole(conn, key)
-    if found is None:
-        return None
+    async with incidents.reading_snapshot(conn) as snapshot:
+        found = await incidents.whole(snapshot, key)
+        if found is None:
+            return None
+        similar = await incidents.similar(snapshot, found.incident.id)
     incident, alerts, timeline, enrichment = found.incident, found.alerts, found.timeline, found.enrichment
     context = IncidentContext.model_validate(enrichment.context) if enrichment else None
     return IncidentReport(
@@ -76,4 +81,5 @@ async def load(conn: psycopg.AsyncConnection[Any], key: str, *, alertmanager_url
         context_version=enrichment.version if enrichment else None,
         as_of=data_as_of(incident, timeline, context),
         alertmanager_url=alertmanager_url,
+        similar=similar,
     )

@@ -1,8 +1,8 @@
 """The incident report as an XLSX workbook (openpyxl, write-only mode: rows stream straight into the file).
 
 Sheets: Summary, Alerts, Timeline, Metrics (points plus one native line chart per series), Logs, Security, then
-Series, Error bursts, Recommendations, Links. Dates are Excel dates in UTC, numbers are numbers, every table has a
-frozen header row and an autofilter, and text from alerts is never a formula.
+Series, Error bursts, Recommendations, Links, Similar incidents. Dates are Excel dates in UTC, numbers are numbers,
+every table has a frozen header row and an autofilter, and text from alerts is never a formula.
 """
 
 from __future__ import annotations
@@ -213,6 +213,43 @@ def _links(ws: WriteOnlyWorksheet, c: IncidentContent) -> None:
         ws.append([link.kind, xc.text(ws, link.alertname), xc.text(ws, link.url)])
 
 
+def _similar(ws: WriteOnlyWorksheet, c: IncidentContent) -> None:
+    columns = [
+        ("Incident", 12),
+        ("Title", 50),
+        ("State", 12),
+        ("Severity", 11),
+        ("Opened (UTC)", 20),
+        ("Duration (min)", 14),
+        ("Acknowledged by", 18),
+        ("Resolved by", 18),
+        ("Last comment by", 18),
+        ("Last comment (UTC)", 20),
+        ("Last comment", 80),
+        ("Similarity", 11),
+        ("Dashboard path", 24),
+    ]
+    xc.start_table(ws, columns, len(c.similar))
+    for r in c.similar:
+        ws.append(
+            [
+                xc.text(ws, r.key),
+                xc.text(ws, r.title),
+                xc.text(ws, r.state),
+                xc.text(ws, r.severity),
+                xc.when(ws, r.opened_at),
+                minutes(r.duration_seconds),
+                xc.text(ws, r.acknowledged_by),
+                xc.text(ws, r.resolved_by),
+                xc.text(ws, r.last_comment_by),
+                xc.when(ws, r.last_comment_at),
+                xc.text(ws, r.last_comment),
+                r.similarity,
+                xc.text(ws, r.path),
+            ]
+        )
+
+
 SHEETS = (
     ("Summary", _summary),
     ("Alerts", _alerts),
@@ -224,6 +261,7 @@ SHEETS = (
     ("Error bursts", _bursts),
     ("Recommendations", _recommendations),
     ("Links", _links),
+    ("Similar incidents", _similar),
 )
 
 

@@ -291,3 +291,17 @@ def test_counters_match_the_alerts(messages: list[AlertChange]) -> None:
         assert revisions == sorted(revisions)
     for e in world.events:  # snapshots are built without validation: they must still be valid
         IncidentSnapshot.model_validate(e.snapshot.model_dump())
+
+
+def test_notifications_of_each_occurrence_are_counted_once_each() -> None:
+    world = World(RULES)
+    apply_alert(world, change(seen=1))
+    apply_alert(world, change(seen=1))  # the same notification again (a redelivery): nothing new
+    apply_alert(world, change(seen=5))
+    apply_alert(world, change(seen=3))  # older than the newest, but a notification all the same
+    apply_alert(world, change(status="resolved", seen=9))
+    apply_alert(world, change("B", seen=2))
+    other = dataclasses.replace(change(seen=7), sender="someone-else")
+    assert apply_alert(world, other) == "foreign_sender"  # refused: not this occurrence's notification
+    hostdown, b = (change().fingerprint, change("B").fingerprint)
+    assert world.notified == {(hostdown, T0): 4, (b, T0): 1}

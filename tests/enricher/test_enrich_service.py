@@ -306,6 +306,15 @@ async def test_reported_peak_is_the_peak_the_exporter_served(settings: Settings,
     kinds = {e.kind for e in context.timeline}
     assert {"alert_start", "metric_peak", "metric_deviation", "log_burst", "security"} <= kinds
     assert [u.ok for u in context.upstreams] == [True, True]
+    # The signature's log part, stored with the context: the burst's lines as one template (the ban line and "all
+    # quiet" are no error lines of a burst).
+    async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+        cur = await conn.execute(
+            "SELECT s.kind, s.token = signature_token('log', 'ERROR request <num> failed') AS expected"
+            " FROM incident_signature_tokens s JOIN incidents i ON i.id = s.incident_id WHERE i.key = %s",
+            (snapshot.key,),
+        )
+        assert await cur.fetchall() == [("log", True)]
 
 
 async def test_label_values_cannot_change_the_query(settings: Settings, stack: Stack, loki: str) -> None:

@@ -37,6 +37,7 @@ from services.correlator.retention import (
     processed_to_delete,
 )
 from services.correlator.rules import load_rules
+from services.correlator.store import Q as correlator_queries
 from services.correlator.store import group_lock_id
 from services.reporter import pruning, report_store
 from services.reporter.app import build_app as build_reporter
@@ -238,6 +239,10 @@ async def seed_full_incident(
             )
     if resolved is not None:
         await add_timeline(conn, incident_id, resolved, "incident_resolved", "correlator", {})
+    # Its signature as the correlator writes it at the announcement: rule, group label, one token per alert name.
+    await conn.execute(
+        correlator_queries.add_signature_tokens, {"announced": [incident_id], "incident_ids": [], "alertnames": []}
+    )
     await conn.execute(
         "INSERT INTO enrichments (incident_id, incident_revision, complete, context) VALUES (%s, 1, true, %s)",
         (incident_id, Jsonb({"metrics": []})),
@@ -255,7 +260,7 @@ async def seed_full_incident(
     return incident_id
 
 
-CHILD_TABLES = ("alerts", "incident_timeline", "enrichments", "reports", "report_sources")
+CHILD_TABLES = ("alerts", "incident_timeline", "enrichments", "reports", "report_sources", "incident_signature_tokens")
 
 
 async def rows_of(conn: psycopg.AsyncConnection[Any], incident_id: int) -> dict[str, int]:
@@ -349,6 +354,7 @@ async def test_retention_deletes_exactly_the_expired_incidents_with_all_their_ro
         "enrichments": 2,
         "reports": 12,
         "report_sources": 2,
+        "incident_signature_tokens": (1 + 1 + 3) + (1 + 1 + 2500),
         "outbox": 1,
         "processed_messages": 1,
         "silences": 1,
@@ -468,10 +474,11 @@ async def test_a_big_incident_goes_over_several_small_transactions_its_own_row_l
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(retention, "_incident_batch", spy)
         await retention.run_pass(pool, POLICY, batch_rows=500, pause_s=0)
-    # 1,200 timeline entries + 2 (opened, resolved), 1,200 alerts, 1 enrichment, 6 reports, 1 source: 2,410 rows,
-    # 500 a transaction until the rest fits in one with the incident's own row.
-    assert [sum(s.values()) for s in steps] == [500, 500, 500, 500, 411, 0]
-    assert all("incidents" not in s for s in steps[:4]) and steps[4] == {"alerts": 410, "incidents": 1}
+    # 1,200 timeline entries + 2 (opened, resolved), 1,200 alerts, 1 enrichment, 6 reports, 1 source, 1,202 signature
+    # tokens (rule, label, 1,200 alert names): 3,612 rows, 500 a transaction until the rest fits in one with the
+    # incident's own row.
+    assert [sum(s.values()) for s in steps] == [500] * 7 + [113, 0]
+    assert all("incidents" not in s for s in steps[:7]) and steps[7] == {"alerts": 112, "incidents": 1}
     async with await connect(db_url) as conn:
         assert await rows_of(conn, storm) == dict.fromkeys(CHILD_TABLES, 0)
 

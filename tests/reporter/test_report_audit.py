@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import tempfile
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +18,7 @@ import pytest
 from markdown_it import MarkdownIt
 from psycopg.rows import dict_row
 
-from shared.reports import audit, audit_markdown, audit_xlsx
+from shared.reports import audit, audit_json, audit_markdown, audit_xlsx
 from tests.reporter.markdown_tables import tables, unescaped_pipes
 from tests.seed import T0, insert_alert, insert_incident
 
@@ -204,6 +205,9 @@ async def test_audit_xlsx_has_typed_rows_and_no_formulas(
         "Still open",
         "Response times",
         "Missed targets",
+        "Noise",
+        "Noisiest alerts",
+        "Alert quality",
     ]
     incidents = list(wb["Incidents"].iter_rows(values_only=False))
     headers = [c.value for c in incidents[0]]
@@ -221,6 +225,45 @@ async def test_audit_xlsx_has_typed_rows_and_no_formulas(
         assert ws.freeze_panes == "A2"
         for row in ws.iter_rows():
             assert all(c.data_type != "f" for c in row), ws.title
+
+
+async def test_audit_json_holds_the_same_figures_and_text_as_stored(
+    conn: psycopg.AsyncConnection[Any], reader: psycopg.Connection[Any]
+) -> None:
+    await seed_period(conn)
+    with audit.reading(reader, SINCE, UNTIL) as report:
+        document = json.loads(audit_json.render(report))
+        keys = report.incidents.column("key")
+    assert list(document) == [
+        "schema_version",
+        "since",
+        "until",
+        "as_of",
+        "retention_horizon",
+        "complete_from",
+        "complete",
+        "summary",
+        "by_severity",
+        "response_times",
+        "noise",
+        "by_alertname",
+        "by_host",
+        "noisy",
+        "flapping",
+        "still_open",
+        "incidents",
+    ]
+    assert [i["key"] for i in document["incidents"]] == keys
+    assert document["summary"]["mtta"] == {"count": 3, "mean_s": 600.0, "p90_s": 840.0}
+    assert document["by_severity"] == [
+        {"severity": "critical", "incidents": 2, "open": 1},
+        {"severity": "warning", "incidents": 2, "open": 1},
+    ]
+    first, *_, hostile = document["incidents"]
+    assert first["opened_at"] == "2026-11-01T03:00:00Z" and first["tta_s"] == 300.0
+    assert hostile["title"] == HOSTILE  # JSON carries text as it is: escaping is the reader's
+    assert document["response_times"]["targets"] == {} and document["response_times"]["missed"] == []
+    assert document["noise"]["funnel"]["incidents"] == 4 and document["noise"]["funnel"]["held_back"] == 1
 
 
 LONG_PERIOD_INCIDENTS = 4_000
@@ -251,13 +294,13 @@ def export_peak(conn: psycopg.Connection[Any], minutes: int, fmt: str) -> int:
     tracemalloc.reset_peak()
     base, _ = tracemalloc.get_traced_memory()
     with tempfile.TemporaryFile() as out, audit.reading(conn, T0, at(minutes)) as report:
-        (audit_markdown.write if fmt == "md" else audit_xlsx.write)(report, out)
+        {"md": audit_markdown.write, "xlsx": audit_xlsx.write, "json": audit_json.write}[fmt](report, out)
         assert out.tell() > 0
     _, peak = tracemalloc.get_traced_memory()
     return peak - base
 
 
-@pytest.mark.parametrize("fmt", ["md", "xlsx"])
+@pytest.mark.parametrize("fmt", ["md", "xlsx", "json"])
 async def test_exporting_a_long_period_takes_no_more_memory_than_a_short_one(
     conn: psycopg.AsyncConnection[Any], reader: psycopg.Connection[Any], fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,6 +54,7 @@ API_ROUTES: list[tuple[str, str]] = [
     ("GET", "/api/v1/incidents/INC-000001/report.json"),
     ("GET", "/api/v1/reports/audit.md?since=2026-11-01T00:00:00Z"),
     ("GET", "/api/v1/reports/audit.xlsx?since=2026-11-01T00:00:00Z"),
+    ("GET", "/api/v1/reports/audit.json?since=2026-11-01T00:00:00Z"),
     ("GET", "/api/v1/insights"),
     ("POST", "/api/v1/incidents/INC-000001/ack"),
     ("POST", "/api/v1/incidents/INC-000001/resolve"),
@@ -598,6 +599,15 @@ async def test_audit_reports_for_a_period(web: Web, db_url: str) -> None:
         assert md.status_code == 200 and "INC-000002" in md.text
         xlsx = await client.get("/api/v1/reports/audit.xlsx?since=2026-11-01&until=2026-11-02")
         assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
+        audit_json = await client.get("/api/v1/reports/audit.json?since=2026-11-01&until=2026-11-02")
+        assert audit_json.status_code == 200 and audit_json.headers["Content-Type"] == "application/json"
+        assert "audit-20261101-20261102.json" in audit_json.headers["Content-Disposition"]
+        document = audit_json.json()
+        assert "INC-000002" in [i["key"] for i in document["incidents"]]
+        assert document["summary"]["incidents"] == len(document["incidents"])
+        assert document["noise"]["funnel"]["incidents"] + document["summary"]["maintenance"] == len(
+            document["incidents"]
+        )
         for query, field in [
             ("", "since"),
             ("since=soon", "since"),

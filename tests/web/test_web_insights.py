@@ -13,7 +13,7 @@ from services.web.listing import QueryError
 from services.web.trend_charts import Series, stacked_bars
 from shared.config import Settings
 from shared.insights.trends import Period, trends_of
-from tests.seed import insert_incident
+from tests.seed import insert_alert, insert_incident
 from tests.web.webapp import READONLY_TOKEN, Web, connect, login, serve_web, web_settings
 
 DAY1 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -32,7 +32,7 @@ async def seed(db_url: str) -> None:
     async with await connect(db_url) as conn:
         for n, (tta, ttr) in enumerate([(60, 600), (120, 1200), (300, 3000)], start=1):
             at = DAY1 + timedelta(hours=n)
-            await insert_incident(
+            incident = await insert_incident(
                 conn,
                 number=n,
                 state="resolved",
@@ -40,6 +40,12 @@ async def seed(db_url: str) -> None:
                 acknowledged_at=at + timedelta(seconds=tta),
                 resolved_at=at + timedelta(seconds=ttr),
             )
+            # Each incident: a DiskFull repeated n + 1 times, and on the first a <b>Loud</b> one repeated 10 times.
+            disk = await insert_alert(conn, incident, alertname="DiskFull", host=f"db-{n}", starts_at=at)
+            await conn.execute("UPDATE alerts SET notifications = %s WHERE id = %s", (n + 1, disk))
+            if n == 1:
+                loud = await insert_alert(conn, incident, alertname="<b>Loud</b>", starts_at=at)
+                await conn.execute("UPDATE alerts SET notifications = 10 WHERE id = %s", (loud,))
         planned = await insert_incident(
             conn,
             number=4,
@@ -78,6 +84,13 @@ async def test_the_json_counts_each_day_by_severity_and_gives_response_percentil
     assert day1["incidents"] == 3 and day1["acknowledged"] == 3 and day1["resolved"] == 3
     assert (day1["tta_median_s"], day1["tta_p90_s"]) == (120.0, 264.0)
     assert (day1["ttr_median_s"], day1["ttr_p90_s"]) == (1200.0, 2640.0)
+    # 2 + 3 + 4 DiskFull and 10 Loud notifications, 4 occurrences, in the period's non-maintenance incidents.
+    assert (body["funnel"]["notifications"], body["funnel"]["occurrences"]) == (19, 4)
+    assert [(n["name"], n["notifications"], n["occurrences"]) for n in body["noisiest"]] == [
+        ("<b>Loud</b>", 10, 1),
+        ("DiskFull", 9, 3),
+    ]
+    assert all(n["suggestion"]["text"] for n in body["noisiest"])
     whole = body["response"]
     assert whole["incidents"] == 5 and whole["acknowledged"] == 3 and whole["tta_median_s"] == 120.0
 
@@ -96,6 +109,8 @@ async def test_the_page_shows_the_figures_charts_and_escapes_what_alerts_named(w
     assert "2026-11-02: 4 critical" in html
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert html.count('<svg class="chart"') == 3
+    assert "19 notifications → 4 alert occurrences → 5 incidents" in html
+    assert html.index("&lt;b&gt;Loud&lt;/b&gt;") < html.index(">DiskFull<")
 
 
 @pytest.mark.parametrize(

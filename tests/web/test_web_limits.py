@@ -213,6 +213,8 @@ WEB_GRANTS = {
     "alertmanager_poll": {"SELECT"},
     # Configuration the API creates and deletes (migration 0064); never updated.
     "maintenance_windows": {"SELECT", "INSERT", "DELETE"},
+    # Similar past incidents (migration 0065), for the page, the API and the reports the web renders.
+    "incident_signature_tokens": {"SELECT"},
 }
 # Tables vigil_readonly may not read: every other one it may.
 READONLY_EXCLUDED = {"web_sessions"}

@@ -258,6 +258,10 @@ async def test_responder_works_an_incident_in_the_browser(
     assert first.encode() in audit_md
     audit_xlsx = await download(page, "#audit-xlsx", tmp_path / "audit.xlsx")
     assert audit_xlsx[:2] == b"PK"
+    audit_json = json.loads(await download(page, "#audit-json", tmp_path / "audit.json"))
+    assert first in [i["key"] for i in audit_json["incidents"]]
+    funnel = audit_json["noise"]["funnel"]
+    assert funnel["notifications"] >= funnel["occurrences"] >= funnel["incidents"] >= 1
 
     assert dialogs == []
     await context.close()
