@@ -38,6 +38,10 @@ SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
 # Times come back in UTC whatever the server's TimeZone: the read model's alerts are not revalidated to UTC, and
 # what Vigil shows and writes into reports says +00:00.
 SET_TIME_ZONE_UTC = "SELECT set_config('TimeZone', 'UTC', false)"
+# For a transaction that aggregates a whole period (an audit, the insights page): PostgreSQL's estimates of such
+# queries overshoot by orders of magnitude, and past jit_above_cost it compiled them to machine code for longer than
+# they then ran (a year of 110,000 alerts' noise figures: 1.7 s with JIT, 0.65 s without).
+SET_LOCAL_NO_JIT = "SET LOCAL jit = off"
 
 
 # What every pool of Vigil's hands out: connections whose rows are dicts keyed by column name.

@@ -19,10 +19,11 @@ from services.web.listing import QueryError, parse_time
 from services.web.pages import render
 from services.web.presentation import duration
 from services.web.trend_charts import Series, colour_of, lines, stacked_bars
-from shared.db import Pool
+from shared.db import SET_LOCAL_NO_JIT, Pool
 from shared.insights.noise import Funnel, Noisy, read_funnel, read_noisiest
 from shared.insights.trends import Period, Response, Trends, read_trends
 from shared.problems import problem_response
+from shared.readmodel.incidents import reading_snapshot
 from shared.service import DB
 
 PERIODS = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
@@ -158,14 +159,11 @@ class Insights:
 async def read(pool: Pool, chosen: Chosen) -> Insights:
     """The period's figures, read in one snapshot so the funnel and the charts count the same incidents."""
     period = chosen.period
-    async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        # As in the audit (shared/reports/audit.py): PostgreSQL's estimates of the noise query over a long period pass
-        # jit_above_cost, and compiling it took longer than running it (a year of 110,000 alerts: 1.7 s → 0.65 s).
-        await conn.execute("SET LOCAL jit = off")
-        trends = await read_trends(conn, period)
-        funnel = await read_funnel(conn, period.since, period.until)
-        noisiest = await read_noisiest(conn, period.since, period.until)
+    async with pool.connection() as conn, reading_snapshot(conn) as snapshot:
+        await snapshot.execute(SET_LOCAL_NO_JIT)
+        trends = await read_trends(snapshot, period)
+        funnel = await read_funnel(snapshot, period.since, period.until)
+        noisiest = await read_noisiest(snapshot, period.since, period.until)
     return Insights(trends, funnel, noisiest)
 
 

@@ -48,7 +48,7 @@ import psycopg
 from psycopg.rows import dict_row, namedtuple_row
 
 from shared.contracts import SEVERITY_RANK
-from shared.db import Queries
+from shared.db import SET_LOCAL_NO_JIT, Queries
 from shared.insights import noise
 from shared.reports.response_targets import NO_TARGETS, Miss, ResponseTargets, misses
 
@@ -240,12 +240,11 @@ def reading(
 def _tune(conn: psycopg.Connection[Any]) -> None:
     """Settings for the audit's own transaction (SET LOCAL: they end with it).
 
-    The audit's aggregates read a whole period, and PostgreSQL's estimates of its CTEs overshoot by orders of
-    magnitude: past jit_above_cost it compiled every query to machine code, which cost more than it saved (a third of
-    the noise queries' time at 100,000 incidents). Its sorts and hashes of 200,000 alerts spilled to disk at the
-    default 4 MB: AUDIT_WORK_MEM keeps them in memory, per sort or hash, for the few exports the web runs at a time.
+    No JIT (shared.db.SET_LOCAL_NO_JIT says why: a third of the noise queries' time at 100,000 incidents). Its sorts
+    and hashes of 200,000 alerts spilled to disk at the default 4 MB: AUDIT_WORK_MEM keeps them in memory, per sort
+    or hash, for the few exports the web runs at a time.
     """
-    conn.execute("SET LOCAL jit = off")
+    conn.execute(SET_LOCAL_NO_JIT)
     conn.execute(f"SET LOCAL work_mem = '{AUDIT_WORK_MEM}'")
 
 

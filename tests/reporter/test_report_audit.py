@@ -8,7 +8,6 @@ import io
 import json
 import tempfile
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +15,6 @@ import openpyxl
 import psycopg
 import pytest
 from markdown_it import MarkdownIt
-from psycopg.rows import dict_row
 
 from shared.reports import audit, audit_json, audit_markdown, audit_xlsx
 from tests.reporter.markdown_tables import tables, unescaped_pipes
@@ -28,19 +26,6 @@ SINCE, UNTIL = T0, T0 + timedelta(days=1)
 
 def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
-
-
-@pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
-def reader(db_url: str) -> Iterator[psycopg.Connection[Any]]:
-    """The blocking connection an export reads with (in the web, in a thread of its own)."""
-    with psycopg.connect(db_url) as connection:
-        yield connection
 
 
 async def seed_period(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -12,10 +12,8 @@ from psycopg.types.json import Jsonb
 
 from shared.reports import audit, audit_markdown, audit_xlsx
 from tests.reporter.markdown_tables import tables
-from tests.reporter.test_report_audit import SINCE, UNTIL, at, conn, reader, seed_period
+from tests.reporter.test_report_audit import SINCE, UNTIL, at, seed_period
 from tests.seed import insert_incident
-
-__all__ = ["conn", "reader"]  # the fixtures, used by name
 
 
 async def test_acknowledgements_by_a_silence_are_counted_and_marked(

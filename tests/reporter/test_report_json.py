@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import psycopg
-import pytest
-from psycopg.rows import dict_row
 
 from shared.reports import incident_json, incident_report
 from shared.reports.incident_content import IncidentContent
 from tests.reporter.report_seed import KEY, seed_incident
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "report-schema.json"
-
-
-@pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row, autocommit=True) as connection:
-        yield connection
 
 
 def test_published_schema_is_the_one_the_code_produces() -> None:

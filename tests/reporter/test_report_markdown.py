@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
-from psycopg.rows import dict_row
 
 from shared.reports import incident_markdown, incident_report
 from shared.reports import markdown_text as md
@@ -26,12 +24,6 @@ from tests.reporter.report_seed import KEY, seed_incident
 
 GOLDEN = Path(__file__).parent / "golden" / "incident_report.md"
 PARSER = MarkdownIt("commonmark").enable("table")
-
-
-@pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row, autocommit=True) as connection:
-        yield connection
 
 
 async def test_fixed_incident_renders_the_golden_report(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +13,6 @@ import openpyxl
 import psycopg
 import pytest
 from markdown_it import MarkdownIt
-from psycopg.rows import dict_row
 
 from shared.insights import noise
 from shared.reports import audit, audit_json, audit_markdown, audit_xlsx
@@ -27,18 +25,6 @@ LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 
 def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
-
-
-@pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
-def reader(db_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(db_url) as connection:
-        yield connection
 
 
 class Seed:

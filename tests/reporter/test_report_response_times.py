@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import openpyxl
 import psycopg
 import pytest
 from markdown_it import MarkdownIt
-from psycopg.rows import dict_row
 
 from services.web.app import build_app
 from shared.config import ConfigError, Settings
@@ -168,18 +166,6 @@ def test_severities_without_targets_miss_nothing() -> None:
 
 
 # --- the audit over seeded incidents -----------------------------------------------------------
-
-
-@pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
-def reader(db_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(db_url) as connection:
-        yield connection
 
 
 # Relative to the real clock: the audit's as_of is the database's now(), which decides the unacknowledged misses.
