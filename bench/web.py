@@ -9,7 +9,8 @@ Prints one JSON line per figure:
   incident with 10,000 alerts (target: p95 under 300 ms); the same page with all 10,000 alerts listed
   (?alerts=all), and the incident's full JSON.
 - web_insights_100k: the insights page of the whole year (all 100,000 incidents) and of a month, and the year's
-  JSON (target: p95 under 300 ms).
+  JSON (target: p95 under 300 ms), as readers get them (recent figures served again, VIGIL_WEB_INSIGHTS_FRESH_S), and
+  computed for each request (`computed_*`: what the first reader of a period waits).
 """
 
 from __future__ import annotations
@@ -236,6 +237,15 @@ async def measure(url: str) -> list[dict[str, Any]]:
         for _ in range(PAGE_RUNS):
             for name, path in insight_pages.items():
                 insight_times[name].append((await timed(client, path))[0])
+        # The same pages computed for every request (a period never asked for before: the since moves by seconds,
+        # which changes no figure here), as the first reader after a quiet spell would wait for them.
+        computed_times: dict[str, list[float]] = {name: [] for name in insight_pages}
+        for run in range(PAGE_RUNS):
+            for page, (name, path) in enumerate(insight_pages.items()):
+                moved = f"T00:{page:02d}:{run:02d}Z"
+                fresh_key = path.replace("since=2026-01-01", f"since=2026-01-01{moved}")
+                fresh_key = fresh_key.replace("since=2026-06-01", f"since=2026-06-01{moved}")
+                computed_times[name].append((await timed(client, fresh_key))[0])
         every = [t for ts in insight_times.values() for t in ts]
         results.append(
             {
@@ -245,6 +255,12 @@ async def measure(url: str) -> list[dict[str, Any]]:
                 "p95_ms": round(percentile_rounded_index(every, 0.95), 1),
                 "p95_ms_by_page": {
                     name: round(percentile_rounded_index(ts, 0.95), 1) for name, ts in insight_times.items()
+                },
+                "computed_p50_ms_by_page": {
+                    name: round(statistics.median(ts), 1) for name, ts in computed_times.items()
+                },
+                "computed_p95_ms_by_page": {
+                    name: round(percentile_rounded_index(ts, 0.95), 1) for name, ts in computed_times.items()
                 },
                 "target_p95_ms": 300,
             }

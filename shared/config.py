@@ -132,6 +132,13 @@ class Settings(BaseSettings):
     )
     web_max_live_clients: int = Field(200, ge=1, description="Live (server-sent events) connections at once.")
     web_max_audit_exports: int = Field(2, ge=1, le=16, description="Audit exports built at once; more get 503.")
+    web_insights_fresh_s: float = Field(
+        60,
+        ge=0,
+        le=3600,
+        description="How long the insights page's figures are served before recomputed (they say when they were "
+        "computed); 0: computed for every request.",
+    )
     web_database_url: str | None = Field(
         None,
         description="PostgreSQL DSN of the web's own least-privilege role (vigil_web); unset: VIGIL_DATABASE_URL.",

@@ -3,11 +3,13 @@
 `GET /insights` (HTML) and `GET /api/v1/insights` (JSON) take the same period: `period` one of PERIODS (the last
 7, 30, 90 or 365 UTC days, today included), or `since` and `until` (ISO 8601 dates or times, at most MAX_SPAN apart).
 The figures are shared.insights' (PostgreSQL's), over the audit's incidents: announced and opened in the period.
+They are served again while recent (insights_cache.py, VIGIL_WEB_INSIGHTS_FRESH_S): the page and the JSON (`as_of`)
+say when they were computed. A named period is one key (its figures end when they were computed); a range is another.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from markupsafe import Markup
 
+from services.web.insights_cache import Computed, RecentResults
 from services.web.listing import QueryError, parse_time
 from services.web.pages import render
 from services.web.presentation import duration
@@ -24,12 +27,16 @@ from shared.insights.noise import Funnel, Noisy, read_funnel, read_noisiest
 from shared.insights.trends import Period, Response, Trends, read_trends
 from shared.problems import problem_response
 from shared.readmodel.incidents import reading_snapshot
-from shared.service import DB
+from shared.service import DB, SETTINGS
 
 PERIODS = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
 DEFAULT_PERIOD = "30d"
 MAX_SPAN = timedelta(days=366)
 KNOWN_PARAMS = frozenset({"period", "since", "until"})
+# Served while recent, then recomputed in the background; past this many times the freshness, readers wait instead.
+USABLE_FRESHNESSES = 10
+
+CacheKey = str | tuple[datetime, datetime]
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,10 @@ class Chosen:
 
     name: str | None
     period: Period
+
+    @property
+    def key(self) -> CacheKey:
+        return self.name if self.name is not None else (self.period.since, self.period.until)
 
 
 def choose_period(query: Mapping[str, str], now: datetime) -> Chosen:
@@ -76,10 +87,12 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def insights_json(insights: Insights) -> dict[str, Any]:
+def insights_json(computed: Computed[Insights]) -> dict[str, Any]:
+    insights = computed.value
     trends = insights.trends
     period = trends.period
     return {
+        "as_of": computed.at.isoformat(),
         "funnel": insights.funnel.as_json(),
         "noisiest": [n.as_json() for n in insights.noisiest],
         "since": period.since.isoformat(),
@@ -156,9 +169,11 @@ class Insights:
     noisiest: list[Noisy]
 
 
-async def read(pool: Pool, chosen: Chosen) -> Insights:
+INSIGHTS = web.AppKey("insights", RecentResults[CacheKey, Insights])
+
+
+async def read(pool: Pool, period: Period) -> Insights:
     """The period's figures, read in one snapshot so the funnel and the charts count the same incidents."""
-    period = chosen.period
     async with pool.connection() as conn, reading_snapshot(conn) as snapshot:
         await snapshot.execute(SET_LOCAL_NO_JIT)
         trends = await read_trends(snapshot, period)
@@ -167,12 +182,25 @@ async def read(pool: Pool, chosen: Chosen) -> Insights:
     return Insights(trends, funnel, noisiest)
 
 
+async def recent(request: web.Request, chosen: Chosen) -> Computed[Insights]:
+    """The chosen period's figures, computed now or recently (a named period: up to when they were computed)."""
+    pool = request.app[DB]
+
+    async def compute() -> Insights:
+        period = chosen.period
+        if chosen.name is not None:  # a named period ends when its figures are computed, not when first asked for
+            period = choose_period({"period": chosen.name}, datetime.now(UTC)).period
+        return await read(pool, period)
+
+    return await request.app[INSIGHTS].get(chosen.key, compute)
+
+
 async def api_insights(request: web.Request) -> web.Response:
     try:
         chosen = choose_period(request.query, datetime.now(UTC))
     except QueryError as exc:
         return problem_response(422, exc.message, field=exc.field)
-    return web.json_response(insights_json(await read(request.app[DB], chosen)))
+    return web.json_response(insights_json(await recent(request, chosen)))
 
 
 async def insights_page(request: web.Request) -> web.Response:
@@ -180,7 +208,8 @@ async def insights_page(request: web.Request) -> web.Response:
         chosen = choose_period(request.query, datetime.now(UTC))
     except QueryError as exc:
         return render(request, "insights.html", status=422, error=exc, periods=PERIODS, chosen=None, trends=None)
-    insights = await read(request.app[DB], chosen)
+    computed = await recent(request, chosen)
+    insights = computed.value
     trends = insights.trends
     top = max((n.alert.notifications for n in insights.noisiest), default=0) or 1
     return render(
@@ -189,6 +218,7 @@ async def insights_page(request: web.Request) -> web.Response:
         error=None,
         periods=PERIODS,
         chosen=chosen,
+        as_of=computed.at,
         trends=trends,
         funnel=insights.funnel,
         noisiest=insights.noisiest,
@@ -201,6 +231,14 @@ async def insights_page(request: web.Request) -> web.Response:
     )
 
 
+async def insights_ctx(app: web.Application) -> AsyncIterator[None]:
+    fresh = app[SETTINGS].web_insights_fresh_s
+    app[INSIGHTS] = RecentResults(fresh_for=fresh, usable_for=fresh * USABLE_FRESHNESSES)
+    yield
+    await app[INSIGHTS].close()
+
+
 def add_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(insights_ctx)
     app.router.add_get("/insights", insights_page)
     app.router.add_get("/api/v1/insights", api_insights)

@@ -310,7 +310,8 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Incidents per day (per week past 92 days) by severity, and MTTA/MTTR over time",
                     "description": "The period: `period` (the last 7, 30, 90 or 365 UTC days, today included; "
                     "default 30d), or `since` and `until` (at most 366 days apart). Incidents in maintenance windows "
-                    "count as incidents but not in the response times (seconds; percentiles interpolated).",
+                    "count as incidents but not in the response times (seconds; percentiles interpolated). Figures "
+                    "are served again while recent (VIGIL_WEB_INSIGHTS_FRESH_S): `as_of` says when they were computed.",
                     "parameters": [
                         {"name": "period", "in": "query", "schema": {"enum": ["7d", "30d", "90d", "365d"]}},
                         {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
@@ -318,7 +319,8 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {
-                            "description": "The period's figures: `incidents`, `incidents_by_severity`, `response` "
+                            "description": "The period's figures as of `as_of`: `incidents`, `incidents_by_severity`, "
+                            "`funnel`, `noisiest`, `response` "
                             "(incidents, acknowledged, tta_median_s, tta_p90_s, resolved, ttr_median_s, ttr_p90_s) and "
                             "`buckets` (start, incidents, incidents_by_severity, response)",
                             "content": {"application/json": {"schema": {"type": "object"}}},

@@ -12,7 +12,8 @@
 -- up to when it was last seen, a firing one up to now(), the snapshot's time. Never below zero.
 -- Acknowledged: acknowledged_at is set, or the timeline says it was acknowledged once (a reopen clears acknowledged_at).
 -- Flapped: flapping is set, or the timeline says it started flapping once (the flag clears when it calms down).
--- Text sorts by bytes (COLLATE "C"), as in the audit. Aggregates over one join of the period's incidents and their
+-- Seconds come from date_part (float8), not extract (numeric since PostgreSQL 14): over a year's occurrences the numeric
+-- arithmetic was a tenth of the query. Text sorts by bytes (COLLATE "C"), as in the audit. Aggregates over one join of the period's incidents and their
 -- alerts, no per-incident work; no CTE is read twice: a materialised CTE's row count is a guess, and a bad guess made
 -- PostgreSQL JIT-compile a 100,000-incident period's query for longer than it then ran.
 
@@ -59,7 +60,7 @@ WITH top_names AS (
 ),
 occurrences AS (
     SELECT a.alertname, a.incident_id, a.notifications, a.host, a.status,
-           greatest(extract(epoch FROM CASE a.status WHEN 'resolved' THEN coalesce(a.ends_at, a.resolved_at)
+           greatest(date_part('epoch', CASE a.status WHEN 'resolved' THEN coalesce(a.ends_at, a.resolved_at)
                                                      WHEN 'stale' THEN a.last_seen_at
                                                      ELSE now() END - a.starts_at), 0)::float8 AS firing_s,
            i.rule, i.announced, i.alert_count, i.opened_at, i.state, i.acknowledged_at, i.flapping,
@@ -106,7 +107,7 @@ WITH by_occurrence AS (
     SELECT i.rule, sum(a.notifications)::bigint AS notifications, count(*) AS occurrences,
            count(*) FILTER (WHERE a.status <> 'resolved') AS not_resolved,
            percentile_cont(0.5) WITHIN GROUP (
-               ORDER BY greatest(extract(epoch FROM CASE a.status WHEN 'resolved' THEN coalesce(a.ends_at, a.resolved_at)
+               ORDER BY greatest(date_part('epoch', CASE a.status WHEN 'resolved' THEN coalesce(a.ends_at, a.resolved_at)
                                                                   WHEN 'stale' THEN a.last_seen_at
                                                                   ELSE now() END - a.starts_at), 0)::float8
            ) AS median_firing_s,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,34 @@ async def test_the_page_shows_the_figures_charts_and_escapes_what_alerts_named(w
     assert html.count('<svg class="chart"') == 3
     assert "19 notifications → 4 alert occurrences → 5 incidents" in html
     assert html.index("&lt;b&gt;Loud&lt;/b&gt;") < html.index(">DiskFull<")
+
+
+async def test_recent_figures_are_served_with_their_time_then_recomputed(
+    settings: Settings, tmp_path: Path, db_url: str
+) -> None:
+    await seed(db_url)
+    async with serve_web(web_settings(settings, tmp_path, web_insights_fresh_s=0.5)) as served:
+        async with served.client(READONLY_TOKEN) as client:
+            first = (await client.get(f"/api/v1/insights?{PERIOD}")).json()
+            async with await connect(db_url) as conn:
+                await insert_incident(conn, number=9, opened_at=DAY1 + timedelta(hours=20))
+            again = (await client.get(f"/api/v1/insights?{PERIOD}")).json()
+            assert (again["incidents"], again["as_of"]) == (6, first["as_of"])  # recent: served as it was
+            await asyncio.sleep(0.6)
+            stale = (await client.get(f"/api/v1/insights?{PERIOD}")).json()
+            assert (stale["incidents"], stale["as_of"]) == (6, first["as_of"])  # older: served, recomputing
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                latest = (await client.get(f"/api/v1/insights?{PERIOD}")).json()
+                if latest["incidents"] == 7:
+                    break
+            assert latest["incidents"] == 7 and latest["as_of"] > first["as_of"]
+            assert datetime.fromisoformat(latest["as_of"]) <= datetime.now(UTC)
+        async with served.client() as client:
+            await login(client, "victor")
+            page = await client.get(f"/insights?{PERIOD}")
+    as_of = datetime.fromisoformat(latest["as_of"]).strftime("%Y-%m-%d %H:%M:%S")
+    assert f'<span id="as-of">Figures as of {as_of} UTC.</span>' in page.text
 
 
 @pytest.mark.parametrize(
