@@ -92,6 +92,8 @@ class WebhookSender:
     client: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=10))
     latencies_ms: list[float] = field(default_factory=list)
     retries: int = 0
+    # The seconds (of time.monotonic) in which a webhook got 5xx or no answer: how long senders saw Vigil unavailable.
+    unavailable_at: set[int] = field(default_factory=set)
 
     async def send(self, body: dict[str, Any] | bytes) -> bool:
         """True when ingest accepted the webhook (2xx); False when it refused it (4xx) or we gave up.
@@ -113,6 +115,7 @@ class WebhookSender:
                     return False
             except httpx.TransportError:
                 pass
+            self.unavailable_at.add(int(time.monotonic()))
             if time.monotonic() > deadline:
                 return False
             self.retries += 1

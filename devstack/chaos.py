@@ -1,7 +1,12 @@
 """`make chaos`: fault drills while alerts stream in. Each drill starts a fresh system (devstack.harness), streams
 Alertmanager-shaped webhooks through ingest, breaks something halfway, waits for the system to settle, then
 accounts for every alert: sent (accepted by ingest), stored (rows in PostgreSQL), lost (sent but not stored),
-duplicated incidents, and incidents whose `incident.opened` event never reached a subscriber.
+duplicated incidents, incidents whose `incident.opened` event never reached a subscriber, and the seconds in which
+senders got 503 (or no answer) and had to retry.
+
+The cluster drills run on a three-node RabbitMQ cluster (the services given every node's URL) or on a PostgreSQL
+primary with a synchronous streaming standby (the services given a multi-host URL with target_session_attrs=read-write):
+kill_rabbitmq_node, rabbitmq_rolling_restart, postgres_failover.
 
     python -m devstack.chaos                 # every drill, full length
     python -m devstack.chaos --short kill_correlator
@@ -25,7 +30,10 @@ import psycopg
 from devstack.alertstorm import WebhookSender, alert, occurrence, webhook
 from devstack.harness import LocalVigil
 from devstack.hostile import hostile_set, stored_fingerprint
+from devstack.procs import StackError
+from shared import broker_urls
 from shared.contracts import INCIDENTS_EXCHANGE
+from shared.messaging.connection import FailoverConnection
 from shared.messaging.topology import CORRELATOR_QUEUE
 
 PROBE_QUEUE = "chaos.probe"
@@ -46,6 +54,8 @@ class DrillResult:
     lost_events: int
     incidents: int
     ingest_retries: int
+    # Seconds in which some webhook got 503 or no answer (and was sent again, as Alertmanager does).
+    unavailable_s: int
     seconds: float
     # Where the hostile alerts went (poison drill): stored (bounded), refused (4xx), parked, or held (none of those).
     hostile: dict[str, int] | None = None
@@ -58,6 +68,8 @@ class Drill:
     twice: bool = False
     replicas: int = 1
     hostile: int = 0  # hostile alerts mixed into the stream
+    rabbitmq_nodes: int = 1
+    postgres_standby: bool = False
 
 
 async def _kill_correlator(vigil: LocalVigil) -> None:
@@ -76,6 +88,42 @@ async def _nothing(vigil: LocalVigil) -> None:
     return None
 
 
+async def _node_of(vigil: LocalVigil, service: str) -> int:
+    """The cluster node `service`'s broker connection is on (the management API lists it some seconds after)."""
+    assert vigil.cluster is not None
+    for _ in range(150):
+        node = await asyncio.to_thread(vigil.cluster.node_for_connection, service)
+        if node is not None:
+            return node
+        await asyncio.sleep(0.2)
+    raise StackError(f"no broker connection of {service} is listed")
+
+
+async def _kill_rabbitmq_node(vigil: LocalVigil) -> None:
+    assert vigil.cluster is not None
+    node = await _node_of(vigil, "ingest")
+    if await _node_of(vigil, "correlator") != node:
+        print("chaos: ingest and the correlator are on different nodes; killing ingest's", file=sys.stderr)
+    await asyncio.to_thread(vigil.cluster.kill_node, node)
+    print(f"chaos: killed RabbitMQ node {vigil.cluster.node_names[node]}", file=sys.stderr, flush=True)
+
+
+async def _rabbitmq_rolling_restart(vigil: LocalVigil) -> None:
+    assert vigil.cluster is not None
+    for node in range(vigil.cluster.size):
+        await asyncio.to_thread(vigil.cluster.restart_node, node)
+        print(f"chaos: restarted RabbitMQ node {vigil.cluster.node_names[node]}", file=sys.stderr, flush=True)
+
+
+async def _postgres_failover(vigil: LocalVigil) -> None:
+    assert vigil.standby is not None
+    await asyncio.to_thread(vigil.postgres.kill)
+    # A failover manager notices a dead primary after some seconds; then promotes.
+    await asyncio.sleep(2)
+    await asyncio.to_thread(vigil.standby.promote)
+    print(f"chaos: killed the primary, promoted the standby on port {vigil.standby.port}", file=sys.stderr, flush=True)
+
+
 DRILLS = {
     d.name: d
     for d in (
@@ -85,12 +133,16 @@ DRILLS = {
         Drill("two_correlators", _nothing, replicas=2),
         Drill("duplicate_delivery", _nothing, twice=True),
         Drill("poison", _nothing, hostile=50),
+        Drill("kill_rabbitmq_node", _kill_rabbitmq_node, rabbitmq_nodes=3),
+        Drill("rabbitmq_rolling_restart", _rabbitmq_rolling_restart, rabbitmq_nodes=3),
+        Drill("postgres_failover", _postgres_failover, postgres_standby=True),
     )
 }
 
 
 class EventProbe:
-    """A subscriber of our own: a durable queue on vigil.incidents that outlives a broker restart."""
+    """A subscriber of our own: a durable queue on vigil.incidents that outlives a broker restart, connected to
+    every node of a cluster in turn as the services are."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -98,7 +150,9 @@ class EventProbe:
         self.connection: aio_pika.abc.AbstractRobustConnection | None = None
 
     async def start(self) -> None:
-        self.connection = await aio_pika.connect_robust(self.url)
+        urls = [aio_pika.connection.make_url(url, reconnect_interval=1) for url in broker_urls.split(self.url)]
+        self.connection = FailoverConnection(urls)
+        await self.connection.connect(timeout=10)
         channel = await self.connection.channel()
         exchange = await channel.declare_exchange(INCIDENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
         queue = await channel.declare_queue(PROBE_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
@@ -118,11 +172,15 @@ class EventProbe:
 
 async def run_drill(drill: Drill, *, alerts_per_s: int = 200, seconds: float = 10, hosts: int = 40) -> DrillResult:
     started = time.monotonic()
-    async with LocalVigil(services=("ingest", "correlator")) as vigil:
+    async with LocalVigil(
+        services=("ingest", "correlator"),
+        rabbitmq_nodes=drill.rabbitmq_nodes,
+        postgres_standby=drill.postgres_standby,
+    ) as vigil:
         for n in range(2, drill.replicas + 1):
             vigil.add_replica("correlator", f"correlator-{n}")
         await vigil.wait_ready([f"correlator-{n}" for n in range(2, drill.replicas + 1)])
-        probe = EventProbe(vigil.rabbitmq.url())
+        probe = EventProbe(vigil.amqp_url)
         await probe.start()
         sender = WebhookSender(f"{vigil.url('ingest')}/api/v1/webhooks/alertmanager", "harness-sender-token-01")
         accepted: set[tuple[str, str]] = set()
@@ -157,12 +215,22 @@ async def run_drill(drill: Drill, *, alerts_per_s: int = 200, seconds: float = 1
                 else:
                     refused += 1
 
+        fault_done = asyncio.Event()
+
         async def stream() -> None:
+            # `seconds` of alerts, and on while the fault lasts longer (a rolling restart), then a second more.
             interval = per_webhook / alerts_per_s
             tasks = []
             next_at = time.monotonic()
-            for i in range(webhooks):
+            i = 0
+            while i < webhooks or not fault_done.is_set():
                 tasks.append(asyncio.create_task(send_one(i)))
+                i += 1
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            for _ in range(int(alerts_per_s / per_webhook)):
+                tasks.append(asyncio.create_task(send_one(i)))
+                i += 1
                 next_at += interval
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             await asyncio.gather(*tasks)
@@ -170,10 +238,12 @@ async def run_drill(drill: Drill, *, alerts_per_s: int = 200, seconds: float = 1
         streaming = asyncio.create_task(stream())
         await asyncio.sleep(seconds / 2)
         await drill.fault(vigil)
+        fault_done.set()
         await streaming
-        stored, incidents, distinct_hosts = await settle(vigil.postgres.url, len(accepted) + len(hostile_accepted))
-        await wait_for_events(probe, vigil.postgres.url)
-        keys = await announced_keys(vigil.postgres.url)
+        db_url = vigil.database_url
+        stored, incidents, distinct_hosts = await settle(db_url, len(accepted) + len(hostile_accepted))
+        await wait_for_events(probe, db_url)
+        keys = await announced_keys(db_url)
         await probe.close()
         await sender.aclose()
         hostile = None
@@ -189,6 +259,7 @@ async def run_drill(drill: Drill, *, alerts_per_s: int = 200, seconds: float = 1
         lost_events=len(keys - probe.opened),
         incidents=incidents,
         ingest_retries=sender.retries,
+        unavailable_s=len(sender.unavailable_at),
         seconds=round(time.monotonic() - started, 1),
         hostile=hostile,
     )
@@ -199,7 +270,7 @@ async def where_hostile_went(
 ) -> dict[str, int]:
     """Each hostile alert ingest accepted is stored (under the fingerprint its limits give it), parked, or held."""
     parked: set[str] = set()
-    async with await aio_pika.connect(vigil.rabbitmq.url()) as conn:
+    async with await aio_pika.connect(broker_urls.split(vigil.amqp_url)[0]) as conn:
         queue = await (await conn.channel()).declare_queue(f"{CORRELATOR_QUEUE.name}.parking", passive=True)
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
             with contextlib.suppress(ValueError, KeyError, TypeError):

@@ -10,6 +10,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,34 +69,42 @@ class RabbitMQ:
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base_dir / "advanced.config"),
         }
 
+    def config_lines(self) -> list[str]:
+        """rabbitmq.conf; a cluster node adds its peer discovery settings."""
+        return [
+            f"listeners.tcp.1 = 127.0.0.1:{self.port}",
+            "management.tcp.ip = 127.0.0.1",
+            f"management.tcp.port = {self.management_port}",
+            f"default_user = {self.user}",
+            f"default_pass = {self.password}",
+            "default_vhost = /",
+            "log.console = false",
+            "log.file.level = warning",
+            # Small machines: do not block publishers at 40% of RAM or under 50 MB of disk.
+            "vm_memory_high_watermark.relative = 0.6",
+            "disk_free_limit.absolute = 200MB",
+        ]
+
+    def advanced_config(self) -> str:
+        """advanced.config (Erlang terms): for settings rabbitmq.conf has no key for."""
+        return "[].\n"
+
     def _write_config(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        (self.base_dir / "rabbitmq.conf").write_text(
-            "\n".join(
-                [
-                    f"listeners.tcp.1 = 127.0.0.1:{self.port}",
-                    "management.tcp.ip = 127.0.0.1",
-                    f"management.tcp.port = {self.management_port}",
-                    f"default_user = {self.user}",
-                    f"default_pass = {self.password}",
-                    "default_vhost = /",
-                    "log.console = false",
-                    "log.file.level = warning",
-                    # Small machines: do not block publishers at 40% of RAM or under 50 MB of disk.
-                    "vm_memory_high_watermark.relative = 0.6",
-                    "disk_free_limit.absolute = 200MB",
-                    "",
-                ]
-            )
-        )
+        (self.base_dir / "rabbitmq.conf").write_text("\n".join([*self.config_lines(), ""]))
         (self.base_dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
-        (self.base_dir / "advanced.config").write_text("[].\n")
+        (self.base_dir / "advanced.config").write_text(self.advanced_config())
         cookie = self.base_dir / ".erlang.cookie"
         if not cookie.exists():
             cookie.write_text(b64encode(os.urandom(15)).decode().replace("=", ""))
             cookie.chmod(0o400)
 
     def start(self) -> None:
+        self.launch()
+        self.wait_started()
+
+    def launch(self) -> None:
+        """Start the server without waiting for it, so that several nodes can boot at once."""
         if not (RABBIT_BIN / "rabbitmq-server").exists():
             raise StackError("RabbitMQ is not installed (apt-get install rabbitmq-server)")
         pid = read_pid(self.pid_file)
@@ -103,7 +112,9 @@ class RabbitMQ:
             raise StackError(f"RabbitMQ already runs from {self.base_dir} (pid {pid})")
         self._write_config()
         spawn([str(RABBIT_BIN / "rabbitmq-server")], log=self.log, env=self.env())
-        wait_until(self._api_up, timeout=120, what="RabbitMQ", log=self.log)
+
+    def wait_started(self, timeout: float = 120) -> None:
+        wait_until(self._api_up, timeout=timeout, what=f"RabbitMQ {self.node}", log=self.log)
 
     def _api_up(self) -> bool:
         if not port_open(self.port):
@@ -130,22 +141,23 @@ class RabbitMQ:
 
     def add_vhost(self, name: str) -> str:
         """A fresh virtual host with full rights for our user; returns its AMQP URL."""
-        from urllib.parse import quote
-
-        quoted = quote(name, safe="")
-        self.api("PUT", f"/api/vhosts/{quoted}", {})
-        self.api("PUT", f"/api/permissions/{quoted}/{self.user}", {"configure": ".*", "write": ".*", "read": ".*"})
+        make_vhost(self.api, self.user, name)
         return self.url(name)
 
     def delete_vhost(self, name: str) -> None:
-        from urllib.parse import quote
-
-        self.api("DELETE", f"/api/vhosts/{quote(name, safe='')}")
+        drop_vhost(self.api, name)
 
     def stop(self) -> None:
+        self.stop_server()
+        self.stop_epmd()
+
+    def stop_server(self) -> None:
+        """Stop the node (gracefully, SIGKILL after a minute) but not its epmd, which other nodes may share."""
         pid = read_pid(self.pid_file)
         if pid:
             stop_pid(pid, timeout=60)
+
+    def stop_epmd(self) -> None:
         # epmd outlives the node it served; it was started with our port, so stop exactly that one.
         subprocess.run(
             ["epmd", "-kill"],
@@ -153,3 +165,18 @@ class RabbitMQ:
             capture_output=True,
             check=False,
         )
+
+
+def make_vhost(api: Callable[..., object], user: str, name: str) -> None:
+    """A virtual host with full rights for `user`, through a node's management API (`api(method, path, body)`)."""
+    from urllib.parse import quote
+
+    quoted = quote(name, safe="")
+    api("PUT", f"/api/vhosts/{quoted}", {})
+    api("PUT", f"/api/permissions/{quoted}/{user}", {"configure": ".*", "write": ".*", "read": ".*"})
+
+
+def drop_vhost(api: Callable[..., object], name: str) -> None:
+    from urllib.parse import quote
+
+    api("DELETE", f"/api/vhosts/{quote(name, safe='')}")

@@ -4,6 +4,9 @@ Starts (or reuses, with VIGIL_DATABASE_URL and VIGIL_AMQP_URL) PostgreSQL and Ra
 directory on loopback, plus Prometheus and Alertmanager (Alertmanager routed to ingest with the ingest
 token), applies the migrations, then supervises the five services until Ctrl-C or SIGTERM, and stops
 everything it started. A second run reuses the data and the secrets in the state directory.
+
+VIGIL_RABBITMQ_NODES > 1 starts a RabbitMQ cluster of that many nodes, and VIGIL_POSTGRES_STANDBY a synchronous
+streaming standby of PostgreSQL; the services are then given every node's URL and both servers.
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ from typing import Protocol
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from devstack.postgres import WEB_LOGIN, WEB_ROLE, Postgres, ensure_login
+from devstack.postgres import WEB_LOGIN, WEB_ROLE, Postgres, ensure_login, multi_host_url
 from devstack.procs import StackError
 from devstack.rabbitmq import RabbitMQ
+from devstack.rabbitmq_cluster import RabbitCluster
 from devstack.readiness import wait_ready
 from devstack.supervisor import Supervisor, kill_leftovers
 from shared.config import Settings, load_settings
 from shared.db import migrate
 
 SERVICES = ("ingest", "correlator", "enricher", "reporter", "web")
-SECRETS = ("postgres", "rabbitmq", "ingest_token", "api_token", "web_db")
+SECRETS = ("postgres", "rabbitmq", "ingest_token", "api_token", "web_db", "postgres_replication")
+# A cluster's node i listens on the single node's ports plus 10 * i; the nodes share one epmd port.
+NODE_PORT_STEP = 10
 
 
 class StackSettings(BaseSettings):
@@ -44,6 +50,11 @@ class StackSettings(BaseSettings):
     postgres_port: int = Field(55432, ge=1, le=65535)
     rabbitmq_port: int = Field(55672, ge=1, le=65535)
     rabbitmq_management_port: int = Field(55673, ge=1, le=65535)
+    rabbitmq_nodes: int = Field(
+        1, ge=1, le=7, description="RabbitMQ nodes `make run` starts: more than one makes a cluster on loopback."
+    )
+    postgres_standby: bool = Field(False, description="Start a synchronous streaming standby of PostgreSQL too.")
+    postgres_standby_port: int = Field(55433, ge=1, le=65535)
     prometheus_port: int = Field(59090, ge=1, le=65535)
     alertmanager_port: int = Field(59093, ge=1, le=65535)
     with_monitoring: bool = Field(True, description="Start Prometheus and Alertmanager too.")
@@ -111,16 +122,23 @@ def start_servers(stack: Stack, settings: Settings, ports: StackSettings, *, dem
         pg_root = postgres_dir(stack.state)
         pg_root.mkdir(parents=True, exist_ok=True)
         pg_root.chmod(0o755)
-        pg = Postgres(pg_root / "data", ports.postgres_port, made["postgres"])
+        replication = made["postgres_replication"] if ports.postgres_standby else None
+        pg = Postgres(pg_root / "data", ports.postgres_port, made["postgres"], replication_password=replication)
         print(f"vigil: starting PostgreSQL on 127.0.0.1:{pg.port}", flush=True)
         pg.start()
         stack.started.append(("PostgreSQL", pg))
-        mq = RabbitMQ(stack.state / "rabbitmq", ports.rabbitmq_port, ports.rabbitmq_management_port, made["rabbitmq"])
-        print(f"vigil: starting RabbitMQ on 127.0.0.1:{mq.port}", flush=True)
-        mq.start()
-        stack.started.append(("RabbitMQ", mq))
         env["VIGIL_DATABASE_URL"] = pg.url
-        env["VIGIL_AMQP_URL"] = mq.url()
+        if ports.postgres_standby:
+            standby_root = pg_root / "standby"
+            standby_root.mkdir(mode=0o755, exist_ok=True)
+            standby_root.chmod(0o755)
+            standby = pg.make_standby(standby_root / "data", ports.postgres_standby_port)
+            print(f"vigil: starting PostgreSQL's standby on 127.0.0.1:{standby.port}", flush=True)
+            standby.start()
+            stack.started.append(("PostgreSQL standby", standby))
+            pg.require_synchronous_standby()
+            env["VIGIL_DATABASE_URL"] = multi_host_url(pg, standby)
+        env["VIGIL_AMQP_URL"] = start_rabbitmq(stack, ports, made["rabbitmq"])
     env.setdefault("VIGIL_INGEST_TOKEN", os.environ.get("VIGIL_INGEST_TOKEN") or made["ingest_token"])
     env.setdefault("VIGIL_API_TOKEN", os.environ.get("VIGIL_API_TOKEN") or made["api_token"])
     # Plain http on loopback: a Secure cookie would never be sent back.
@@ -132,6 +150,30 @@ def start_servers(stack: Stack, settings: Settings, ports: StackSettings, *, dem
     if ports.with_monitoring or demo:
         env.update(start_monitoring(stack, settings, ports, env["VIGIL_INGEST_TOKEN"], demo=demo))
     return env
+
+
+def start_rabbitmq(stack: Stack, ports: StackSettings, password: str) -> str:
+    """One RabbitMQ node, or a cluster of VIGIL_RABBITMQ_NODES; returns the services' VIGIL_AMQP_URL."""
+    if ports.rabbitmq_nodes == 1:
+        mq = RabbitMQ(stack.state / "rabbitmq", ports.rabbitmq_port, ports.rabbitmq_management_port, password)
+        print(f"vigil: starting RabbitMQ on 127.0.0.1:{mq.port}", flush=True)
+        mq.start()
+        stack.started.append(("RabbitMQ", mq))
+        return mq.url()
+    node_ports = []
+    for i in range(ports.rabbitmq_nodes):
+        amqp, management = ports.rabbitmq_port + NODE_PORT_STEP * i, ports.rabbitmq_management_port + NODE_PORT_STEP * i
+        node_ports += [amqp, management, amqp + 2]  # the third: the node's Erlang distribution port
+    node_ports.append(ports.rabbitmq_port + 7)  # the nodes' shared epmd
+    cluster = RabbitCluster(stack.state / "rabbitmq-cluster", ports.rabbitmq_nodes, password, ports=node_ports)
+    print(
+        f"vigil: starting a RabbitMQ cluster of {cluster.size} nodes on 127.0.0.1:"
+        + ",".join(str(port) for port in node_ports[0::3][: cluster.size]),
+        flush=True,
+    )
+    cluster.start()
+    stack.started.append(("RabbitMQ cluster", cluster))
+    return cluster.url_list()
 
 
 def web_login(stack: Stack, settings: Settings) -> dict[str, str]:

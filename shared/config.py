@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from shared import broker_urls
 from shared.secret_values import url_password_weakness, weakness
 
 ENV_PREFIX = "VIGIL_"
@@ -38,7 +39,9 @@ class Settings(BaseSettings):
     database_url: str = Field("postgresql://vigil@127.0.0.1:55432/vigil", description="PostgreSQL DSN.")
     database_pool_size: int = Field(10, ge=1, le=200)
     amqp_url: str = Field(
-        "amqp://vigil@127.0.0.1:55672/", description="RabbitMQ URL; its password, if any, must be a real one."
+        "amqp://vigil@127.0.0.1:55672/",
+        description="RabbitMQ URL, or the URLs of a cluster's nodes, comma-separated (tried in turn); a password, if "
+        "any, must be a real one.",
     )
     prefetch: int = Field(
         400,
@@ -245,11 +248,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"token {n} {problem}")
         return value
 
-    @field_validator("database_url", "amqp_url", "web_database_url")
+    @field_validator("database_url", "web_database_url")
     @classmethod
     def _strong_url_password(cls, value: str | None) -> str | None:
         if value is not None and (problem := url_password_weakness(value)):
             raise ValueError(problem)
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _broker_urls(cls, value: str) -> str:
+        urls = broker_urls.split(value)
+        for n, url in enumerate(urls, 1):
+            if problem := url_password_weakness(url):
+                raise ValueError(problem if len(urls) == 1 else f"URL {n}: {problem}")
         return value
 
     @field_validator("web_trusted_proxies")

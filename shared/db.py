@@ -4,6 +4,7 @@ and named queries from .sql files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -50,12 +51,19 @@ Pool = AsyncConnectionPool[Connection]
 
 
 async def open_pool(
-    url: str, *, max_size: int = 10, min_size: int = 1, statement_timeout_ms: int | None = None
+    url: str,
+    *,
+    max_size: int = 10,
+    min_size: int = 1,
+    statement_timeout_ms: int | None = None,
+    writable: bool = True,
 ) -> Pool:
     """An open pool whose connections return rows as dicts; waits until the first connection works.
 
     With `statement_timeout_ms`, PostgreSQL cancels any statement of the pool's connections that runs longer
     (SQLSTATE 57014, psycopg.errors.QueryCanceled): a reader serving people gives up instead of piling up.
+    `writable`: each connection is checked to take writes before it is handed out (`check_writable`); a pool that
+    only reads (from a standby) checks only that the server answers.
     """
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -75,10 +83,25 @@ async def open_pool(
         name="vigil",
         # A dead server must surface as an error within seconds, not a hang.
         timeout=10,
-        check=AsyncConnectionPool.check_connection,
+        check=check_writable if writable else AsyncConnectionPool.check_connection,
     )
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+async def check_writable(conn: Connection) -> None:
+    """Before a pooled connection is handed out: the server answers and takes writes. One that became read-only (a
+    primary demoted to a standby, or `default_transaction_read_only` turned on) raises, so the pool drops the
+    connection and makes another, which a multi-host URL with `target_session_attrs=read-write` takes to the
+    primary. One round trip, as the pool's own check."""
+    await conn.set_autocommit(True)
+    try:
+        row = await (await conn.execute("SHOW transaction_read_only")).fetchone()
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            await conn.set_autocommit(False)
+    if row is None or row["transaction_read_only"] != "off":
+        raise psycopg.OperationalError("the server takes no writes (transaction_read_only is on): a standby now")
 
 
 def connect_sync(url: str, *, statement_timeout_ms: int) -> psycopg.Connection[Any]:
@@ -97,7 +120,9 @@ def connect_sync(url: str, *, statement_timeout_ms: int) -> psycopg.Connection[A
 # PostgreSQL errors that say the server is unreachable, going away or out of resources: not the message's fault.
 # Anything else the server says is about the statement, hence about the messages that led to it.
 OUTAGE_SQLSTATE_CLASSES = ("08", "53")  # connection exception, insufficient resources
-OUTAGE_SQLSTATES = {"57P01", "57P02", "57P03"}  # admin shutdown, crash shutdown, cannot connect now
+# Admin shutdown, crash shutdown, cannot connect now; and a write refused by a server that takes none (a standby, or a
+# primary being demoted in a failover): the next connection goes to the primary, the work is not at fault.
+OUTAGE_SQLSTATES = {"57P01", "57P02", "57P03", "25006"}
 
 
 def is_database_outage(exc: BaseException) -> bool:

@@ -21,6 +21,7 @@ from devstack.rabbitmq import RabbitMQ
 from devstack.throwaway import new_postgres, new_rabbitmq, temp_root
 from shared.config import Settings
 from shared.db import migrate
+from tests.replication import replicated  # noqa: F401 (a primary and its standby, for the failover tests)
 
 TEMPLATE_DB = "vigil_template"
 

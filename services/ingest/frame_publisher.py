@@ -30,7 +30,7 @@ from aiormq.abc import ChannelFrame
 from services.ingest.amqp_frames import JsonPublisherFrames
 from services.ingest.translate import MESSAGE_TYPE, PRODUCER, OutgoingMessage
 from shared.messaging.broker import Broker
-from shared.messaging.connection import BrokerUnavailable
+from shared.messaging.connection import BrokerUnavailable, is_nack
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class FramePublisher:
         try:
             async with asyncio.timeout(self.timeout_s):
                 outbox = await self._current_outbox()
+                used = self._channel
                 results = await outbox.publish(messages)
         except TimeoutError:
             raise BrokerUnavailable(f"no confirm from the broker within {self.timeout_s}s") from None
@@ -86,6 +87,8 @@ class FramePublisher:
             raise BrokerUnavailable(f"publishing failed: {exc!r}") from exc
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
+            if any(is_nack(f) for f in failures) and used is not None:
+                await self._drop_channel(used)
             raise BrokerUnavailable(f"broker did not take {len(failures)} of {len(results)} messages: {failures[0]}")
 
     async def _current_outbox(self) -> _Outbox:
@@ -101,6 +104,16 @@ class FramePublisher:
                 self._outbox.close()
             self._outbox = _Outbox(underlay)
         return self._outbox
+
+    async def _drop_channel(self, nacked: AbstractChannel) -> None:
+        """The broker nacked on this channel: the next publish opens a new one (connection.py says why)."""
+        async with self._opening:
+            if self._channel is not nacked:
+                return
+            self._channel = None
+        log.warning("the broker nacked a publish: publishing on a new channel")
+        with contextlib.suppress(*CHANNEL_ERRORS):
+            await nacked.close()
 
     async def close(self) -> None:
         if self._outbox is not None:

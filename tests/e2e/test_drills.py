@@ -1,6 +1,8 @@
 """The short fault drills of `make chaos`, in `make test`: while alerts stream in, kill -9 the correlator,
-restart RabbitMQ, restart PostgreSQL, run two correlators, deliver everything twice, mix hostile alerts in. Every
-alert ingest accepted must be stored exactly once, no incident duplicated, no `incident.opened` event lost."""
+restart RabbitMQ, restart PostgreSQL, run two correlators, deliver everything twice, mix hostile alerts in; on a
+three-node RabbitMQ cluster kill -9 the services' node and restart each node in turn; fail PostgreSQL over to its
+standby. Every alert ingest accepted must be stored exactly once, no incident duplicated, no `incident.opened` event
+lost."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from devstack.postgres import pg_bin
+from shared import broker_urls
 from shared.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,9 +214,14 @@ def test_the_web_believes_the_user_header_only_from_oauth2_proxys_address_on_an_
 
 
 def test_the_default_deployment_runs_without_the_proxy():
-    # `docker-compose up` without `--profile proxy` starts every service but the proxy, and the web as before.
+    # `docker-compose up` without a profile starts every service but the proxy and the extra RabbitMQ nodes.
     cfg = services()
-    assert {name for name, svc in cfg["services"].items() if svc.get("profiles")} == {"oauth2-proxy"}
+    profiled = {name: svc["profiles"] for name, svc in cfg["services"].items() if svc.get("profiles")}
+    assert profiled == {
+        "oauth2-proxy": ["proxy"],
+        "rabbitmq-2": ["rabbitmq-cluster"],
+        "rabbitmq-3": ["rabbitmq-cluster"],
+    }
     web = cfg["services"]["web"]
     assert {"backend", "edge"} <= set(web["networks"]) and web["ports"]
     assert web["environment"]["VIGIL_WEB_TRUSTED_HEADER"] == ""  # off unless .env sets it
@@ -238,7 +244,7 @@ def test_vigil_services_are_non_root_healthchecked_and_configured():
         else:
             assert env["VIGIL_DATABASE_URL"].startswith("postgresql://vigil:test-postgres_password@postgres:5432/")
             assert "VIGIL_WEB_DATABASE_URL" not in env
-        assert env["VIGIL_AMQP_URL"] == "amqp://vigil:test-rabbitmq_password@rabbitmq:5672/"
+        assert env["VIGIL_AMQP_URL"].startswith("amqp://vigil:test-rabbitmq_password@rabbitmq:5672/,")
         assert env["VIGIL_PROMETHEUS_URL"] == "http://prometheus:9090"
         assert env["VIGIL_LOKI_URL"] == "http://loki:3100"
         assert env["VIGIL_HOST"] == "0.0.0.0"
@@ -548,3 +554,27 @@ def test_promtail_labels_are_bounded():
         for filename in ("/var/log/syslog", "/var/log/xray/access.log", "/usr/local/x-ui/x-ui.log"):
             _, labels = pipeline(job["pipeline_stages"], filename)
             assert set(labels) <= allowed, (job["job_name"], labels)
+
+
+def test_the_rabbitmq_cluster_profile_joins_two_nodes_to_the_first_and_the_services_know_all_three():
+    cfg = services()["services"]
+    conf = (DEPLOY / "rabbitmq" / "join-cluster.conf").read_text()
+    assert "cluster_formation.peer_discovery_backend = classic_config" in conf
+    assert "cluster_formation.classic_config.nodes.1 = rabbit@rabbitmq" in conf
+    first = cfg["rabbitmq"]
+    assert first["hostname"] == "rabbitmq" and "profiles" not in first  # the seed, as in the default deployment
+    for name in ("rabbitmq-2", "rabbitmq-3"):
+        node = cfg[name]
+        assert node["hostname"] == name and node["image"] == first["image"]
+        assert node["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+        mounts = {tuple(v.split(":")) for v in node["volumes"]}
+        assert (f"{name}-data", "/var/lib/rabbitmq", "rw") in mounts  # its own data
+        assert ("rabbitmq-data", "/seed", "ro") in mounts  # the first node's cookie, read-only
+        conf_path = str(DEPLOY / "rabbitmq" / "join-cluster.conf")
+        assert (conf_path, "/etc/rabbitmq/conf.d/20-join-cluster.conf", "ro") in mounts
+        assert "/seed/.erlang.cookie /var/lib/rabbitmq/.erlang.cookie" in node["entrypoint"][-1]
+        assert node["environment"]["RABBITMQ_DEFAULT_PASS"] == "test-rabbitmq_password"
+    for name in VIGIL_PORTS:
+        urls = broker_urls.split(cfg[name]["environment"]["VIGIL_AMQP_URL"])
+        assert [u.split("@")[1] for u in urls] == ["rabbitmq:5672/", "rabbitmq-2:5672/", "rabbitmq-3:5672/"], name
+        assert all(u.startswith("amqp://vigil:test-rabbitmq_password@") for u in urls), name

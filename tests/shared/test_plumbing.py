@@ -14,7 +14,8 @@ from aiormq.exceptions import AMQPConnectionError
 from shared.contracts import ALERTS_EXCHANGE, Envelope, IncidentCommand
 from shared.db import MigrationError, is_database_outage, list_migrations, migrate
 from shared.messaging import CORRELATOR_QUEUE, BrokerUnavailable, Delivery, PendingCopies, PermanentError
-from shared.messaging.connection import BrokerConnection
+from shared.messaging import connection as connection_module
+from shared.messaging.connection import BrokerConnection, FailoverConnection
 from tests.broker import drain, new_broker
 
 
@@ -44,12 +45,12 @@ async def test_a_refused_connection_is_closed_and_a_live_one_retries_every_secon
     # A refused attempt left to the garbage collector warns "RobustConnection.close was never awaited".
     made: list[aio_pika.RobustConnection] = []
 
-    class Recorded(aio_pika.RobustConnection):
+    class Recorded(FailoverConnection):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(aio_pika, "RobustConnection", Recorded)
+    monkeypatch.setattr(connection_module, "FailoverConnection", Recorded)
     with pytest.raises(AMQPConnectionError):
         await BrokerConnection("amqp://guest:guest@127.0.0.1:1/", producer="test")._connect()
     broker = await new_broker(amqp_url)

@@ -1,0 +1,52 @@
+"""The services' pool over a primary and its standby (a libpq multi-host URL with target_session_attrs=read-write):
+writes go to the primary; after the primary is killed and the standby promoted, the same pool writes to the new
+primary; a server that takes no writes is never handed out, and a write it refused is an outage, not the work's fault.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg_pool import PoolTimeout
+
+from devstack.postgres import Postgres, multi_host_url
+from shared.db import is_database_outage, open_pool
+
+
+async def test_the_pool_writes_to_the_primary_and_follows_a_promoted_standby(
+    replicated: tuple[Postgres, Postgres],
+) -> None:
+    primary, standby = replicated
+    with psycopg.connect(primary.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (n int PRIMARY KEY, port int NOT NULL)")
+    pool = await open_pool(multi_host_url(primary, standby), max_size=2)
+    try:
+        async with pool.connection() as conn:
+            row = await (await conn.execute("INSERT INTO notes SELECT 1, inet_server_port() RETURNING port")).fetchone()
+        assert row is not None and row["port"] == primary.port
+        standby.wait_caught_up()
+
+        # What a standby says to a write: an outage (held and retried), not a refused message (parked).
+        read_only = psycopg.errors.ReadOnlySqlTransaction
+        with psycopg.connect(standby.url) as on_standby, pytest.raises(read_only) as refused:
+            on_standby.execute("INSERT INTO notes VALUES (9, 0)")
+        assert is_database_outage(refused.value)
+
+        primary.kill()
+        standby.promote()
+        # The pooled connections went with the primary: the check drops them and the URL finds the new primary.
+        async with pool.connection() as conn:
+            row = await (await conn.execute("INSERT INTO notes SELECT 2, inet_server_port() RETURNING port")).fetchone()
+            ports = [r["port"] for r in await (await conn.execute("SELECT port FROM notes ORDER BY n")).fetchall()]
+        assert row is not None and row["port"] == standby.port
+        assert ports == [primary.port, standby.port]
+
+        # A server that stops taking writes (as a primary being demoted does): its connections are not handed out.
+        with psycopg.connect(standby.url, autocommit=True) as admin:
+            admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            admin.execute("SELECT pg_reload_conf()")
+        with pytest.raises(PoolTimeout):
+            async with pool.connection(timeout=3) as conn:
+                await conn.execute("INSERT INTO notes VALUES (3, 0)")
+    finally:
+        await pool.close()
