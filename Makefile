@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m bench
+	$(PY) -m bench $(if $(filter 1 true yes,$(SOAK)),--soak)
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,7 +1,8 @@
 """`make bench`: run every benchmark module in its own process, one after the other (two cores: running them
 side by side would measure each other). Each prints one JSON object per line on stdout; progress goes to stderr.
 
-`python -m bench ingest correlator` runs only those.
+`python -m bench ingest correlator` runs only those. The soak (10 minutes) runs only when named, or with `--soak`
+(`make bench SOAK=1`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 HELPERS = {"stack", "measure"}  # modules of bench/ that are not benchmarks
+OPTIONAL = {"soak"}  # benchmarks run only when asked for
 
 
 def modules(selected: list[str]) -> list[str]:
     found = sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_") and p.stem not in HELPERS)
+    soak = "--soak" in selected
+    selected = [name for name in selected if name != "--soak"]
     unknown = set(selected) - set(found)
     if unknown:
         raise SystemExit(f"bench: no such benchmark: {', '.join(sorted(unknown))} (have: {', '.join(found)})")
-    return selected or found
+    chosen = selected or [name for name in found if name not in OPTIONAL]
+    return [*chosen, "soak"] if soak and "soak" not in chosen else chosen
 
 
 def main() -> int:

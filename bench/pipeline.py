@@ -2,11 +2,16 @@
 alert is committed in PostgreSQL and every incident event is published. All five services run as real
 processes (devstack.harness); the enricher finds no Prometheus or Loki and records partial context.
 
-Prints one JSON line: e2e_alerts_per_s (sustained, webhooks of 50), p50_ms/p99_ms (webhook sent → its
-incident's `incident.opened` event received, at 500 alerts/s) and the peak RSS of each service.
+Prints one JSON line. The storm is shaped as Alertmanager's default grouping (by alert name) sends it
+(devstack.alertstorm.grouped_storm): each webhook one of 20 alert names across 50 of 2,000 hosts, every label set
+unique, one alert in ten a resolve, 16 senders at once. `e2e_alerts_per_s` is the alerts sent divided by the time
+from the first send until the last one is committed (resolves applied) and the outbox is drained (its incident
+events published). Two more shapes, each its own figure: `one_host` (each webhook 50 alerts of one host: one
+incident per webhook, the easiest shape there is) and `one_alert_per_webhook`. p50_ms/p99_ms: webhook sent → its
+incident's `incident.opened` event received, at 500 alerts/s.
 
 The enricher and reporter run at a lower CPU priority (VIGIL_BACKGROUND_NICE) and fall behind in the storm;
-`background_caught_up_s` is how long after the last alert was stored every incident's enrichment and reports
+`background_caught_up_s` is how long after the storm's last alert was stored every incident's enrichment and reports
 showed its final state, so the work they put off is measured, not hidden; `background_steps` counts what the
 events they received led to (enrich, skip, defer...).
 """
@@ -17,6 +22,7 @@ import asyncio
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
@@ -25,13 +31,15 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.measure import progress_for
-from devstack.alertstorm import WebhookSender, alert, webhook
+from devstack.alertstorm import WebhookSender, alert, grouped_storm, webhook
 from devstack.harness import ALL_SERVICES, LocalVigil
 from shared.contracts import INCIDENTS_EXCHANGE
 
 progress = progress_for("pipeline")
 
-THROUGHPUT_ALERTS = 60_000
+STORM_ALERTS = 60_000
+ONE_HOST_ALERTS = 60_000
+SINGLE_ALERTS = 20_000
 BATCH = 50
 CONCURRENCY = 16
 LATENCY_RATE = 500
@@ -39,15 +47,59 @@ LATENCY_SECONDS = 20
 PER_WEBHOOK = 5
 
 
-async def stored_and_pending(db_url: str) -> tuple[int, int]:
+COUNTS = """SELECT (SELECT count(*) FROM alerts), (SELECT count(*) FROM alerts WHERE status = 'resolved'),
+                  (SELECT count(*) FROM outbox WHERE published_at IS NULL)"""
+
+
+async def counts(db_url: str) -> tuple[int, int, int]:
+    """Alerts stored, of them resolved, and incident events not yet published."""
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
-        row = await (
-            await conn.execute(
-                "SELECT (SELECT count(*) FROM alerts), (SELECT count(*) FROM outbox WHERE published_at IS NULL)"
-            )
-        ).fetchone()
+        row = await (await conn.execute(COUNTS)).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+@dataclass
+class Shape:
+    """Webhooks encoded before the clock starts (on two cores the load generator's own work would otherwise count
+    against Vigil; Alertmanager runs elsewhere), and what storing them all means: rows added, rows resolved."""
+
+    name: str
+    webhooks: list[bytes]
+    alerts: int
+    firing: int
+    resolves: int
+
+    @classmethod
+    def of(cls, name: str, webhooks: list[dict[str, object]]) -> Shape:
+        alerts = [a for w in webhooks for a in w["alerts"]]  # type: ignore[attr-defined]
+        resolves = sum(a["status"] == "resolved" for a in alerts)
+        return cls(name, [json.dumps(w).encode() for w in webhooks], len(alerts), len(alerts) - resolves, resolves)
+
+
+def grouped_shape(t0: datetime) -> Shape:
+    return Shape.of("grouped", grouped_storm(STORM_ALERTS, t0=t0))
+
+
+def one_host_shape(t0: datetime) -> Shape:
+    """Each webhook 50 alerts of one host (300 hosts), every label set unique: one incident moved per webhook."""
+    webhooks = []
+    for i in range(ONE_HOST_ALERTS // BATCH):
+        host = f"tp-host-{i % 300:03d}"
+        webhooks.append(
+            webhook(
+                [
+                    alert(f"BenchAlert{j}", host, starts_at=t0 + timedelta(seconds=i), labels={"batch": str(i)})
+                    for j in range(BATCH)
+                ]
+            )
+        )
+    return Shape.of("one_host", webhooks)
+
+
+def single_alert_shape(t0: datetime) -> Shape:
+    """The grouped storm's alerts one per webhook (no resolves: a resolve alone is a webhook of its own)."""
+    return Shape.of("one_alert_per_webhook", grouped_storm(SINGLE_ALERTS, t0=t0, prefix="single", per_webhook=1))
 
 
 CAUGHT_UP = """
@@ -87,19 +139,12 @@ async def background_catch_up(db_url: str, timeout: float = 600) -> float:
             await asyncio.sleep(0.2)
 
 
-async def throughput(vigil: LocalVigil, sender: WebhookSender) -> float:
-    t0 = datetime.now(UTC) - timedelta(minutes=5)
-    hosts = 300
-    # The webhooks are built and encoded before the clock starts: on these two cores the load generator's own
-    # work would otherwise be counted against Vigil (Alertmanager runs on another machine in real life).
+async def throughput(vigil: LocalVigil, sender: WebhookSender, shape: Shape) -> float:
+    """Alerts per second from the first send until every alert is stored, resolves applied, outbox drained."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for i in range(THROUGHPUT_ALERTS // BATCH):
-        host = f"tp-host-{i % hosts:03d}"
-        alerts = [
-            alert(f"BenchAlert{j}", host, starts_at=t0 + timedelta(seconds=i), labels={"batch": str(i)})
-            for j in range(BATCH)
-        ]
-        queue.put_nowait(json.dumps(webhook(alerts)).encode())
+    for body in shape.webhooks:
+        queue.put_nowait(body)
+    stored_before, resolved_before, _ = await counts(vigil.database_url)
 
     async def worker() -> None:
         while not queue.empty():
@@ -109,22 +154,25 @@ async def throughput(vigil: LocalVigil, sender: WebhookSender) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     sent_s = time.perf_counter() - started
-    progress(f"{THROUGHPUT_ALERTS} alerts accepted by ingest in {sent_s:.1f}s; waiting for the correlator")
+    progress(f"{shape.name}: {shape.alerts} alerts accepted by ingest in {sent_s:.1f}s; waiting for the correlator")
     while True:
-        stored, pending = await stored_and_pending(vigil.postgres.url)
-        if stored >= THROUGHPUT_ALERTS and pending == 0:
+        stored, resolved, pending = await counts(vigil.database_url)
+        stored, resolved = stored - stored_before, resolved - resolved_before
+        if stored >= shape.firing and resolved >= shape.resolves and pending == 0:
             break
-        if time.perf_counter() - started > 600:
-            raise TimeoutError(f"only {stored} of {THROUGHPUT_ALERTS} alerts stored after 600s")
+        if time.perf_counter() - started > 900:
+            raise TimeoutError(
+                f"{shape.name}: {stored} of {shape.firing} stored, {resolved} of {shape.resolves} resolved after 900s"
+            )
         await asyncio.sleep(0.05)
-    return THROUGHPUT_ALERTS / (time.perf_counter() - started)
+    return shape.alerts / (time.perf_counter() - started)
 
 
 async def latency(vigil: LocalVigil, sender: WebhookSender) -> list[float]:
     """Each webhook opens a new incident (a new host); its latency ends when `incident.opened` arrives."""
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
-    connection = await aio_pika.connect(vigil.rabbitmq.url())
+    connection = await aio_pika.connect(vigil.amqp_url)
     channel = await connection.channel()
     exchange = await channel.get_exchange(INCIDENTS_EXCHANGE)
     probe = await channel.declare_queue(exclusive=True)
@@ -161,25 +209,34 @@ async def latency(vigil: LocalVigil, sender: WebhookSender) -> list[float]:
 
 
 async def main() -> None:
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    shapes = [grouped_shape(t0), one_host_shape(t0), single_alert_shape(t0)]
     progress("starting PostgreSQL, RabbitMQ and the five services")
     async with LocalVigil() as vigil:
         sender = WebhookSender(f"{vigil.url('ingest')}/api/v1/webhooks/alertmanager", "harness-sender-token-01")
+        rates: dict[str, float] = {}
         try:
             measured = (*ALL_SERVICES, "postgres", "rabbitmq")
             cpu_before = {name: vigil.cpu_seconds(name) for name in measured}
             own_before = time.process_time()
-            rate = await throughput(vigil, sender)
+            storm = shapes[0]
+            rates[storm.name] = await throughput(vigil, sender, storm)
             cpu_after = {name: vigil.cpu_seconds(name) for name in measured}
             cpu = {name: round(cpu_after[name] - cpu_before[name], 1) for name in measured}
             cpu["load_generator"] = round(time.process_time() - own_before, 1)
-            progress(f"sustained {rate:.0f} alerts/s; waiting for enrichment and reports to catch up")
-            caught_up = await background_catch_up(vigil.postgres.url)
+            progress(f"sustained {rates[storm.name]:.0f} alerts/s; waiting for enrichment and reports to catch up")
+            caught_up = await background_catch_up(vigil.database_url)
             background_cpu = {name: round(vigil.cpu_seconds(name) - cpu_after[name], 1) for name in measured}
             steps = {
                 "enricher": await counter_by_label(vigil.url("enricher"), "vigil_enrichment_steps_total", "step"),
                 "reporter": await counter_by_label(vigil.url("reporter"), "vigil_report_versions_total", "outcome"),
             }
-            progress(f"caught up in {caught_up:.1f}s; now latency at {LATENCY_RATE} alerts/s")
+            progress(f"caught up in {caught_up:.1f}s")
+            for shape in shapes[1:]:
+                rates[shape.name] = await throughput(vigil, sender, shape)
+                progress(f"{shape.name}: {rates[shape.name]:.0f} alerts/s; letting the background catch up")
+                await background_catch_up(vigil.database_url)
+            progress(f"now latency at {LATENCY_RATE} alerts/s")
             latencies = sorted(await latency(vigil, sender))
         finally:
             await sender.aclose()
@@ -189,11 +246,22 @@ async def main() -> None:
         json.dumps(
             {
                 "bench": "e2e",
-                "e2e_alerts_per_s": round(rate),
-                "alerts": THROUGHPUT_ALERTS,
-                "webhook_size": BATCH,
+                "e2e_alerts_per_s": round(rates["grouped"]),
+                "storm": {
+                    "alerts": storm.alerts,
+                    "resolves": storm.resolves,
+                    "hosts": 2_000,
+                    "alertnames": 20,
+                    "webhook_size": BATCH,
+                    "senders": CONCURRENCY,
+                },
+                "one_host_alerts_per_s": round(rates["one_host"]),
+                "one_alert_per_webhook_alerts_per_s": round(rates["one_alert_per_webhook"]),
+                "target_e2e_alerts_per_s": 3_000,
+                "target_one_alert_per_webhook_alerts_per_s": 2_000,
                 "p50_ms": round(q[49], 1),
                 "p99_ms": round(q[98], 1),
+                "target_p99_ms": 250,
                 "latency_rate_alerts_per_s": LATENCY_RATE,
                 "latency_samples": len(latencies),
                 "rss_peak_mb": rss,

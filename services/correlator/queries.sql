@@ -22,15 +22,17 @@ ON CONFLICT DO NOTHING;
 -- name: load_alerts
 -- The exact occurrences of the batch (exact = true), plus the newest occurrence of each fingerprint (to spot
 -- a refire, or the repeat of an alert whose impossible startsAt was replaced). Labels and annotations stay in
--- the database: a known occurrence never rewrites them.
+-- the database: a known occurrence never rewrites them. `keys`: the batch's (fingerprint, startsAt) pairs as one JSON
+-- array of {"fp", "s"}, encoded by orjson (psycopg dumps array parameters element by element, in Python, and this
+-- pair of arrays was dumped twice per batch).
 SELECT a.id, a.incident_id, a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host,
        a.generator_url, a.source, a.sender, a.receiver, a.first_seen_at, a.last_seen_at, a.resolved_at,
        a.adjustments ->> 'starts_at' AS sent_starts_at,
        a.suppressed, a.silenced_by, a.inhibited_by, a.suppressed_until, true AS exact
 FROM alerts a
-JOIN unnest(%(fps)s::text[], %(starts)s::timestamptz[]) AS k(fp, s) ON a.fingerprint = k.fp AND a.starts_at = k.s
+JOIN json_to_recordset(%(keys)s::json) AS k(fp text, s timestamptz) ON a.fingerprint = k.fp AND a.starts_at = k.s
 UNION ALL
-SELECT n.*, false AS exact FROM unnest(%(distinct_fps)s::text[]) AS f(fp)
+SELECT n.*, false AS exact FROM (SELECT DISTINCT k.fp FROM json_to_recordset(%(keys)s::json) AS k(fp text)) f
 CROSS JOIN LATERAL (
     SELECT a.id, a.incident_id, a.fingerprint, a.starts_at, a.ends_at, a.status, a.alertname, a.severity, a.host,
        a.generator_url, a.source, a.sender, a.receiver, a.first_seen_at, a.last_seen_at, a.resolved_at,
@@ -48,7 +50,7 @@ SELECT i.* FROM incidents i
 WHERE i.id = ANY(%(ids)s)
    OR i.id IN (
        SELECT a.incident_id FROM alerts a
-       JOIN unnest(%(fps)s::text[], %(starts)s::timestamptz[]) AS k(fp, s)
+       JOIN json_to_recordset(%(keys)s::json) AS k(fp text, s timestamptz)
          ON a.fingerprint = k.fp AND a.starts_at = k.s)
    OR i.id IN (
        SELECT n.incident_id FROM unnest(%(odd_fps)s::text[]) AS f(fp)

@@ -79,9 +79,7 @@ async def _load(
 ) -> World:
     world = World(rules)
     params = {
-        "fps": [k[0] for k in keys],
-        "starts": [k[1] for k in keys],
-        "distinct_fps": list(dict.fromkeys(k[0] for k in keys)),
+        "keys": dumps([{"fp": fp, "s": starts_at} for fp, starts_at in keys]),
         "ids": incident_ids,
         "groups": groups,
         "odd_fps": odd_fps,

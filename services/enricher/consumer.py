@@ -67,7 +67,7 @@ def wanted(event_type: str, change: str) -> bool:
 
 def next_step(row: Mapping[str, Any], *, growth: bool, now: datetime, interval: timedelta) -> str:
     """`enrich`, `skip` or `defer` an event about the incident whose `revision` and enrichment progress
-    (`enrichment_progress` in queries.sql; none when never enriched) are in `row`.
+    (`enrichment_progress` in queries.sql; its enrichment fields are None when never enriched) are in `row`.
 
     The enricher works on the incident as it is now, so an event whose incident has not changed since the last
     announced enrichment has nothing to add (skip). An incident that grows in a storm is enriched at most once per
@@ -132,16 +132,16 @@ class Enricher:
         key = event.incident.key
         token = incident_key.set(key)
         try:
+            # The decision needs only the incident's revision and its enrichment's progress (one small query): in
+            # a storm most events find their incident's state already enriched, and only one to enrich is read
+            # whole.
             async with self.pool.connection() as conn:
-                incident = await incidents.incident(conn, key)
-                progress = None
-                if incident is not None:
-                    ident = {"incident_id": incident.id}
-                    progress = await (await conn.execute(QUERIES.enrichment_progress, ident)).fetchone()
-            if incident is None:
+                cur = await conn.execute(QUERIES.enrichment_progress, {"key": key})
+                progress = await cur.fetchone()
+            if progress is None:
                 raise PermanentError(f"incident {key} is not in the database (or not announced)")
             step = next_step(
-                {"revision": incident.revision, **(progress or {})},
+                progress,
                 growth=envelope.type == IncidentEventType.updated,
                 now=datetime.now(UTC),
                 interval=self.refresh_interval,
@@ -149,8 +149,13 @@ class Enricher:
             if step == "defer" and not await self.broker.defer(delivery, ENRICHER_QUEUE.name, subject=key):
                 step = "coalesced"
             STEPS.labels(step).inc()
-            if step == "enrich":
-                await self.enrich_and_publish(incident)
+            if step != "enrich":
+                return
+            async with self.pool.connection() as conn:
+                incident = await incidents.incident(conn, key)
+            if incident is None:
+                raise PermanentError(f"incident {key} is not in the database (or not announced)")
+            await self.enrich_and_publish(incident)
         finally:
             incident_key.reset(token)
 
