@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -460,6 +461,7 @@ async def test_messages_waiting_in_a_retry_queue_survive_a_broker_restart() -> N
         await broker.close()
     finally:
         await asyncio.to_thread(server.stop)
+        shutil.rmtree(root, ignore_errors=True)
     assert sorted(c for c, attempts in handled if attempts == 1) == [f"m{n}" for n in range(5)]
 
 
