@@ -8,7 +8,9 @@ import contextlib
 import hashlib
 import logging
 import re
+import select
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,11 +91,23 @@ async def open_pool(
     return pool
 
 
+# How long a connection that was found to take writes is handed out again without asking the server once more.
+WRITABLE_CHECK_EVERY_S = 1.0
+_checked_writable_at: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+
+
 async def check_writable(conn: Connection) -> None:
-    """Before a pooled connection is handed out: the server answers and takes writes. One that became read-only (a
-    primary demoted to a standby, or `default_transaction_read_only` turned on) raises, so the pool drops the
-    connection and makes another, which a multi-host URL with `target_session_attrs=read-write` takes to the
-    primary. One round trip, as the pool's own check."""
+    """Before a pooled connection is handed out: the server is still there and takes writes. The server is asked
+    (one round trip) when it sent something while the connection sat in the pool (a backend terminated by a
+    crash or a shutdown says so, then closes), and otherwise at most every WRITABLE_CHECK_EVERY_S per connection:
+    asking at every checkout was the enricher's busiest statement in a storm. One that became read-only (a primary
+    demoted to a standby, or `default_transaction_read_only` turned on) raises, so the pool drops the connection
+    and makes another, which a multi-host URL with `target_session_attrs=read-write` takes to the primary. A write
+    refused in the moment before the next check is an outage (SQLSTATE 25006): the work is held and retried."""
+    now = time.monotonic()
+    spoke, _, _ = select.select([conn.fileno()], [], [], 0)
+    if not spoke and now - _checked_writable_at.get(conn, float("-inf")) < WRITABLE_CHECK_EVERY_S:
+        return
     await conn.set_autocommit(True)
     try:
         row = await (await conn.execute("SHOW transaction_read_only")).fetchone()
@@ -102,6 +116,7 @@ async def check_writable(conn: Connection) -> None:
             await conn.set_autocommit(False)
     if row is None or row["transaction_read_only"] != "off":
         raise psycopg.OperationalError("the server takes no writes (transaction_read_only is on): a standby now")
+    _checked_writable_at[conn] = now
 
 
 def connect_sync(url: str, *, statement_timeout_ms: int) -> psycopg.Connection[Any]:

@@ -5,12 +5,14 @@ primary; a server that takes no writes is never handed out, and a write it refus
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
 
 from devstack.postgres import Postgres, multi_host_url
-from shared.db import is_database_outage, open_pool
+from shared.db import WRITABLE_CHECK_EVERY_S, is_database_outage, open_pool
 
 
 async def test_the_pool_writes_to_the_primary_and_follows_a_promoted_standby(
@@ -41,10 +43,12 @@ async def test_the_pool_writes_to_the_primary_and_follows_a_promoted_standby(
         assert row is not None and row["port"] == standby.port
         assert ports == [primary.port, standby.port]
 
-        # A server that stops taking writes (as a primary being demoted does): its connections are not handed out.
+        # A server that stops taking writes (as a primary being demoted does): its connections are not handed out
+        # once it is asked again; until then a write it refuses is an outage (above).
         with psycopg.connect(standby.url, autocommit=True) as admin:
             admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
             admin.execute("SELECT pg_reload_conf()")
+        await asyncio.sleep(WRITABLE_CHECK_EVERY_S)
         with pytest.raises(PoolTimeout):
             async with pool.connection(timeout=3) as conn:
                 await conn.execute("INSERT INTO notes VALUES (3, 0)")
