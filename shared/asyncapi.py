@@ -17,6 +17,7 @@ from shared.contracts import (
     COMMANDS_EXCHANGE,
     INCIDENTS_EXCHANGE,
     AlertReceived,
+    AlertsReceived,
     CommandAction,
     Envelope,
     IncidentCommand,
@@ -61,6 +62,7 @@ def asyncapi_document() -> dict[str, Any]:
     """The whole document as plain JSON data, deterministic (same contracts → same bytes)."""
     envelopes: dict[str, type[BaseModel]] = {
         "AlertReceivedEnvelope": Envelope[AlertReceived],
+        "AlertsReceivedEnvelope": Envelope[AlertsReceived],
         "IncidentEventEnvelope": Envelope[IncidentEvent],
         "ReportReadyEnvelope": Envelope[ReportReady],
         "IncidentCommandEnvelope": Envelope[IncidentCommand],
@@ -90,9 +92,16 @@ def asyncapi_document() -> dict[str, Any]:
             "alert_received",
             MessageType.alert_received,
             "alert.<status>.<severity>.<alertname>",
-            "One alert of an Alertmanager notification, or one generic event, as ingest accepted it.",
+            "One generic event as an alert, as ingest accepted it.",
             "AlertReceivedEnvelope",
-        )
+        ),
+        "alerts_received": message(
+            "alerts_received",
+            MessageType.alerts_received,
+            "alerts.<source>",
+            "The alerts of one Alertmanager notification, as ingest accepted them: one message per notification.",
+            "AlertsReceivedEnvelope",
+        ),
     }
     incident_msgs = {
         _name(ev.value): message(
@@ -134,7 +143,10 @@ def asyncapi_document() -> dict[str, Any]:
 
     channels = {
         "alerts": channel(
-            ALERTS_EXCHANGE, "Alerts accepted by ingest; routing key alert.<status>.<severity>.<alertname>.", alert_msgs
+            ALERTS_EXCHANGE,
+            "Alerts accepted by ingest: a notification's alerts as one message (alerts.<source>), a generic event "
+            "as one alert (alert.<status>.<severity>.<alertname>).",
+            alert_msgs,
         ),
         "incidents": channel(
             INCIDENTS_EXCHANGE,

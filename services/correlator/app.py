@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from services.correlator import retention, silences
-from services.correlator.batches import correlate_batch, sweep
+from services.correlator.batches import correlate_batch, split_notification, sweep
 from services.correlator.outbox import AfterCommit
 from services.correlator.rules import RulesError, RuleSet, load_rules
 from shared.alert_limits import AlertLimits
@@ -30,6 +30,9 @@ RULES = web.AppKey("rules", RuleSet)
 # One transaction per batch is what makes thousands of alerts per second possible.
 BATCH_SIZE = 200
 BATCH_WAIT_S = 0.05
+# A notification is one message of up to hundreds of alerts: a batch also ends at this many bytes of messages, about
+# BATCH_SIZE alerts of the usual size.
+BATCH_BYTES = 128 * 1024
 # Two batches in flight: one computes while the other waits on PostgreSQL. Per-group locks keep them apart.
 CONCURRENCY = 2
 SWEEP_INTERVAL_S = 15.0
@@ -86,6 +89,8 @@ def _correlator_ctx(
                 batch_size=max(1, min(BATCH_SIZE, app[SETTINGS].prefetch // CONCURRENCY)),
                 batch_wait_s=BATCH_WAIT_S,
                 concurrency=CONCURRENCY,
+                batch_bytes=BATCH_BYTES,
+                split=split_notification,
             )
             consuming.set()
             log.info("consuming", extra={"queue": CORRELATOR_QUEUE.name})

@@ -34,7 +34,15 @@ from services.correlator.maintenance import with_stored_windows
 from services.correlator.rules import RuleSet
 from services.correlator.store import SWEEP_LOCK, Q, lock_and_load, write_world
 from shared.alert_limits import DEFAULT_LIMITS, AlertLimits
-from shared.contracts import COMMAND_TYPE_PREFIX, AlertReceived, IncidentCommand, MessageType
+from shared.contracts import (
+    COMMAND_TYPE_PREFIX,
+    AlertReceived,
+    AlertsReceived,
+    Envelope,
+    IncidentCommand,
+    MessageType,
+    RawEnvelope,
+)
 from shared.db import Pool
 from shared.jsonlog import incident_key
 from shared.messaging import Delivery, PermanentError
@@ -53,13 +61,44 @@ class Decoded:
     order: list[tuple[Literal["alert", "command"], int]] = field(default_factory=list)  # index, in delivery order
 
 
+def split_notification(envelope: RawEnvelope) -> list[tuple[str, bytes]]:
+    """An `alerts.received` message of several alerts as one message per alert (id, body: an `alerts.received` of
+    one, its id derived from the notification's): what the consumer sends round when the notification failed, so
+    that an alert at fault fails alone and the others are stored. Empty for any other message, or one that cannot
+    be split."""
+    if envelope.type != MessageType.alerts_received:
+        return []
+    try:
+        notification = AlertsReceived.model_validate(envelope.data)
+    except ValidationError:
+        return []
+    if len(notification.alerts) < 2:
+        return []
+    parts = []
+    for n, received in enumerate(notification.alerts):
+        part = Envelope[AlertsReceived](
+            id=uuid.uuid5(envelope.id, str(n)),
+            type=envelope.type,
+            version=envelope.version,
+            occurred_at=envelope.occurred_at,
+            producer=envelope.producer,
+            data=AlertsReceived(alerts=[received]),
+        )
+        parts.append((str(part.id), part.model_dump_json(by_alias=True).encode()))
+    return parts
+
+
 def decode_batch(deliveries: list[Delivery], limits: AlertLimits = DEFAULT_LIMITS) -> Decoded:
     """Payloads of the batch, alerts within `limits`; a message that can never be applied raises PermanentError."""
     out = Decoded()
     for d in deliveries:
         env = d.envelope
         try:
-            if env.type == MessageType.alert_received:
+            if env.type == MessageType.alerts_received:
+                for received in AlertsReceived.model_validate(env.data).alerts:
+                    out.order.append(("alert", len(out.alerts)))
+                    out.alerts.append(AlertChange.from_message(received, limits))
+            elif env.type == MessageType.alert_received:
                 out.order.append(("alert", len(out.alerts)))
                 out.alerts.append(AlertChange.from_message(AlertReceived.model_validate(env.data), limits))
             elif env.type.startswith(COMMAND_TYPE_PREFIX):

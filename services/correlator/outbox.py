@@ -8,6 +8,11 @@ only once every earlier row of its incident is confirmed: a row the broker did n
 of its incident, not other incidents, until a later pass starts again from the oldest unpublished row. So,
 from one correlator, the events of an incident reach every queue in revision order.
 
+Each wave of a chunk (see `waves`) leaves in one socket write, as AMQP frames encoded by Vigil itself
+(shared/messaging/frame_publisher.py) with every property aio-pika gave these events before (`to_message`,
+`open_outbox_publisher`), and the broker's confirms say row by row which went out; where frames cannot be
+written, aio-pika publishes them.
+
 Rows are claimed with `FOR UPDATE SKIP LOCKED`, so two replicas never publish the same row at the same time,
 and so one replica may publish an incident's later row while another still holds an earlier one: across
 replicas (a takeover of a crashed replica's leftovers, too) order is not guaranteed. Delivery is at-least-once
@@ -25,20 +30,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import orjson
 from prometheus_client import Counter, Gauge
 
 from services.correlator.store import Q
 from shared.db import Pool
-from shared.messaging import Broker, BrokerUnavailable
+from shared.messaging import BatchPublisher, Broker, BrokerUnavailable, JsonMessage, open_batch_publisher
 
 log = logging.getLogger(__name__)
 
 INCIDENT_EVENTS = Counter("vigil_incidents_total", "Incident events published, by event", ["event"])
 OUTBOX_PENDING = Gauge("vigil_correlator_outbox_pending", "Outbox rows left for the background publisher")
 
-# Rows per claim: each chunk is one transaction, published concurrently on the one confirmed channel.
+# Rows per claim: each chunk is one transaction, each of its waves one write on the outbox's confirmed channel.
 CHUNK = 500
 # A row this process did not commit is another's to publish until it is this old (then it is a leftover:
 # its process crashed, or could not reach the broker).
@@ -53,16 +57,26 @@ class Pass:
     unconfirmed: int = 0
 
 
-def to_message(row: Row) -> aio_pika.Message:
+def to_message(row: Row) -> JsonMessage:
     body = row["body"]
-    return aio_pika.Message(
+    return JsonMessage(
+        row["exchange"],
+        row["routing_key"],
+        str(row["message_id"]),
         orjson.dumps(body),
-        content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=str(row["message_id"]),
         type=body.get("type"),
         app_id=body.get("producer"),
+        # Not mandatory: nobody may be bound to, say, incident.updated.info, and that is fine.
+        mandatory=False,
     )
+
+
+def open_outbox_publisher(broker: Broker) -> BatchPublisher:
+    """Frames on a channel of the outbox's own, or aio-pika's publish where frames cannot be written.
+
+    With aio-pika's defaults (an empty headers table, priority 0): aio-pika published these events before, and a
+    subscriber must see no property change."""
+    return open_batch_publisher(broker, broker.publish_timeout_s, name="outbox", aio_pika_defaults=True)
 
 
 def waves(rows: Sequence[Row]) -> list[list[Row]]:
@@ -84,13 +98,18 @@ def waves(rows: Sequence[Row]) -> list[list[Row]]:
 
 async def publish_rows(pool: Pool, broker: Broker, ids: Sequence[int] = ()) -> int:
     """One pass over the outbox: every unpublished row up to the newest of `ids` (rows this process committed)
-    and every leftover, in id order; returns how many the broker confirmed."""
-    return (await publish_pass(pool, broker, max(ids, default=0))).confirmed
+    and every leftover, in id order; returns how many the broker confirmed. On a publisher of its own, opened
+    for the pass (`AfterCommit` keeps one)."""
+    publisher = open_outbox_publisher(broker)
+    try:
+        return (await publish_pass(pool, publisher, max(ids, default=0))).confirmed
+    finally:
+        await publisher.close()
 
 
 async def publish_pass(
     pool: Pool,
-    broker: Broker,
+    publisher: BatchPublisher,
     upto: int,
     *,
     chunk: int = CHUNK,
@@ -108,7 +127,7 @@ async def publish_pass(
             rows = await cur.fetchall()
             if not rows:
                 break
-            sent, failed = await _publish_in_order(broker, rows, held)
+            sent, failed = await _publish_in_order(publisher, rows, held)
             if sent:
                 await conn.execute(Q.mark_published, {"ids": [r["id"] for r in sent]})
         for r in sent:
@@ -131,24 +150,19 @@ async def publish_pass(
 
 
 async def _publish_in_order(
-    broker: Broker, rows: Sequence[Row], held: set[str]
+    publisher: BatchPublisher, rows: Sequence[Row], held: set[str]
 ) -> tuple[list[Row], list[BaseException]]:
     """Publish a chunk wave by wave, skipping the incidents in `held` and adding those a row failed for."""
     sent: list[Row] = []
     failed: list[BaseException] = []
     for wave in waves(rows):
         ready = [r for r in wave if r.get("incident") not in held]
-        results = await asyncio.gather(
-            *(
-                # Not mandatory: nobody may be bound to, say, incident.updated.info, and that is fine.
-                broker.publish_message(r["exchange"], r["routing_key"], to_message(r), mandatory=False)
-                for r in ready
-            ),
-            return_exceptions=True,
-        )
-        for row, result in zip(ready, results, strict=True):
-            if isinstance(result, BaseException):
-                failed.append(result)
+        if not ready:
+            continue
+        outcomes = await publisher.publish([to_message(r) for r in ready])
+        for row, outcome in zip(ready, outcomes, strict=True):
+            if outcome is not None:
+                failed.append(outcome)
                 if row.get("incident") is not None:
                     held.add(row["incident"])
             else:
@@ -162,6 +176,7 @@ class AfterCommit:
 
     def __init__(self, pool: Pool, broker: Broker, *, interval_s: float = 2.0) -> None:
         self.pool, self.broker, self.interval_s = pool, broker, interval_s
+        self.publisher = open_outbox_publisher(broker)
         # The newest row this process committed: every unpublished row up to it is in its view.
         self.upto = 0
         self.wake = asyncio.Event()
@@ -172,6 +187,12 @@ class AfterCommit:
             self.wake.set()
 
     async def run_forever(self) -> None:
+        try:
+            await self._publish_forever()
+        finally:
+            await self.publisher.close()
+
+    async def _publish_forever(self) -> None:
         loop = asyncio.get_running_loop()
         counted_at = float("-inf")
         while True:
@@ -181,7 +202,7 @@ class AfterCommit:
             done = Pass()
             try:
                 await self.broker.wait_connected()
-                done = await publish_pass(self.pool, self.broker, self.upto)
+                done = await publish_pass(self.pool, self.publisher, self.upto)
                 if loop.time() - counted_at >= self.interval_s:
                     counted_at = loop.time()
                     async with self.pool.connection() as conn:

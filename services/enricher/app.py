@@ -28,6 +28,11 @@ CONFIG = web.AppKey("enrichment_config", EnrichmentConfig)
 TRUSTED_HOSTS = web.AppKey("trusted_hosts", frozenset)
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
 ENRICHER = web.AppKey("enricher", Enricher)
+# In a storm most events find their incident already enriched, or enriched within the interval: a batch decides for
+# all its incidents with one query, and an incident with several events in it is enriched once.
+EVENT_BATCH = 50
+EVENT_BATCH_WAIT_S = 0.05
+LANES = 2
 
 
 async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -45,17 +50,24 @@ async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
 async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     interval = timedelta(milliseconds=app[SETTINGS].refresh_interval_ms)
     enricher = Enricher(
-        app[DB], app[BROKER], app[CONFIG], app[UPSTREAMS], refresh_interval=interval, trusted_hosts=app[TRUSTED_HOSTS]
+        app[DB],
+        app[BROKER],
+        app[CONFIG],
+        app[UPSTREAMS],
+        refresh_interval=interval,
+        trusted_hosts=app[TRUSTED_HOSTS],
+        concurrency=app[CONFIG].concurrency,
     )
     app[ENRICHER] = enricher
-    # Concurrency > 1: one incident waiting on a slow upstream never holds up the others.
+    # Several lanes: while one batch waits on a slow upstream, the others go on.
     starting = asyncio.create_task(
         app[BROKER].consume(
             ENRICHER_QUEUE,
             enricher.handle,
             is_outage=is_database_outage,
-            batch_size=1,
-            concurrency=app[CONFIG].concurrency,
+            batch_size=EVENT_BATCH,
+            batch_wait_s=EVENT_BATCH_WAIT_S,
+            concurrency=LANES,
         ),
         name="enricher-consume",
     )
@@ -78,8 +90,8 @@ def build_app(settings: Settings, config: EnrichmentConfig | None = None) -> web
     except ValueError as exc:
         print(f"vigil: invalid VIGIL_PROMETHEUS_TRUSTED_HOSTS\n  {exc}", file=sys.stderr)
         raise ConfigError(2) from None
-    # Competing replicas share the queue: each holds only a few more incidents than it works on at once.
-    settings = settings.model_copy(update={"prefetch": min(settings.prefetch, config.concurrency * 2)})
+    # Each lane holds one batch: competing replicas share the queue, none holds more than it works on.
+    settings = settings.model_copy(update={"prefetch": EVENT_BATCH * LANES})
     app = base_app("enricher", settings)
     app[CONFIG] = config
     app[TRUSTED_HOSTS] = trusted

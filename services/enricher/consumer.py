@@ -6,9 +6,10 @@ context partial, never the message fail. Only a failure of our own database or b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 from psycopg.types.json import Jsonb
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.enricher.config import EnrichmentConfig
 from services.enricher.enrich import Upstreams, enrich
@@ -48,7 +49,8 @@ ENRICHMENT_SECONDS = Histogram(
 STEPS = Counter(
     "vigil_enrichment_steps_total",
     "What incident events led to: enrich, skip (state already enriched), defer (enriched within the interval) or "
-    "coalesced (as defer, but a deferred copy for the incident is already on its way back)",
+    "coalesced (handled with another event of the same incident: one in the same batch, or a deferred copy already "
+    "on its way back)",
     ["step"],
 )
 
@@ -84,6 +86,25 @@ def next_step(row: Mapping[str, Any], *, growth: bool, now: datetime, interval: 
     return "enrich"
 
 
+class IncidentRef(BaseModel):
+    key: str
+
+
+class EventHead(BaseModel):
+    """What the enricher reads of an incident event: which incident, and what changed. It works on the incident as
+    PostgreSQL has it, so validating the whole snapshot of every event in a storm would be work thrown away."""
+
+    incident: IncidentRef
+    change: str
+
+
+async def _all_or_first_error(work: list[Coroutine[Any, Any, None]]) -> None:
+    """Run `work` side by side to the end (none is cancelled halfway through a store), then raise the first error."""
+    for result in await asyncio.gather(*work, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
+
+
 def facts_from(incident: Incident, alerts: list[Alert]) -> IncidentFacts:
     return IncidentFacts(
         id=incident.id,
@@ -116,55 +137,66 @@ class Enricher:
     refresh_interval: timedelta = timedelta(seconds=10)
     # host:port of the Prometheus servers whose alert expressions may run (promql.trusted_hosts); empty: none.
     trusted_hosts: frozenset[str] = frozenset()
+    # Incidents enriched at once, by all lanes together.
+    concurrency: int = 4
+
+    def __post_init__(self) -> None:
+        self.working = asyncio.Semaphore(self.concurrency)
 
     async def handle(self, deliveries: list[Delivery]) -> None:
+        """A batch of events: one decision per incident, from one query for all of them, and one enrichment per
+        incident however many of its events the batch holds; the enrichments run side by side (at most
+        `concurrency` at once, all lanes together), so one waiting on a slow upstream holds no other's work."""
+        events: dict[str, list[tuple[Delivery, str]]] = {}
         for delivery in deliveries:
-            await self.handle_one(delivery)
-
-    async def handle_one(self, delivery: Delivery) -> None:
-        envelope = delivery.envelope
-        try:
-            event = IncidentEvent.model_validate(envelope.data)
-        except ValidationError as exc:
-            raise PermanentError(f"not an incident event: {exc.errors()[:3]}") from None
-        if not wanted(envelope.type, event.change):
+            envelope = delivery.envelope
+            try:
+                head = EventHead.model_validate(envelope.data)
+            except ValidationError as exc:
+                raise PermanentError(f"not an incident event: {exc.errors()[:3]}") from None
+            if wanted(envelope.type, head.change):
+                events.setdefault(head.incident.key, []).append((delivery, envelope.type))
+        if not events:
             return
-        key = event.incident.key
-        token = incident_key.set(key)
-        try:
-            # The decision needs only the incident's revision and its enrichment's progress (one small query): in
-            # a storm most events find their incident's state already enriched, and only one to enrich is read
-            # whole.
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(QUERIES.enrichment_progress, {"key": key})
-                progress = await cur.fetchone()
-            if progress is None:
-                raise PermanentError(f"incident {key} is not in the database (or not announced)")
-            step = next_step(
-                progress,
-                growth=envelope.type == IncidentEventType.updated,
-                now=datetime.now(UTC),
-                interval=self.refresh_interval,
-            )
-            if step == "defer" and not await self.broker.defer(delivery, ENRICHER_QUEUE.name, subject=key):
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(QUERIES.enrichment_progress, {"keys": list(events)})
+            progress = {row["key"]: row for row in await cur.fetchall()}
+        missing = sorted(set(events) - set(progress))
+        if missing:
+            raise PermanentError(f"incident {', '.join(missing)} is not in the database (or not announced)")
+        now = datetime.now(UTC)
+        work = []
+        for key, about in events.items():
+            # Growth only when every event of the batch is one: an opened, reopened or resolved one is enriched now.
+            growth = all(event_type == IncidentEventType.updated for _, event_type in about)
+            step = next_step(progress[key], growth=growth, now=now, interval=self.refresh_interval)
+            if step == "defer" and not await self.broker.defer(about[-1][0], ENRICHER_QUEUE.name, subject=key):
                 step = "coalesced"
             STEPS.labels(step).inc()
-            if step != "enrich":
-                return
-            async with self.pool.connection() as conn:
-                incident = await incidents.incident(conn, key)
-            if incident is None:
-                raise PermanentError(f"incident {key} is not in the database (or not announced)")
-            await self.enrich_and_publish(incident)
+            if len(about) > 1:
+                STEPS.labels("coalesced").inc(len(about) - 1)
+            if step == "enrich":
+                work.append(self.enrich_key(key))
+        await _all_or_first_error(work)
+
+    async def enrich_key(self, key: str) -> None:
+        token = incident_key.set(key)
+        try:
+            async with self.working:
+                # One checkout, one transaction for both reads: each checkout costs a BEGIN and a COMMIT.
+                async with self.pool.connection() as conn:
+                    incident = await incidents.incident(conn, key)
+                    alerts = None if incident is None else await incidents.alerts(conn, incident.id, limit=ALERT_LIMIT)
+                if incident is None or alerts is None:
+                    raise PermanentError(f"incident {key} is not in the database (or not announced)")
+                await self.enrich_and_publish(incident, alerts)
         finally:
             incident_key.reset(token)
 
-    async def enrich_and_publish(self, incident: Incident) -> int | None:
-        """Enrich `incident` as it is now; returns the stored version, or None when a newer one was stored
-        meanwhile."""
+    async def enrich_and_publish(self, incident: Incident, alerts: list[Alert]) -> int | None:
+        """Enrich `incident` as it is now, given its first ALERT_LIMIT `alerts`; returns the stored version, or None
+        when a newer one was stored meanwhile."""
         started = time.perf_counter()
-        async with self.pool.connection() as conn:
-            alerts = await incidents.alerts(conn, incident.id, limit=ALERT_LIMIT)
         facts = facts_from(incident, alerts)
         context = await enrich(
             facts, self.config, self.upstreams, now=datetime.now(UTC), trusted_hosts=self.trusted_hosts

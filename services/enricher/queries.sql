@@ -3,13 +3,13 @@
 -- incident signatures (migration 0065).
 
 -- name: enrichment_progress
--- An incident's current revision (announced ones only, as every reader sees them), and the revision its stored
--- enrichment was computed for, whether that one was announced, and when (NULL: never enriched).
-SELECT i.revision, e.incident_revision AS enriched_revision, e.published AS enrichment_published,
+-- Incidents' current revision (announced ones only, as every reader sees them), and the revision their stored
+-- enrichment was computed for, whether that one was announced, and when (NULL: never enriched). %(keys)s: a text[].
+SELECT i.key, i.revision, e.incident_revision AS enriched_revision, e.published AS enrichment_published,
        e.created_at AS enriched_at
 FROM incidents i
 LEFT JOIN enrichments e ON e.incident_id = i.id
-WHERE i.key = %(key)s AND i.announced
+WHERE i.key = ANY(%(keys)s) AND i.announced
 
 -- name: upsert_enrichment
 -- Replaces the incident's context and bumps its version; a context computed for an older revision of the

@@ -15,9 +15,9 @@ from services.ingest.auth import SenderTokens
 from services.ingest.handlers import Ingest, json_errors
 from services.ingest.openapi import EVENTS_PATH, WEBHOOK_PATH, openapi_document
 from services.ingest.publisher import Publisher, open_publisher
-from services.ingest.translate import OutgoingMessage
 from shared.alert_limits import AlertLimits
 from shared.config import Settings
+from shared.messaging import JsonMessage
 from shared.service import BROKER, READY_CHECKS, base_app, broker_ctx
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
 
 
 def build_app(settings: Settings, *, frames: bool | None = None) -> web.Application:
-    """`frames=False`: publish through aio-pika only, never by the fast path (services/ingest/frame_publisher.py);
+    """`frames=False`: publish through aio-pika only, never by the fast path (shared/messaging/frame_publisher.py);
     None: as `VIGIL_INGEST_FAST_PUBLISH` says."""
     # aiohttp's own limit would answer 413 in plain text; ingest counts the body itself and answers JSON.
     app = base_app("ingest", settings, client_max_size=settings.ingest_max_body_bytes + 1)
@@ -43,7 +43,7 @@ def build_app(settings: Settings, *, frames: bool | None = None) -> web.Applicat
         yield
         await app[PUBLISHER].close()
 
-    async def publish(messages: list[OutgoingMessage]) -> None:
+    async def publish(messages: list[JsonMessage]) -> None:
         await app[PUBLISHER].publish_batch(messages)
 
     ingest = Ingest(

@@ -22,15 +22,13 @@ from services.ingest.metrics import ALERTS_ACCEPTED, PUBLISH_SECONDS, REJECTS, R
 from services.ingest.openapi import EVENTS_PATH, WEBHOOK_PATH
 from services.ingest.problems import nul_problem
 from services.ingest.translate import (
-    ALERT_ENVELOPE,
-    OutgoingMessage,
     event_publication,
     nul_character_fields,
-    webhook_messages,
+    webhook_message,
 )
 from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, adjustment_kinds
-from shared.contracts import AlertmanagerWebhook, GenericEvent, utcnow
-from shared.messaging import BrokerUnavailable
+from shared.contracts import AlertAdjustments, AlertmanagerWebhook, GenericEvent, utcnow
+from shared.messaging import BrokerUnavailable, JsonMessage
 from shared.problems import problem, validation_problem
 
 log = logging.getLogger(__name__)
@@ -40,7 +38,7 @@ RETRY_AFTER_S = 5
 # `\u0000` escapes are the only way a NUL reaches a JSON string; the raw check skips the walk for most bodies.
 NUL_ESCAPE = b"\\u0000"
 
-Publish = Callable[[list[OutgoingMessage]], Awaitable[None]]
+Publish = Callable[[list[JsonMessage]], Awaitable[None]]
 
 # How many is up to the limit of alerts per request, checked after parsing: a 413 like a webhook's.
 EVENT_LIST = TypeAdapter(Annotated[list[GenericEvent], Field(min_length=1)])
@@ -71,8 +69,8 @@ class Ingest:
             raise _invalid(exc) from None
         self._refuse_too_many(len(webhook.alerts))
         _refuse_nul(body, webhook)
-        messages = webhook_messages(webhook, sender, utcnow(), limits=self.limits)
-        return await self._publish(messages, sender, "alertmanager")
+        message, adjusted = webhook_message(webhook, sender, utcnow(), limits=self.limits)
+        return await self._publish([message], sender, "alertmanager", alerts=len(webhook.alerts), adjusted=adjusted)
 
     async def events(self, request: web.Request) -> web.Response:
         sender = self._authenticate(request)
@@ -88,9 +86,15 @@ class Ingest:
         _refuse_nul(body, events)
         received_at = utcnow()
         publications = [event_publication(event, sender, received_at, self.limits) for event in events]
-        fingerprints = [p.envelope.data.alert.fingerprint for p in publications]
-        messages = [p.encoded() for p in publications]
-        return await self._publish(messages, sender, "event", fingerprints=fingerprints)
+        received = [p.envelope.data for p in publications]
+        return await self._publish(
+            [p.encoded() for p in publications],
+            sender,
+            "event",
+            alerts=len(publications),
+            adjusted=[r.adjusted for r in received if r.adjusted is not None],
+            fingerprints=[r.alert.fingerprint for r in received],
+        )
 
     def _refuse_too_many(self, count: int) -> None:
         if count <= self.max_alerts:
@@ -146,32 +150,31 @@ class Ingest:
         return b"".join(chunks)
 
     async def _publish(
-        self, messages: list[OutgoingMessage], sender: str, source: str, *, fingerprints: list[str] | None = None
+        self,
+        messages: list[JsonMessage],
+        sender: str,
+        source: str,
+        *,
+        alerts: int,
+        adjusted: list[AlertAdjustments],
+        fingerprints: list[str] | None = None,
     ) -> web.Response:
         started = time.perf_counter()
         try:
             await self.publish(messages)
         except BrokerUnavailable as exc:
-            log.warning("publish failed, answering 503", extra={"error": str(exc), "alerts": len(messages)})
+            log.warning("publish failed, answering 503", extra={"error": str(exc), "alerts": alerts})
             body = problem(503, "broker_unavailable", f"alerts not stored, retry later: {exc}")
             return web.json_response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
         PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        _count_adjustments(messages)
-        ALERTS_ACCEPTED.labels(sender, source).inc(len(messages))
-        answer: dict[str, Any] = {"status": "accepted", "accepted": len(messages), "sender": sender}
+        for adjustments in adjusted:
+            for kind, n in adjustment_kinds(adjustments).items():
+                VALUES_ADJUSTED.labels(kind).inc(n)
+        ALERTS_ACCEPTED.labels(sender, source).inc(alerts)
+        answer: dict[str, Any] = {"status": "accepted", "accepted": alerts, "sender": sender}
         if fingerprints is not None:
             answer["fingerprints"] = fingerprints
         return web.json_response(answer)
-
-
-def _count_adjustments(messages: list[OutgoingMessage]) -> None:
-    for message in messages:
-        # Most messages carry `"adjusted":null}}` at the end: only the others are decoded again.
-        if not message.body.endswith(b'"adjusted":null}}'):
-            adjusted = ALERT_ENVELOPE.model_validate_json(message.body).data.adjusted
-            if adjusted is not None:
-                for kind, n in adjustment_kinds(adjusted).items():
-                    VALUES_ADJUSTED.labels(kind).inc(n)
 
 
 def _invalid(exc: ValidationError) -> Refused:

@@ -1,18 +1,17 @@
 """Pure translation of what senders post into the messages ingest publishes on `vigil.alerts`.
 
-One webhook notification becomes one `alert.received` envelope per alert; one generic event becomes one
-alert of its own. Nothing here does I/O, so every rule is unit-tested on plain data.
+One webhook notification becomes one `alerts.received` envelope holding its alerts; one generic event becomes one
+`alert.received` of its own. Nothing here does I/O, so every rule is unit-tested on plain data.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from pydantic_core import to_json
@@ -31,45 +30,59 @@ from shared.contracts import (
     AlertmanagerWebhook,
     AlertReceived,
     AlertSource,
+    AlertsReceived,
     Envelope,
     GenericEvent,
     MessageType,
     WebhookAlert,
     alert_routing_key,
+    alerts_routing_key,
 )
 from shared.fingerprint import label_fingerprint
+from shared.messaging import JsonMessage
 
 MESSAGE_TYPE = MessageType.alert_received
+NOTIFICATION_TYPE = MessageType.alerts_received
 PRODUCER = "ingest"
 # AMQP routing keys are short strings: at most 255 bytes on the wire, whatever the characters.
 
 
 ALERT_ENVELOPE = Envelope[AlertReceived]
+NOTIFICATION_ENVELOPE = Envelope[AlertsReceived]
+NOTIFICATION_ROUTING_KEY = alerts_routing_key(AlertSource.alertmanager)
+
+
+Payload = TypeVar("Payload", AlertReceived, AlertsReceived)
 
 
 @dataclass(frozen=True)
-class Publication:
+class Publication(Generic[Payload]):
     """A message as models: what the contract says ingest publishes."""
 
     exchange: str
     routing_key: str
-    envelope: Envelope[AlertReceived]
+    envelope: Envelope[Payload]
 
-    def encoded(self) -> OutgoingMessage:
+    def encoded(self) -> JsonMessage:
         envelope = self.envelope
         body = envelope.model_dump_json(by_alias=True).encode()
-        return OutgoingMessage(self.exchange, self.routing_key, str(envelope.id), envelope.occurred_at, body)
+        return alert_message(
+            self.exchange, self.routing_key, str(envelope.id), envelope.occurred_at, body, message_type=envelope.type
+        )
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    """A message as bytes, ready for the wire."""
-
-    exchange: str
-    routing_key: str
-    message_id: str
-    occurred_at: datetime
-    body: bytes
+def alert_message(
+    exchange: str,
+    routing_key: str,
+    message_id: str,
+    occurred_at: datetime,
+    body: bytes,
+    *,
+    message_type: str = MESSAGE_TYPE,
+) -> JsonMessage:
+    """Alerts as bytes, ready for the wire: stamped with when ingest received them, mandatory (an alert nobody
+    would store must fail the request)."""
+    return JsonMessage(exchange, routing_key, message_id, body, message_type, PRODUCER, occurred_at)
 
 
 def routing_key_for(alert: WebhookAlert) -> str:
@@ -112,57 +125,60 @@ def _notification(webhook: AlertmanagerWebhook, limits: AlertLimits) -> BoundedN
     )
 
 
-def webhook_publications(
+def webhook_publication(
     webhook: AlertmanagerWebhook,
     sender: str,
     received_at: datetime,
-    ids: list[uuid.UUID] | None = None,
+    message_id: uuid.UUID | None = None,
     limits: AlertLimits = DEFAULT_LIMITS,
-) -> list[Publication]:
-    """One publication per alert of the notification, each carrying the group it came in, within `limits`.
+) -> Publication[AlertsReceived]:
+    """The notification as one publication: each of its alerts within `limits`, carrying the group it came in.
 
-    The definition of what ingest publishes; `webhook_messages` is the same, encoded faster.
+    The definition of what ingest publishes; `webhook_message` is the same, encoded faster.
     """
-    ids = ids or new_ids(len(webhook.alerts))
     shared = _notification(webhook, limits)
-    publications = []
-    for sent, message_id in zip(webhook.alerts, ids, strict=True):
+    received = []
+    for sent in webhook.alerts:
         alert, adjusted = bounded(sent, received_at, limits, shared.earlier())
-        data = AlertReceived(
-            alert=alert,
-            source=AlertSource.alertmanager,
-            sender=sender,
-            receiver=shared.receiver,
-            group_key=shared.group_key,
-            group_labels=shared.group_labels,
-            external_url=shared.external_url,
-            received_at=received_at,
-            adjusted=adjusted,
+        received.append(
+            AlertReceived(
+                alert=alert,
+                source=AlertSource.alertmanager,
+                sender=sender,
+                receiver=shared.receiver,
+                group_key=shared.group_key,
+                group_labels=shared.group_labels,
+                external_url=shared.external_url,
+                received_at=received_at,
+                adjusted=adjusted,
+            )
         )
-        envelope = ALERT_ENVELOPE(
-            id=message_id, type=MESSAGE_TYPE, producer=PRODUCER, occurred_at=received_at, data=data
-        )
-        publications.append(Publication(ALERTS_EXCHANGE, routing_key_for(alert), envelope))
-    return publications
+    envelope = NOTIFICATION_ENVELOPE(
+        id=message_id or uuid.uuid4(),
+        type=NOTIFICATION_TYPE,
+        producer=PRODUCER,
+        occurred_at=received_at,
+        data=AlertsReceived(alerts=received),
+    )
+    return Publication(ALERTS_EXCHANGE, NOTIFICATION_ROUTING_KEY, envelope)
 
 
-def webhook_messages(
+def webhook_message(
     webhook: AlertmanagerWebhook,
     sender: str,
     received_at: datetime,
-    ids: list[uuid.UUID] | None = None,
+    message_id: uuid.UUID | None = None,
     limits: AlertLimits = DEFAULT_LIMITS,
-) -> list[OutgoingMessage]:
-    """`webhook_publications`, encoded: byte for byte what `model_dump_json` gives for each envelope.
+) -> tuple[JsonMessage, list[AlertAdjustments]]:
+    """`webhook_publication`, encoded: byte for byte what `model_dump_json` gives for its envelope; and what was
+    adjusted of its alerts to keep them within `limits`.
 
     The parts every alert of a notification shares are serialised once, and each alert once, instead of
     building and dumping two models per alert; a test holds the two paths to the same bytes.
     """
-    ids = ids or new_ids(len(webhook.alerts))
+    text_id = str(message_id or uuid.uuid4())
     shared = _notification(webhook, limits)
     stamp = to_json(received_at)
-    head = b'","type":"' + MESSAGE_TYPE.encode() + b'","version":1,"occurred_at":' + stamp
-    head += b',"producer":"' + PRODUCER.encode() + b'","data":{"alert":'
     tail = b"".join(
         (
             b',"source":"alertmanager","sender":',
@@ -182,20 +198,35 @@ def webhook_messages(
     )
     dump = WebhookAlert.__pydantic_serializer__.to_json
     dump_adjusted = AlertAdjustments.__pydantic_serializer__.to_json
-    messages = []
-    for sent, message_id in zip(webhook.alerts, ids, strict=True):
+    items = []
+    adjustments = []
+    for sent in webhook.alerts:
         alert, adjusted = bounded(sent, received_at, limits, shared.earlier())
-        text_id = str(message_id)
-        changes = b"null}}" if adjusted is None else dump_adjusted(adjusted, by_alias=True) + b"}}"
-        body = b'{"id":"' + text_id.encode() + head + dump(alert, by_alias=True) + tail + changes
-        messages.append(OutgoingMessage(ALERTS_EXCHANGE, routing_key_for(alert), text_id, received_at, body))
-    return messages
-
-
-def new_ids(count: int) -> list[uuid.UUID]:
-    """Random (version 4) ids from one read of the system's randomness instead of one per message."""
-    pool = os.urandom(16 * count)
-    return [uuid.UUID(bytes=pool[i * 16 : i * 16 + 16], version=4) for i in range(count)]
+        if adjusted is None:
+            changes = b"null}"
+        else:
+            changes = dump_adjusted(adjusted, by_alias=True) + b"}"
+            adjustments.append(adjusted)
+        items.append(b'{"alert":' + dump(alert, by_alias=True) + tail + changes)
+    body = b"".join(
+        (
+            b'{"id":"',
+            text_id.encode(),
+            b'","type":"',
+            NOTIFICATION_TYPE.encode(),
+            b'","version":1,"occurred_at":',
+            stamp,
+            b',"producer":"',
+            PRODUCER.encode(),
+            b'","data":{"alerts":[',
+            b",".join(items),
+            b"]}}",
+        )
+    )
+    message = alert_message(
+        ALERTS_EXCHANGE, NOTIFICATION_ROUTING_KEY, text_id, received_at, body, message_type=NOTIFICATION_TYPE
+    )
+    return message, adjustments
 
 
 def event_alert(event: GenericEvent) -> WebhookAlert:
@@ -220,7 +251,7 @@ def event_alert(event: GenericEvent) -> WebhookAlert:
 
 def event_publication(
     event: GenericEvent, sender: str, received_at: datetime, limits: AlertLimits = DEFAULT_LIMITS
-) -> Publication:
+) -> Publication[AlertReceived]:
     alert, adjusted = bounded(event_alert(event), received_at, limits)
     data = AlertReceived(
         alert=alert, source=AlertSource.event, sender=sender, received_at=received_at, adjusted=adjusted

@@ -1,7 +1,9 @@
 """Pruning of stored report versions: every rendering used to be kept, so a long storm stored hundreds of versions per
 incident. The reporter, the only writer of `reports`, keeps per incident:
 
-- the newest version of each format: what the web serves, and what a new rendering is compared with;
+- the newest version: what the web serves (its XLSX rendered from its JSON, as the reporter stores none), and what a
+  new rendering is compared with. An older version's files are never served, so an XLSX stored with one (before the
+  reporter stopped storing them) goes like the rest of it;
 - the version made at the resolve: the first version rendered from the resolved state in the newest run of such
   versions (the report that went out when the incident was last resolved; later ones add a late enrichment or a
   comment, and the newest of them is kept as the newest version anyway). An earlier resolve, undone by a reopen,
@@ -87,18 +89,11 @@ def made_at_resolve(versions: Sequence[StoredVersion]) -> list[StoredVersion]:
 
 
 def to_keep(versions: Sequence[StoredVersion]) -> set[tuple[int, str]]:
-    keep: set[tuple[int, str]] = set()
-    newest: dict[str, int] = {}
-    for v in versions:
-        for fmt in v.formats:
-            newest[fmt] = max(newest.get(fmt, v.version), v.version)
-        if v.state is None:
-            # Nothing says it is not the one made at the resolve.
-            keep |= {(v.version, fmt) for fmt in v.formats}
-    keep |= {(version, fmt) for fmt, version in newest.items()}
-    for v in made_at_resolve(versions):
-        keep |= {(v.version, fmt) for fmt in v.formats}
-    return keep
+    # Versions of unknown state: nothing says either is not the one made at the resolve.
+    kept = [v for v in versions if v.state is None] + made_at_resolve(versions)
+    if versions:
+        kept.append(max(versions, key=lambda v: v.version))
+    return {(v.version, fmt) for v in kept for fmt in v.formats}
 
 
 def to_prune(versions: Sequence[StoredVersion]) -> list[tuple[int, str]]:

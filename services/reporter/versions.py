@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-FORMATS = ("md", "xlsx", "json")
-
 Outcome = Literal["new", "unchanged", "superseded"]
 
 
@@ -69,11 +67,13 @@ def decide(
     can never replace reports of a newer state as the latest (whatever its bytes). Otherwise a new version only when
     some format's bytes differ (or none is stored): a redelivered event, or an event that changed nothing the reports
     show, keeps the current version, which from then on counts as rendered from the newer source, as it shows it.
+    Only the rendered formats are compared: a version stored with an XLSX (before it was rendered on download) is
+    unchanged when its Markdown and JSON are, as the XLSX is made from the JSON.
     """
     if latest_version is None:
         return Decision(1, "new", records_source=True)
     if is_older(source, latest_source):
         return Decision(latest_version, "superseded", records_source=False)
-    if dict(latest_hashes) == dict(rendered):
+    if {fmt: latest_hashes.get(fmt) for fmt in rendered} == dict(rendered):
         return Decision(latest_version, "unchanged", records_source=is_older(latest_source, source))
     return Decision(latest_version + 1, "new", records_source=True)

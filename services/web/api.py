@@ -103,7 +103,11 @@ async def incident_report(request: web.Request) -> web.Response:
     token = incident_key.set(key)
     try:
         found = await downloads.incident_file(
-            request.app[DB], key, fmt, alertmanager_url=request.app[SETTINGS].alertmanager_url
+            request.app[DB],
+            key,
+            fmt,
+            alertmanager_url=request.app[SETTINGS].alertmanager_url,
+            xlsx_cache=request.app[downloads.XLSX_CACHE],
         )
     finally:
         incident_key.reset(token)

@@ -17,10 +17,11 @@ from services.web import api, insights, pages, silencing
 from services.web.access import TokenBook, load_users
 from services.web.appkeys import LIVE, TEMPLATES, TOKENS, USERS
 from services.web.database import database_ctx, database_unanswered
-from services.web.downloads import RESPONSE_TARGETS
+from services.web.downloads import RESPONSE_TARGETS, XLSX_CACHE
 from services.web.gate import gate, setup_access
 from services.web.live import LiveHub, feed
 from services.web.presentation import time_tag
+from services.web.xlsx_cache import XlsxCache
 from shared.config import ConfigError, Settings
 from shared.reports.response_targets import TargetsError, load_targets
 from shared.service import BROKER, READY_CHECKS, SETTINGS, base_app, broker_ctx
@@ -121,6 +122,7 @@ def build_app(settings: Settings) -> web.Application:
         raise ConfigError(2) from None
     app = base_app("web", settings)
     app[RESPONSE_TARGETS] = targets
+    app[XLSX_CACHE] = XlsxCache()
     setup_access(app, settings)
     app.middlewares.extend([timing, security_headers, database_unanswered, gate])
     app[USERS] = load_users(settings.web_users_file)

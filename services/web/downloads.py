@@ -1,6 +1,7 @@
-"""Report downloads: the newest stored version from the `reports` table, or rendered on demand with the
-report library (shared.reports) when the reporter has not stored one yet. Rendering runs in a thread, so a large
-XLSX never blocks the event loop that serves everyone else.
+"""Report downloads: the newest version stored in the `reports` table, or rendered on demand with the report
+library (shared.reports) when the reporter has not stored one yet. The reporter stores no XLSX: a version's workbook is
+rendered from its stored JSON at its first download and kept for the next (xlsx_cache.py). Rendering runs in a thread,
+so a large XLSX never blocks the event loop that serves everyone else.
 
 Audit exports can be as large as a year of incidents. At most VIGIL_WEB_MAX_AUDIT_EXPORTS are built at once, each in a
 thread of its own on a connection of its own (statement_timeout VIGIL_WEB_AUDIT_STATEMENT_TIMEOUT_MS): rows come from
@@ -23,6 +24,7 @@ from typing import IO, Literal
 
 from aiohttp import web
 
+from services.web.xlsx_cache import CacheKey, XlsxCache
 from shared.db import Pool, connect_sync
 from shared.reports import (
     audit,
@@ -33,9 +35,10 @@ from shared.reports import (
     incident_markdown,
     incident_report,
     incident_xlsx,
+    stored,
 )
+from shared.reports.rendering import RENDERED
 from shared.reports.response_targets import NO_TARGETS, ResponseTargets
-from shared.reports.stored import latest
 
 CONTENT_TYPES = {
     "md": "text/markdown; charset=utf-8",
@@ -52,16 +55,42 @@ def _render_incident(report: incident_report.IncidentReport, fmt: str) -> bytes:
     return json.dumps(incident_json.render(report), ensure_ascii=False, indent=2, default=str).encode()
 
 
-async def incident_file(pool: Pool, key: str, fmt: str, *, alertmanager_url: str = "") -> tuple[bytes, str] | None:
-    """The report's bytes and where they came from (`stored v<N>` or `rendered`); None if there is no incident."""
+async def incident_file(
+    pool: Pool, key: str, fmt: str, *, alertmanager_url: str = "", xlsx_cache: XlsxCache | None = None
+) -> tuple[bytes, str] | None:
+    """The report's bytes and where they came from; None if there is no incident.
+
+    Always the newest stored version: its file (`stored v3`), or for the XLSX the reporter does not store, the one
+    rendered from that version's JSON (`rendered from stored v3`; `rendered from stored v3 (cached)` when an earlier
+    download rendered it). With no version stored yet, the incident as it is now (`rendered`).
+    """
+    document: bytes | None = None
+    cache_key: CacheKey | None = None
+    report: incident_report.IncidentReport | None = None
     async with pool.connection() as conn:
-        stored = await latest(conn, key, fmt)
-        if stored is not None:
-            return stored.content, f"stored v{stored.version}"
-        report = await incident_report.load(conn, key, alertmanager_url=alertmanager_url)
+        newest = await stored.newest(conn, key, fmt)
+        if newest is not None and newest.content is not None:
+            return newest.content, f"stored v{newest.version}"
+        if newest is not None and fmt == "xlsx" and newest.json_sha256 is not None:
+            cache_key = (key, newest.version, newest.json_sha256)
+            cached = xlsx_cache.get(cache_key) if xlsx_cache is not None else None
+            if cached is not None:
+                return cached, f"rendered from stored v{newest.version} (cached)"
+            # None only if pruned since: a newer version was stored meanwhile, and the incident shows it.
+            document = await stored.content(conn, key, newest.version, "json")
+        if document is None:
+            report = await incident_report.load(conn, key, alertmanager_url=alertmanager_url)
+    loop = asyncio.get_running_loop()
+    if document is not None and cache_key is not None:
+        content = await loop.run_in_executor(None, incident_xlsx.render_stored_json, document)
+        RENDERED.labels("xlsx").inc()
+        if xlsx_cache is not None:
+            xlsx_cache.put(cache_key, content)
+        return content, f"rendered from stored v{cache_key[1]}"
     if report is None:
         return None
-    content = await asyncio.get_running_loop().run_in_executor(None, _render_incident, report, fmt)
+    content = await loop.run_in_executor(None, _render_incident, report, fmt)
+    RENDERED.labels(fmt).inc()
     return content, "rendered"
 
 
@@ -149,4 +178,5 @@ async def stream_file(request: web.Request, file: IO[bytes], headers: dict[str, 
 
 
 AUDIT_EXPORTS = web.AppKey("audit_exports", AuditExports)
+XLSX_CACHE = web.AppKey("xlsx_cache", XlsxCache)
 RESPONSE_TARGETS = web.AppKey("response_targets", ResponseTargets)

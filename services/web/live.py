@@ -1,8 +1,10 @@
 """Live view: incident events from `vigil.incidents`, fanned out to the browsers connected by SSE.
 
-Each web process declares its own exclusive, auto-delete, non-durable queue bound with `#`: every replica
-sees every event, and the queue disappears with the process (it is not part of the shared topology,
-and losing a live update is harmless: the page reads PostgreSQL on reload).
+Each web process declares its own exclusive, auto-delete, non-durable queue, bound with `#` while at least one
+client is connected: every replica sees every event while someone watches, and nothing at all while nobody does (in
+a storm, decoding 50,000 events for no one was a core's worth of work shared by the web and RabbitMQ). The queue
+disappears with the process (it is not part of the shared topology, and losing a live update is harmless: the page
+reads PostgreSQL on reload).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from shared.messaging import Broker
 
 log = logging.getLogger(__name__)
 CLIENT_BUFFER = 100
+# A new client waits this long at most for the queue to be bound before its stream starts (the broker may be away).
+BIND_WAIT_S = 5.0
 CLIENTS = Gauge("vigil_web_live_clients", "Browsers and scripts connected to the live event stream")
 DROPPED = Counter("vigil_web_live_dropped_total", "Live clients dropped for falling behind")
 REFUSED = Counter("vigil_web_live_refused_total", "Live clients refused: VIGIL_WEB_MAX_LIVE_CLIENTS were connected")
@@ -75,6 +79,18 @@ class LiveHub:
     clients: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
     sequence: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set while some client is connected / while none is; the feed binds and unbinds its queue on them.
+    watched: asyncio.Event = field(default_factory=asyncio.Event)
+    unwatched: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set while the feed's queue is bound: events published from then on reach the clients.
+    bound: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.unwatched.set()
+
+    def _count_changed(self) -> None:
+        (self.unwatched if self.clients else self.watched).clear()
+        (self.watched if self.clients else self.unwatched).set()
 
     def publish(self, payload: dict[str, Any]) -> None:
         self.sequence += 1
@@ -83,6 +99,7 @@ class LiveHub:
                 queue.put_nowait(payload)
             except asyncio.QueueFull:
                 self.clients.discard(queue)
+                self._count_changed()
                 DROPPED.inc()
                 # Its backlog is dropped too, so the end-of-stream mark fits and its stream closes now; the
                 # browser reconnects and the page catches up from the database.
@@ -98,11 +115,17 @@ class LiveHub:
             raise LiveFull
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(CLIENT_BUFFER)
         self.clients.add(queue)
+        self._count_changed()
         CLIENTS.inc()
         try:
+            if self.ready.is_set():
+                # So that what happens after a client connected reaches it (unless the broker is away).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.bound.wait(), BIND_WAIT_S)
             yield queue
         finally:
             self.clients.discard(queue)
+            self._count_changed()
             CLIENTS.dec()
 
     def close(self) -> None:
@@ -110,18 +133,20 @@ class LiveHub:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
         self.clients.clear()
+        self._count_changed()
 
 
 async def feed(broker: Broker, hub: LiveHub) -> None:
-    """Consume incident events into the hub for as long as the process runs."""
+    """Consume incident events into the hub for as long as the process runs, bound while some client watches."""
     await broker.wait_connected()
     channel = await broker.open_channel(publisher_confirms=False)
     await channel.set_qos(prefetch_count=100)
     exchange = await channel.get_exchange(INCIDENTS_EXCHANGE, ensure=False)
     queue = await channel.declare_queue("", exclusive=True, auto_delete=True, durable=False)
-    await queue.bind(exchange, "#")
 
     async def on_message(message: AbstractIncomingMessage) -> None:
+        if not hub.clients:
+            return  # bound a moment longer than watched
         try:
             envelope = RawEnvelope.model_validate_json(message.body)
         except ValidationError:
@@ -134,3 +159,19 @@ async def feed(broker: Broker, hub: LiveHub) -> None:
     await queue.consume(on_message, no_ack=True)
     hub.ready.set()
     log.info("live view subscribed", extra={"queue": queue.name})
+    while True:
+        await (hub.watched if not hub.bound.is_set() else hub.unwatched).wait()
+        try:
+            if hub.bound.is_set():
+                hub.bound.clear()
+                await queue.unbind(exchange, "#")
+            else:
+                await queue.bind(exchange, "#")
+                hub.bound.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The broker went away meanwhile: the robust channel restores the queue as it was, then this tries again.
+            log.warning("live view could not (un)bind its queue; trying again", exc_info=True)
+            await asyncio.sleep(1.0)
+            await broker.wait_connected()

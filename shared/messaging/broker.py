@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from shared.contracts import Envelope
 from shared.messaging.connection import BrokerConnection
-from shared.messaging.lanes import BatchHandler, Delivery, Lane, OutageTest
+from shared.messaging.lanes import BatchHandler, Delivery, Lane, OutageTest, Splitter
 from shared.messaging.retry import Rescheduler
 from shared.messaging.topology import QueueSpec
 
@@ -87,13 +87,17 @@ class Broker:
         batch_size: int = 1,
         batch_wait_s: float = 0.0,
         concurrency: int = 1,
+        batch_bytes: int | None = None,
+        split: Splitter | None = None,
     ) -> None:
         """Start consuming `spec`'s queue; returns once the consumers are registered with the broker.
 
         `concurrency` lanes, each its own channel with one batch in flight and its share of the prefetch window:
         a lane settles its deliveries in order, so a whole batch is acknowledged with one `multiple` ack.
         `is_outage` tells which of the handler's errors mean a server it depends on is down (see `lanes.py`):
-        required, as only the service knows what it depends on.
+        required, as only the service knows what it depends on. `batch_bytes`: a batch also ends once its bodies
+        reach this many bytes (messages of many items). `split`: how a message of several items that failed comes
+        apart, so that the item at fault fails alone.
         """
         await self.wait_connected()
         share = max(1, -(-self.prefetch // concurrency))
@@ -106,6 +110,8 @@ class Broker:
                 is_outage=is_outage,
                 batch_size=batch_size,
                 batch_wait_s=batch_wait_s,
+                batch_bytes=batch_bytes,
+                split=split,
                 prefetch=share,
                 lane=number,
                 stall_after_s=self.stall_after_s,

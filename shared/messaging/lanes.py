@@ -3,8 +3,10 @@
 A lane tells an outage from a bad message by the error: the broker's own `BrokerUnavailable`, or whatever the
 service's `is_outage` says is one (`shared.db.is_database_outage` for a service on PostgreSQL). An outage holds the
 batch and tries again without counting an attempt; anything else is the failure of the messages that caused it,
-found by splitting the batch, while the rest commits; the failed message is retried or parked (`retry.py`). A lane
-that holds messages without settling any for `stall_after_s` is stalled: `/readyz` says so.
+found by splitting the batch, while the rest commits; the failed message is retried or parked (`retry.py`), or, when
+it carries several items (a notification's alerts) and the service says how it comes apart, sent round as one message
+per item, so that the item at fault fails alone. A lane that holds messages without settling any for `stall_after_s`
+is stalled: `/readyz` says so.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class Delivery:
 
 
 BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
+# The parts (message id, body) of a message that carries several items, each to be handled as a message of its own
+# when the whole failed; empty: the message is one item.
+Splitter = Callable[[RawEnvelope], list[tuple[str, bytes]]]
 # True for an error that says a server the handler depends on is down, not that the messages are at fault.
 OutageTest = Callable[[BaseException], bool]
 
@@ -76,10 +81,13 @@ class Lane:
         prefetch: int,
         lane: int,
         stall_after_s: float,
+        batch_bytes: int | None = None,
+        split: Splitter | None = None,
     ) -> None:
         self.connection, self.retries, self.spec, self.handler = connection, retries, spec, handler
         self.is_outage = is_outage
         self.batch_size, self.batch_wait_s, self.prefetch, self.lane = batch_size, batch_wait_s, prefetch, lane
+        self.batch_bytes, self.split = batch_bytes, split
         self.stall_after_s = stall_after_s
         # Each delivery with the monotonic time it arrived, for the age of the oldest one held.
         self.inbox: asyncio.Queue[tuple[float, AbstractIncomingMessage]] = asyncio.Queue()
@@ -143,10 +151,13 @@ class Lane:
         arrived, first = await self.inbox.get()
         self.in_hand_since = arrived
         batch = [first]
+        size = len(first.body)
+        budget = self.batch_bytes or 0
         deadline = time.monotonic() + self.batch_wait_s
-        while len(batch) < self.batch_size:
+        while len(batch) < self.batch_size and not (budget and size >= budget):
             if not self.inbox.empty():
                 batch.append(self.inbox.get_nowait()[1])
+                size += len(batch[-1].body)
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -155,6 +166,7 @@ class Lane:
                 batch.append((await asyncio.wait_for(self.inbox.get(), remaining))[1])
             except TimeoutError:
                 break
+            size += len(batch[-1].body)
         return batch
 
     async def _work(self) -> None:
@@ -211,7 +223,11 @@ class Lane:
         """A batch failed for a reason of its own: halve it until the message at fault is alone, which is retried
         or parked, while the others commit (a few transactions for one bad message among hundreds)."""
         if len(deliveries) == 1:
-            await self._fail(deliveries[0].message, deliveries[0].attempts, exc)
+            parts = self.split(deliveries[0].envelope) if self.split is not None else []
+            if parts:
+                await self._resend_parts(deliveries[0].message, parts, exc)
+            else:
+                await self._fail(deliveries[0].message, deliveries[0].attempts, exc)
             return
         SPLITS.labels(self.spec.name).inc()
         log.warning(
@@ -221,6 +237,30 @@ class Lane:
         middle = len(deliveries) // 2
         await self._handle(deliveries[:middle])
         await self._handle(deliveries[middle:])
+
+    async def _resend_parts(
+        self, message: AbstractIncomingMessage, parts: list[tuple[str, bytes]], error: BaseException
+    ) -> None:
+        """A message of several items failed: its items come back as messages of their own, so that the one at fault
+        fails alone (and is retried or parked) while the others are handled."""
+        try:
+            await self.retries.resend_parts(message, self.spec.name, parts)
+        except BrokerUnavailable as exc:
+            log.error("could not send a failed message's parts round", extra={"error": str(exc)})
+            await asyncio.sleep(1)
+            await self._settle(message.nack(requeue=True))
+            return
+        log.warning(
+            "message failed, its items sent round one by one",
+            extra={
+                "queue": self.spec.name,
+                "message_id": message.message_id,
+                "parts": len(parts),
+                "error": f"{type(error).__name__}: {error}"[:1000],
+            },
+        )
+        await self._settle(message.ack())
+        CONSUMED.labels(self.spec.name, "split").inc()
 
     async def _fail(self, message: AbstractIncomingMessage, attempts: int, error: BaseException) -> None:
         try:

@@ -7,6 +7,7 @@ the handler said the failure is permanent. A deferred message goes round a delay
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,13 +34,15 @@ def attempts_of(message: AbstractIncomingMessage) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def copy_of(message: AbstractIncomingMessage, headers: HeadersType) -> aio_pika.Message:
+def copy_of(
+    message: AbstractIncomingMessage, headers: HeadersType, *, body: bytes | None = None, message_id: str | None = None
+) -> aio_pika.Message:
     return aio_pika.Message(
-        message.body,
+        message.body if body is None else body,
         headers={**(message.headers or {}), **headers},
         content_type=message.content_type,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
+        message_id=message.message_id if message_id is None else message_id,
         type=message.type,
         app_id=message.app_id,
     )
@@ -99,6 +102,20 @@ class Rescheduler:
         delay = self.retry_delays_ms[min(attempts - 1, len(self.retry_delays_ms) - 1)]
         await self.publish(RETRY_EXCHANGE, retry_queue_name(queue, delay), copy)
         return "retried"
+
+    async def resend_parts(
+        self, message: AbstractIncomingMessage, queue: str, parts: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Send the parts of a message that failed back to `queue`, each a message of its own (id, body) with the
+        original's properties and attempts, through the shortest delay queue; returns once the broker confirmed
+        them all, after which the original may be acknowledged."""
+        delay_queue = retry_queue_name(queue, self.retry_delays_ms[0])
+        await asyncio.gather(
+            *(
+                self.publish(RETRY_EXCHANGE, delay_queue, copy_of(message, {}, body=body, message_id=message_id))
+                for message_id, body in parts
+            )
+        )
 
     async def defer(self, message: AbstractIncomingMessage, queue: str, *, subject: str | None = None) -> bool:
         """Hand the message back to `queue` after `defer_ms`, not counted as a failed attempt; False when it was

@@ -58,7 +58,10 @@ class QueueSpec:
     bindings: tuple[tuple[str, str], ...]
 
 
-CORRELATOR_QUEUE = QueueSpec("vigil.correlator", ((ALERTS_EXCHANGE, "alert.#"), (COMMANDS_EXCHANGE, "command.#")))
+CORRELATOR_QUEUE = QueueSpec(
+    "vigil.correlator",
+    ((ALERTS_EXCHANGE, "alert.#"), (ALERTS_EXCHANGE, "alerts.#"), (COMMANDS_EXCHANGE, "command.#")),
+)
 ENRICHER_QUEUE = QueueSpec(
     "vigil.enricher",
     (

@@ -279,3 +279,10 @@ def render_content(content: IncidentContent) -> bytes:
 def render(report: IncidentReport) -> bytes:
     """The report as XLSX bytes; the same report always gives the same bytes."""
     return render_content(build(report))
+
+
+def render_stored_json(document: bytes) -> bytes:
+    """The XLSX of a stored JSON rendering (`incident_json.to_bytes`): the same bytes as the one rendered from the
+    content that JSON was made of, so the reporter need not store an XLSX per version (the web renders it when it is
+    downloaded)."""
+    return render_content(IncidentContent.model_validate_json(document))

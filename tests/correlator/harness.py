@@ -28,10 +28,12 @@ from shared.contracts import (
     INCIDENTS_EXCHANGE,
     AlertReceived,
     AlertSource,
+    AlertsReceived,
     Envelope,
     IncidentCommand,
     WebhookAlert,
     alert_routing_key,
+    alerts_routing_key,
 )
 from shared.messaging import Broker
 from shared.service import BROKER, DB
@@ -95,6 +97,11 @@ def alert_envelope(
     return Envelope(type="alert.received", producer="ingest", data=data)
 
 
+def notification(*alerts: Envelope[AlertReceived]) -> Envelope[AlertsReceived]:
+    """The alerts as ingest publishes one Alertmanager notification: one `alerts.received` message."""
+    return Envelope(type="alerts.received", producer="ingest", data=AlertsReceived(alerts=[a.data for a in alerts]))
+
+
 def command_envelope(key: str, action: str, actor: str = "alice", comment: str = "") -> Envelope[IncidentCommand]:
     cmd = IncidentCommand(key=key, action=action, actor=actor, comment=comment, requested_at=T0 + timedelta(minutes=5))
     return Envelope(type=f"command.{action}", producer="web", data=cmd)
@@ -117,6 +124,8 @@ class Harness:
                 a = env.data.alert
                 key = alert_routing_key(a.status, a.labels.get("severity"), a.labels.get("alertname"))
                 await self.publisher.publish(ALERTS_EXCHANGE, key, env)
+            elif env.type == "alerts.received":
+                await self.publisher.publish(ALERTS_EXCHANGE, alerts_routing_key("alertmanager"), env)
             else:
                 await self.publisher.publish(COMMANDS_EXCHANGE, env.type, env)
 

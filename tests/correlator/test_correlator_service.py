@@ -3,6 +3,8 @@ and timeline read from the database, incident events read from a queue bound to 
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from tests.correlator.harness import (
     command_envelope,
     correlator,
     count_is,
+    notification,
     rules_file,
     wait_ready,
 )
@@ -314,6 +317,38 @@ async def test_command_for_unknown_incident_is_parked(settings: Settings, tmp_pa
             parked = await queue.get(fail=False, no_ack=True)
     assert parked is not None
     assert "INC-999999" in str(parked.headers["x-vigil-error"])
+
+
+async def test_alerts_of_one_notification_are_stored_and_one_at_fault_fails_alone(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The middle alert carries a NUL, which PostgreSQL refuses (ingest turns such an alert away at the door; a message
+    # may come from elsewhere). The notification fails as a whole, comes apart, and only that alert is parked; the
+    # other two and the next notification are stored.
+    async with correlator(settings, tmp_path) as h:
+        bad = alert_envelope(host="web-2", labels={"note": "a\x00b"})
+        await h.send(notification(alert_envelope(host="web-1"), bad, alert_envelope(host="web-3")))
+        await h.send(notification(alert_envelope(host="web-4"), alert_envelope("DiskFull", host="web-4")))
+        await h.settled(await count_is(h, 4))
+        async with await aio_pika.connect(settings.amqp_url) as conn:
+            channel = await conn.channel()
+            queue = await channel.get_queue("vigil.correlator.parking")
+            async with asyncio.timeout(10):
+                while (parked := await queue.get(fail=False, no_ack=True)) is None:
+                    await asyncio.sleep(0.1)
+            left = await queue.get(fail=False, no_ack=True)
+        rows = await h.query("SELECT host, alertname FROM alerts ORDER BY host, alertname")
+    assert [(r["host"], r["alertname"]) for r in rows] == [
+        ("web-1", "HostDown"),
+        ("web-3", "HostDown"),
+        ("web-4", "DiskFull"),
+        ("web-4", "HostDown"),
+    ]
+    body = json.loads(parked.body)
+    assert body["type"] == "alerts.received" and [a["alert"]["labels"]["note"] for a in body["data"]["alerts"]] == [
+        "a\x00b"
+    ]
+    assert left is None  # the alert at fault alone, not its notification
 
 
 async def test_asyncapi_and_metrics_are_served(settings: Settings, tmp_path: Path) -> None:

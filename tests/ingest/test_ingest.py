@@ -22,13 +22,23 @@ import aiohttp
 import pytest
 
 from devstack.procs import free_port
-from services.ingest import frame_publisher
 from services.ingest.app import build_app
 from shared.config import Settings
 from shared.contracts import ALERTS_EXCHANGE
 from shared.fingerprint import label_fingerprint
+from shared.messaging import frame_publisher
 from tests.conftest import running
-from tests.ingest.webhooks import AUTH, EVENTS, WEBHOOK, AlertTap, am_alert, envelopes, notification
+from tests.ingest.webhooks import (
+    AUTH,
+    EVENTS,
+    WEBHOOK,
+    AlertTap,
+    am_alert,
+    envelopes,
+    notification,
+    notifications,
+    received,
+)
 
 
 @asynccontextmanager
@@ -74,26 +84,25 @@ async def test_each_alert_of_a_notification_arrives_once_with_its_group(
         async with http.post(url + WEBHOOK, json=sent, headers=AUTH) as resp:
             assert resp.status == 200, await resp.text()
             assert await resp.json() == {"status": "accepted", "accepted": 2, "sender": "alertmanager"}
-        messages = await tap.take(2)
-    assert sorted(m.routing_key for m in messages) == [
-        "alert.firing.critical.HostDown",
-        "alert.resolved.warning.HostDown",
-    ]
-    by_instance = {e.data.alert.labels["instance"]: e for e in envelopes(messages)}
-    first = by_instance["db1:9100"]
-    assert first.type == "alert.received" and first.producer == "ingest"
-    assert first.data.sender == "alertmanager" and first.data.source == "alertmanager"
-    assert first.data.receiver == "vigil"
-    assert first.data.group_key == sent["groupKey"]
-    assert first.data.group_labels == {"alertname": "HostDown"}
-    assert first.data.external_url == "http://alertmanager:9093"
-    raw = json.loads(messages[0].body)["data"]["alert"]
-    original = next(a for a in sent["alerts"] if a["labels"]["instance"] == raw["labels"]["instance"])
-    for key in ("labels", "annotations", "generatorURL", "fingerprint", "status"):
-        assert raw[key] == original[key]
-    assert first.data.alert.starts_at.isoformat() == "2026-11-25T10:00:00.123000+00:00"
-    assert first.data.alert.ends_at is None
-    assert by_instance["db2:9100"].data.alert.ends_at is not None
+        [message] = await tap.take(1)
+    # One message for the notification, on `alerts.alertmanager`, its alerts in the order sent.
+    assert (message.routing_key, message.type) == ("alerts.alertmanager", "alerts.received")
+    [envelope] = notifications([message])
+    assert envelope.producer == "ingest"
+    assert [a.alert.labels["instance"] for a in envelope.data.alerts] == ["db1:9100", "db2:9100"]
+    first, second = envelope.data.alerts
+    assert first.sender == "alertmanager" and first.source == "alertmanager"
+    assert first.receiver == "vigil"
+    assert first.group_key == sent["groupKey"]
+    assert first.group_labels == {"alertname": "HostDown"}
+    assert first.external_url == "http://alertmanager:9093"
+    for raw, original in zip(json.loads(message.body)["data"]["alerts"], sent["alerts"], strict=True):
+        for key in ("labels", "annotations", "generatorURL", "fingerprint", "status"):
+            assert raw["alert"][key] == original[key]
+    assert first.alert.starts_at.isoformat() == "2026-11-25T10:00:00.123000+00:00"
+    assert first.alert.ends_at is None
+    assert second.alert.ends_at is not None
+    messages = [message]
     assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in messages)
 
 
@@ -111,7 +120,7 @@ async def test_grafana_extra_fields_travel_with_the_alert(
         async with http.post(url + WEBHOOK, json=sent, headers=AUTH) as resp:
             assert resp.status == 200, await resp.text()
         [message] = await tap.take(1)
-    raw = json.loads(message.body)["data"]["alert"]
+    [raw] = [a["alert"] for a in json.loads(message.body)["data"]["alerts"]]
     assert raw["values"] == {"B": 97.5}
     assert raw["dashboardURL"] == "http://grafana/d/x"
 
@@ -128,7 +137,7 @@ async def test_senders_by_bearer_and_basic_auth_are_named_on_the_message(
             async with http.post(url + WEBHOOK, json=notification(am_alert()), headers={"Authorization": header}) as r:
                 assert r.status == 200, await r.text()
         messages = await tap.take(3)
-    assert sorted(e.data.sender for e in envelopes(messages)) == ["alertmanager", "grafana", "grafana"]
+    assert sorted(a.sender for a in received(messages)) == ["alertmanager", "grafana", "grafana"]
 
 
 @pytest.mark.parametrize(
@@ -355,21 +364,24 @@ async def test_either_publisher_answers_only_after_the_brokers_confirm(
             full = await channel.declare_queue(
                 "test.full", auto_delete=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
             )
-            await full.bind(ALERTS_EXCHANGE, "alert.*.*.Refused")
+            await full.bind(ALERTS_EXCHANGE, "alerts.#")
             async with http.post(url + WEBHOOK, json=notification(am_alert("Refused")), headers=AUTH) as resp:
                 assert resp.status == 503
                 assert (await resp.json())["error"] == "broker_unavailable"
+            await full.unbind(ALERTS_EXCHANGE, "alerts.#")
             async with http.post(url + WEBHOOK, json=notification(am_alert("Taken")), headers=AUTH) as resp:
                 assert resp.status == 200
-        taken = [m for m in await tap.take(2) if m.routing_key.endswith(".Taken")]
+        messages = await tap.take(2)
+    names = [n.data.alerts[0].alert.labels["alertname"] for n in notifications(messages)]
+    taken = [m for m, name in zip(messages, names, strict=True) if name == "Taken"]
     assert len(taken) == 1
     assert (taken[0].content_type, taken[0].delivery_mode, taken[0].type, taken[0].app_id) == (
         "application/json",
         aio_pika.DeliveryMode.PERSISTENT,
-        "alert.received",
+        "alerts.received",
         "ingest",
     )
-    [envelope] = envelopes(taken)
+    [envelope] = notifications(taken)
     assert taken[0].message_id == str(envelope.id)
     stamped = taken[0].timestamp
     assert stamped is not None and int(stamped.timestamp()) == int(envelope.occurred_at.timestamp())
@@ -391,7 +403,7 @@ async def test_the_fast_path_gives_way_to_aio_pika_when_its_channel_cannot_take_
             async with http.post(url + WEBHOOK, json=notification(am_alert(name)), headers=AUTH) as resp:
                 assert resp.status == 200, await resp.text()
         messages = await tap.take(2)
-    assert sorted(e.data.alert.labels["alertname"] for e in envelopes(messages)) == ["First", "Second"]
+    assert sorted(a.alert.labels["alertname"] for a in received(messages)) == ["First", "Second"]
     gave_way = [r for r in caplog.records if r.getMessage().startswith("publishing through aio-pika")]
     assert len(gave_way) == 1 and "gone_in_a_later_aiormq" in gave_way[0].__dict__["reason"]
 

@@ -5,27 +5,21 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from datetime import UTC, datetime
-from typing import Any
 
-from aiormq.abc import ChannelFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pamqp import commands as spec
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 from pydantic import SecretStr, ValidationError
 
-from services.ingest.amqp_frames import JsonPublisherFrames
 from services.ingest.auth import SenderTokens
 from services.ingest.translate import (
-    ALERT_ENVELOPE,
+    NOTIFICATION_ENVELOPE,
     event_alert,
-    new_ids,
     nul_character_fields,
     routing_key_for,
-    webhook_messages,
-    webhook_publications,
+    webhook_message,
+    webhook_publication,
 )
 from shared.config import Settings
 from shared.contracts import AlertmanagerWebhook, GenericEvent, WebhookAlert
@@ -106,7 +100,7 @@ def test_event_becomes_an_alert_with_explicit_fields_winning_over_labels() -> No
     assert event_alert(event.model_copy(update={"message": ""})).annotations == {}
 
 
-def test_notification_becomes_one_publication_per_alert_sharing_the_group() -> None:
+def test_notification_becomes_one_publication_of_its_alerts_sharing_the_group() -> None:
     webhook = AlertmanagerWebhook.model_validate(
         {
             "receiver": "vigil",
@@ -120,17 +114,16 @@ def test_notification_becomes_one_publication_per_alert_sharing_the_group() -> N
             ],
         }
     )
-    publications = webhook_publications(webhook, "grafana", NOW)
-    assert [p.routing_key for p in publications] == ["alert.firing.none.A", "alert.resolved.none.B"]
-    assert {p.exchange for p in publications} == {"vigil.alerts"}
-    assert len({p.envelope.id for p in publications}) == 2
-    for p in publications:
-        assert p.envelope.type == "alert.received" and p.envelope.producer == "ingest"
-        assert (p.envelope.data.sender, p.envelope.data.group_labels, p.envelope.data.received_at) == (
-            "grafana",
-            {"job": "node"},
-            NOW,
-        )
+    publication = webhook_publication(webhook, "grafana", NOW)
+    assert (publication.exchange, publication.routing_key) == ("vigil.alerts", "alerts.alertmanager")
+    envelope = publication.envelope
+    assert envelope.type == "alerts.received" and envelope.producer == "ingest"
+    assert [(a.alert.status, a.alert.labels["alertname"]) for a in envelope.data.alerts] == [
+        ("firing", "A"),
+        ("resolved", "B"),
+    ]
+    for received in envelope.data.alerts:
+        assert (received.sender, received.group_labels, received.received_at) == ("grafana", {"job": "node"}, NOW)
 
 
 def test_nul_characters_are_found_by_field_path() -> None:
@@ -198,39 +191,17 @@ def webhooks(draw: st.DrawFn) -> AlertmanagerWebhook:
 @settings(max_examples=200, deadline=None)
 @given(webhook=webhooks(), sender=label_text)
 def test_fast_message_bodies_equal_the_envelope_models(webhook: AlertmanagerWebhook, sender: str) -> None:
-    ids = new_ids(len(webhook.alerts))
-    models = [p.encoded() for p in webhook_publications(webhook, sender, NOW, ids)]
-    assert webhook_messages(webhook, sender, NOW, ids) == models
-    for message in models:
-        assert ALERT_ENVELOPE.model_validate_json(message.body).data.sender == sender
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    routing_key=st.text(max_size=60),
-    body=st.binary(max_size=300),
-    max_frame=st.integers(1, 100),
-    mandatory=st.booleans(),
-    channel=st.integers(1, 2047),
-)
-def test_publish_frames_equal_pamqps_encoding(
-    routing_key: str, body: bytes, max_frame: int, mandatory: bool, channel: int
-) -> None:
-    stamp = datetime(2026, 11, 25, 10, 0, 1, 999_999, tzinfo=UTC)
-    ours = JsonPublisherFrames(channel, "vigil.alerts", "alert.received", "ingest", max_frame).message(
-        routing_key, "id-1", stamp, body, mandatory=mandatory
+    message_id = uuid.uuid4()
+    model = webhook_publication(webhook, sender, NOW, message_id)
+    message, adjusted = webhook_message(webhook, sender, NOW, message_id)
+    assert message == model.encoded()
+    assert adjusted == [a.adjusted for a in model.envelope.data.alerts if a.adjusted is not None]
+    decoded = NOTIFICATION_ENVELOPE.model_validate_json(message.body)
+    assert {a.sender for a in decoded.data.alerts} == {sender}
+    # The properties ingest's frames carry (their bytes: tests/shared/test_amqp_frames.py).
+    assert (message.type, message.app_id, message.timestamp, message.mandatory) == (
+        "alerts.received",
+        "ingest",
+        NOW,
+        True,
     )
-    properties = spec.Basic.Properties(
-        content_type="application/json",
-        delivery_mode=2,
-        message_id="id-1",
-        timestamp=stamp.replace(microsecond=0),
-        message_type="alert.received",
-        app_id="ingest",
-    )
-    frames: list[Any] = [
-        spec.Basic.Publish(exchange="vigil.alerts", routing_key=routing_key, mandatory=mandatory),
-        ContentHeader(properties=properties, body_size=len(body)),
-    ]
-    frames += [ContentBody(body[i : i + max_frame]) for i in range(0, len(body), max_frame)]
-    assert ours == ChannelFrame.marshall(channel_number=channel, frames=frames).payload

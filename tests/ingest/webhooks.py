@@ -8,7 +8,7 @@ from typing import Any
 
 import aio_pika
 
-from shared.contracts import ALERTS_EXCHANGE, AlertReceived, Envelope
+from shared.contracts import ALERTS_EXCHANGE, AlertReceived, AlertsReceived, Envelope
 from shared.fingerprint import label_fingerprint
 
 WEBHOOK = "/api/v1/webhooks/alertmanager"
@@ -47,7 +47,7 @@ def notification(*alerts: dict[str, Any], status: str = "firing") -> dict[str, A
 class AlertTap:
     """A queue of the test's own bound to `vigil.alerts`, as an outside subscriber would have."""
 
-    def __init__(self, url: str, pattern: str = "alert.#") -> None:
+    def __init__(self, url: str, pattern: str = "#") -> None:
         self.url, self.pattern = url, pattern
         self.connection: aio_pika.abc.AbstractRobustConnection | None = None
         self.queue: aio_pika.abc.AbstractQueue | None = None
@@ -86,3 +86,18 @@ class AlertTap:
 
 def envelopes(messages: list[aio_pika.abc.AbstractIncomingMessage]) -> list[Envelope[AlertReceived]]:
     return [Envelope[AlertReceived].model_validate_json(m.body) for m in messages]
+
+
+def notifications(messages: list[aio_pika.abc.AbstractIncomingMessage]) -> list[Envelope[AlertsReceived]]:
+    return [Envelope[AlertsReceived].model_validate_json(m.body) for m in messages]
+
+
+def received(messages: list[aio_pika.abc.AbstractIncomingMessage]) -> list[AlertReceived]:
+    """Every alert the messages carry: notifications' alerts, and generic events' one each."""
+    out: list[AlertReceived] = []
+    for m in messages:
+        if m.type == "alerts.received":
+            out.extend(Envelope[AlertsReceived].model_validate_json(m.body).data.alerts)
+        else:
+            out.append(Envelope[AlertReceived].model_validate_json(m.body).data)
+    return out

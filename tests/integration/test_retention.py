@@ -176,13 +176,14 @@ def test_versions_of_unknown_state_are_kept() -> None:
     assert pruned_versions(vs) == [1, 2, 6]
 
 
-def test_the_newest_version_of_each_format_is_kept() -> None:
-    vs = [
-        StoredVersion(1, frozenset({"md", "xlsx"}), "open"),
-        StoredVersion(2, ALL, "open"),
-        StoredVersion(3, frozenset({"md", "xlsx"}), "open"),
-    ]
-    assert to_prune(vs) == [(1, "md"), (1, "xlsx"), (2, "md"), (2, "xlsx")]
+def test_only_the_newest_version_is_kept_for_the_web_not_an_older_xlsx() -> None:
+    # Versions 1 and 2 were stored with an XLSX; the reporter now stores Markdown and JSON, and the web renders the
+    # newest version's XLSX from its JSON: an older version's workbook is out of date and never served.
+    stored_now = frozenset({"md", "json"})
+    vs = [StoredVersion(1, ALL, "open"), StoredVersion(2, ALL, "open"), StoredVersion(3, stored_now, "open")]
+    assert to_prune(vs) == [(v, f) for v in (1, 2) for f in sorted(ALL)]
+    # The version made at the resolve is kept whole, its XLSX included.
+    assert to_prune([StoredVersion(1, ALL, "resolved"), StoredVersion(2, stored_now, "resolved")]) == []
 
 
 # --- the correlator's job against PostgreSQL ------------------------------------------------------------------------
@@ -630,7 +631,7 @@ async def test_pruning_keeps_the_newest_and_the_resolve_version_and_looks_again_
     assert (await pruning.run_pass(pool, pause_s=0)).rows == 6
     assert sorted(await stored_versions(db_url)) == [3, 6]  # the version made at the last resolve, and the newest
     async with await connect(db_url) as conn:
-        latest = await stored_reports.latest(conn, KEY, "md")
+        latest = await stored_reports.newest(conn, KEY, "md")
     assert latest is not None and latest.version == 6 and latest.content == b"md r6 open"
 
 

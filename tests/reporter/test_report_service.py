@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import httpx
+import openpyxl
 import psycopg
 import pytest
 from prometheus_client import REGISTRY
@@ -34,13 +37,14 @@ from shared.contracts import (
 )
 from shared.db import open_pool
 from shared.messaging import REPORTER_QUEUE, Broker
-from shared.reports import incident_markdown, incident_report
+from shared.reports import incident_markdown, incident_report, incident_xlsx
 from shared.reports.incident_report import IncidentReport
 from shared.reports.rendering import Rendered, render_all
-from shared.reports.stored import latest as latest_report
+from shared.reports.stored import newest as newest_report
 from tests.conftest import running
 from tests.reporter.report_seed import KEY, minutes, seed_incident
 from tests.seed import add_timeline
+from tests.web.webapp import READONLY_TOKEN, serve_web, web_settings
 
 
 def incident_event(
@@ -129,8 +133,9 @@ async def test_enriched_incident_gets_stored_reports_and_report_ready(
     assert body["type"] == "report.ready"
     assert body["data"] == {"key": KEY, "report_version": 1, "formats": ["md", "xlsx", "json"]}
 
+    # Markdown and JSON are stored; the XLSX the message lists is rendered from the JSON when downloaded.
     rows = await stored_reports(settings.database_url)
-    assert [(r["version"], r["format"]) for r in rows] == [(1, "json"), (1, "md"), (1, "xlsx")]
+    assert [(r["version"], r["format"]) for r in rows] == [(1, "json"), (1, "md")]
     for row in rows:
         assert row["sha256"] == hashlib.sha256(row["content"]).hexdigest()
     async with await psycopg.AsyncConnection.connect(settings.database_url, row_factory=dict_row, autocommit=True) as c:
@@ -139,14 +144,13 @@ async def test_enriched_incident_gets_stored_reports_and_report_ready(
     by_format = {r["format"]: bytes(r["content"]) for r in rows}
     assert by_format["md"].decode() == incident_markdown.render(report)
     assert json.loads(by_format["json"])["summary"]["key"] == KEY
-    assert by_format["xlsx"][:2] == b"PK"
 
     # The same message again (a redelivery, or a storm's queued events): the reports already show this revision
     # and enrichment and were announced, so nothing is rendered, stored or announced again.
     await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(event.type, "critical"), event)
     await asyncio.sleep(2)
     assert await ready_queue.get(fail=False, no_ack=True) is None
-    assert len(await stored_reports(settings.database_url)) == 3
+    assert len(await stored_reports(settings.database_url)) == 2
 
     # A real change (a comment after resolution, which bumps the revision as the correlator does), then
     # incident.resolved: version 2, version 1 kept for audits.
@@ -160,18 +164,73 @@ async def test_enriched_incident_gets_stored_reports_and_report_ready(
     third = await next_message(ready_queue)
     assert json.loads(third.body)["data"]["report_version"] == 2
     rows = await stored_reports(settings.database_url)
-    assert [(r["version"], r["format"]) for r in rows if r["version"] == 2] == [(2, "json"), (2, "md"), (2, "xlsx")]
+    assert [(r["version"], r["format"]) for r in rows if r["version"] == 2] == [(2, "json"), (2, "md")]
     markdown_v2 = next(bytes(r["content"]) for r in rows if r["version"] == 2 and r["format"] == "md")
     assert b"postmortem scheduled" in markdown_v2
 
     async with await psycopg.AsyncConnection.connect(settings.database_url, row_factory=dict_row) as c:
-        newest = await latest_report(c, KEY, "md")
-        assert await latest_report(c, "INC-999999", "md") is None
+        newest = await newest_report(c, KEY, "md")
+        assert await newest_report(c, "INC-999999", "md") is None
     assert newest is not None and newest.version == 2 and newest.content == markdown_v2
 
     async with httpx.AsyncClient(base_url=service) as client:
         metrics = (await client.get("/metrics")).text
     assert 'vigil_reports_rendered_total{format="md"}' in metrics
+
+
+def workbook_cells(content: bytes) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The Summary sheet's fields, the Alerts sheet's alert names and the Timeline sheet's details."""
+    book = openpyxl.load_workbook(io.BytesIO(content))
+    summary = {row[0].value: row[1].value for row in book["Summary"].iter_rows(min_row=2)}
+    alerts = [row[0].value for row in book["Alerts"].iter_rows(min_row=2)]
+    timeline = [row[4].value or "" for row in book["Timeline"].iter_rows(min_row=2)]
+    return summary, alerts, timeline
+
+
+async def test_the_xlsx_download_is_the_newest_stored_version_rendered_from_its_json_once(
+    settings: Settings,
+    tmp_path: Path,
+    service: str,
+    publisher: Broker,
+    ready_queue: aio_pika.abc.AbstractQueue,
+) -> None:
+    """The reporter stores no XLSX. The web renders the newest version's workbook from its stored JSON at the first
+    download, answers the next from its cache, and once a newer version is stored, shows that one."""
+    async with await psycopg.AsyncConnection.connect(settings.database_url, row_factory=dict_row, autocommit=True) as c:
+        incident_id = await seed_incident(c)
+    rendered = REGISTRY.get_sample_value("vigil_reports_rendered_total", {"format": "xlsx"}) or 0.0
+    event = incident_event(IncidentEventType.enriched)
+    await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(event.type, "critical"), event)
+    assert json.loads((await next_message(ready_queue)).body)["data"]["report_version"] == 1
+    assert "xlsx" not in {r["format"] for r in await stored_reports(settings.database_url)}
+    version_1 = await load(settings.database_url)
+
+    async with serve_web(web_settings(settings, tmp_path)) as web, web.client(READONLY_TOKEN) as client:
+        url = f"/api/v1/incidents/{KEY}/report.xlsx"
+        first = await client.get(url)
+        assert first.status_code == 200 and first.headers["X-Vigil-Report"] == "rendered from stored v1"
+        assert first.content == incident_xlsx.render(version_1)  # byte for byte what the reporter would have stored
+        summary, alerts, timeline = workbook_cells(first.content)
+        assert summary["Key"] == KEY and summary["Revision"] == 4
+        assert alerts == ["HostDown", "HighLatency", "HighLatency"]
+        assert not any("postmortem scheduled" in text for text in timeline)
+
+        again = await client.get(url)
+        assert again.headers["X-Vigil-Report"] == "rendered from stored v1 (cached)"
+        assert again.content == first.content
+
+        # The incident changes and the reporter stores version 2: the cached version 1 is not what is served.
+        await comment(settings.database_url, incident_id, "postmortem scheduled")
+        resolved = incident_event(IncidentEventType.resolved)
+        await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(resolved.type, "critical"), resolved)
+        assert json.loads((await next_message(ready_queue)).body)["data"]["report_version"] == 2
+        newer = await client.get(url)
+        assert newer.status_code == 200 and newer.headers["X-Vigil-Report"] == "rendered from stored v2"
+        summary, _, timeline = workbook_cells(newer.content)
+        assert summary["Revision"] == 5 and any("postmortem scheduled" in text for text in timeline)
+
+    # Two renderings (one per version), not three: the cached answer rendered nothing.
+    assert (REGISTRY.get_sample_value("vigil_reports_rendered_total", {"format": "xlsx"}) or 0.0) - rendered == 2
 
 
 async def test_an_enrichment_superseded_by_a_stored_newer_one_is_not_rendered(
@@ -274,12 +333,19 @@ async def test_reports_stored_before_sources_were_recorded_count_as_the_oldest(d
                 "INSERT INTO reports (incident_id, version, format, content, sha256) VALUES (%s, 7, %s, %s, %s)",
                 (incident_id, fmt, legacy.content, legacy.sha256),
             )
+    async with await open_pool(db_url, max_size=1) as pool:
+        assert await incident_file(pool, KEY, "xlsx") == (b"legacy xlsx", "stored v7")  # as stored, not rendered
     report = await load(db_url)
     stored = await store(db_url, report)
     assert (stored.version, stored.outcome) == (8, "new")
     async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row, autocommit=True) as c:
-        latest = await latest_report(c, KEY, "md")
+        latest = await newest_report(c, KEY, "md")
     assert latest is not None and latest.version == 8 and latest.content == render_all(report)["md"].content
+    # Version 7's stored XLSX is the newest XLSX row, but version 8 is the newest version: its workbook is served.
+    async with await open_pool(db_url, max_size=1) as pool:
+        download = await incident_file(pool, KEY, "xlsx")
+    assert download is not None
+    assert download == (incident_xlsx.render(report), "rendered from stored v8")
 
 
 async def test_two_replicas_racing_leave_the_newest_state_as_the_latest_report(
@@ -303,6 +369,9 @@ async def test_two_replicas_racing_leave_the_newest_state_as_the_latest_report(
         return render_all(report)
 
     monkeypatch.setattr(consumer, "render_all", render_slowly_at_revision_5)
+    # Both replicas run in this one process: each rendering in a thread, as a large report's is, so that the blocked
+    # one holds its lane and not the event loop.
+    monkeypatch.setattr(consumer, "INLINE_RENDER_ALERTS", -1)
     superseded_before = REGISTRY.get_sample_value("vigil_report_versions_total", {"outcome": "superseded"}) or 0.0
 
     broker = Broker(settings.amqp_url, producer="reporter", retry_delays_ms=(100, 200))

@@ -32,6 +32,16 @@ def test_any_changed_format_makes_the_next_version() -> None:
     assert decide(3, {"md": "a"}, HASHES, latest_source=REV5, source=REV5).version == 4
 
 
+def test_an_xlsx_stored_with_the_newest_version_does_not_make_a_new_one() -> None:
+    # Stored before the reporter stopped storing XLSX (the web renders it from the JSON): the same Markdown and JSON
+    # are the same report.
+    stored_now = {"md": "a", "json": "c"}
+    assert decide(3, HASHES, stored_now, latest_source=REV5, source=REV6) == Decision(
+        3, "unchanged", records_source=True
+    )
+    assert decide(3, HASHES, {**stored_now, "json": "d"}, latest_source=REV5, source=REV6).outcome == "new"
+
+
 def test_a_slow_rendering_of_an_older_state_never_replaces_a_newer_version() -> None:
     """Replica A renders revision 5, replica B renders revision 6 and stores version 3, then A is done: A's reports
     are not stored, whatever their bytes, and version 3 stays the latest."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from shared.contracts import (
     IncidentEvent,
     IncidentSnapshot,
     IncidentState,
+    ReportReady,
     incident_routing_key,
 )
 from shared.db import open_pool
@@ -584,7 +586,10 @@ async def test_reports_stored_or_rendered_on_demand(web: Web, db_url: str) -> No
         assert md.status_code == 200 and md.headers["X-Vigil-Report"] == "rendered"
         assert "INC-000001" in md.text and "HostDown" in md.text
         xlsx = await client.get("/api/v1/incidents/INC-000001/report.xlsx")
-        assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
+        assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK" and xlsx.headers["X-Vigil-Report"] == "rendered"
+        # Version 2 was stored with neither an XLSX nor a JSON to render one from: the incident is rendered instead.
+        legacy = await client.get("/api/v1/incidents/INC-000002/report.xlsx")
+        assert legacy.status_code == 200 and legacy.headers["X-Vigil-Report"] == "rendered"
         report = await client.get("/api/v1/incidents/INC-000001/report.json")
         assert report.status_code == 200 and "INC-000001" in report.text
         json.loads(report.text)
@@ -660,6 +665,43 @@ async def test_stream_delivers_incident_events(web: Web) -> None:
         await broker.close()
     assert data is not None
     assert data["key"] == "INC-000005" and data["state"] == "acknowledged" and data["actor"] == "alice"
+
+
+async def test_the_live_queue_is_bound_only_while_someone_watches(web: Web) -> None:
+    # `report.ready.*` reaches no service queue: only a live view's, which binds `#`. Published as mandatory, it comes
+    # back unroutable exactly when no web process is listening: in a storm with no browser open, the web decodes
+    # nothing and RabbitMQ copies nothing to it.
+    connection = await aio_pika.connect(web.settings.amqp_url)
+    try:
+        channel = await connection.channel(on_return_raises=True)
+        exchange = await channel.get_exchange(INCIDENTS_EXCHANGE)
+        body = Envelope(
+            type="report.ready",
+            producer="test",
+            data=ReportReady(key="INC-000001", report_version=1, formats=["md"]),
+        ).model_dump_json()
+
+        async def routed() -> bool:
+            try:
+                # A message id: what the client matches a returned message to its publish by.
+                message = aio_pika.Message(body.encode(), message_id=str(uuid.uuid4()))
+                await exchange.publish(message, "report.ready.info", mandatory=True)
+            except aio_pika.exceptions.PublishError:
+                return False
+            return True
+
+        async def settles_to(expected: bool) -> None:
+            async with asyncio.timeout(10):
+                while await routed() != expected:
+                    await asyncio.sleep(0.1)
+
+        await settles_to(False)
+        async with web.client(RESPONDER_TOKEN) as client, client.stream("GET", "/api/v1/stream") as stream:
+            assert stream.status_code == 200
+            assert await routed()  # bound before the stream started
+        await settles_to(False)
+    finally:
+        await connection.close()
 
 
 async def test_openapi_documents_every_api_route(web: Web) -> None:

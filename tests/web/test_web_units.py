@@ -38,6 +38,7 @@ from services.web.listing import (
 )
 from services.web.lockout import Limit, Refusal, Scope, address_key, refusal, retry_after
 from services.web.presentation import chart_events, duration, time_tag, timeline_summary, timeline_view
+from services.web.xlsx_cache import XlsxCache
 from shared.incident_context import IncidentContext
 from shared.matchers import Matcher, MatchType
 from shared.readmodel.models import TimelineEntry
@@ -598,3 +599,19 @@ async def test_a_cancelled_login_keeps_its_slot_until_argon2_returns(monkeypatch
     await asyncio.sleep(0.1)
     async with checks.slot():
         pass
+
+
+def test_rendered_workbooks_are_kept_within_their_bytes_least_recently_used_first() -> None:
+    cache = XlsxCache(max_bytes=10)
+    cache.put(("INC-000001", 1, "a"), b"1234")
+    cache.put(("INC-000001", 2, "b"), b"1234")
+    assert cache.get(("INC-000001", 1, "a")) == b"1234"  # now the most recently used
+    cache.put(("INC-000002", 1, "c"), b"1234")  # 12 bytes: version 2, used least recently, goes
+    assert cache.get(("INC-000001", 2, "b")) is None
+    assert cache.get(("INC-000001", 1, "a")) == b"1234" and cache.size == 8 and len(cache) == 2
+    # The same version with other JSON (a database restored from a backup) is not answered from the cache.
+    assert cache.get(("INC-000001", 1, "other")) is None
+    cache.put(("INC-000003", 1, "d"), b"x" * 11)  # larger than the whole cache: not kept, nothing pushed out
+    assert cache.get(("INC-000003", 1, "d")) is None and len(cache) == 2
+    cache.put(("INC-000001", 1, "a"), b"12")  # put again: counted once
+    assert cache.size == 6
