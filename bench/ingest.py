@@ -173,9 +173,9 @@ async def fixed_rate(url: str) -> dict[str, object]:
     }
 
 
-async def queued(node: RabbitMQ, *, purge: bool = False) -> int:
-    """Messages in the correlator's queue, exact (AMQP passive declare; the management API's counts lag)."""
-    async with await aio_pika.connect(node.url()) as conn:
+async def queued(amqp_url: str, *, purge: bool = False) -> int:
+    """Messages ready in the correlator's queue, exact (AMQP passive declare; the management API's counts lag)."""
+    async with await aio_pika.connect(amqp_url) as conn:
         channel = await conn.channel()
         queue = await channel.declare_queue(CORRELATOR_QUEUE.name, passive=True)
         count = int(queue.declaration_result.message_count or 0)
@@ -205,22 +205,22 @@ async def run(node: RabbitMQ, url: str, pids: dict[str, int]) -> list[dict[str, 
     async with aiohttp.ClientSession(connector=connector) as http:
         for size in (50, 1):
             progress(f"throughput, webhooks of {size}")
-            await queued(node, purge=True)
+            await queued(node.url(), purge=True)
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             buckets = await publish_buckets(url)
             result = with_cpu(await closed_loop(http, url, size), pids, before)
             result["confirm_p99_ms_at_most"] = confirm_p99_ms(buckets, await publish_buckets(url))
-            stored = await queued(node)
+            stored = await queued(node.url())
             result["lost"] = int(result["alerts"]) - stored  # type: ignore[call-overload]
             results.append(result)
             print(json.dumps(result), flush=True)
         progress(f"latency at {RATE} alerts/s for {RATE_SECONDS}s")
-        await queued(node, purge=True)
+        await queued(node.url(), purge=True)
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         buckets = await publish_buckets(url)
         result = with_cpu(await fixed_rate(url), pids, before)
         result["confirm_p99_ms_at_most"] = confirm_p99_ms(buckets, await publish_buckets(url))
-        stored = await queued(node)
+        stored = await queued(node.url())
         result["lost"] = int(result["alerts"]) - stored  # type: ignore[call-overload]
         results.append(result)
         print(json.dumps(result), flush=True)

@@ -30,11 +30,11 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.ingest import queued
 from bench.measure import progress_for
 from devstack.alertstorm import WebhookSender, alert, grouped_storm, webhook
 from devstack.harness import ALL_SERVICES, LocalVigil
 from shared.contracts import INCIDENTS_EXCHANGE
-from shared.messaging.topology import CORRELATOR_QUEUE
 
 progress = progress_for("pipeline")
 
@@ -141,17 +141,6 @@ async def background_catch_up(db_url: str, timeout: float = 600) -> float:
             await asyncio.sleep(0.5)
 
 
-async def queue_emptied(amqp_url: str, queue: str, poll_s: float = 0.1) -> None:
-    """Returns once `queue` holds no message ready for a consumer (the ones consumers hold are not counted)."""
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel()
-        while (await channel.declare_queue(queue, passive=True)).declaration_result.message_count:
-            await asyncio.sleep(poll_s)
-    finally:
-        await connection.close()
-
-
 async def throughput(vigil: LocalVigil, sender: WebhookSender, shape: Shape) -> float:
     """Alerts per second from the first send until every alert is stored, resolves applied, outbox drained."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -170,7 +159,8 @@ async def throughput(vigil: LocalVigil, sender: WebhookSender, shape: Shape) -> 
     progress(f"{shape.name}: {shape.alerts} alerts accepted by ingest in {sent_s:.1f}s; waiting for the correlator")
     # Counting the stored alerts scans the table: asked every 50 ms through the storm, it took PostgreSQL more time
     # than the correlator's statements did. Until the correlator's queue is empty only RabbitMQ is asked.
-    await queue_emptied(vigil.amqp_url, CORRELATOR_QUEUE.name)
+    while await queued(vigil.amqp_url):
+        await asyncio.sleep(0.1)
     while True:
         stored, resolved, pending = await counts(vigil.database_url)
         stored, resolved = stored - stored_before, resolved - resolved_before

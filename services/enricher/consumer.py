@@ -186,9 +186,9 @@ class Enricher:
                 # One checkout, one transaction for both reads: each checkout costs a BEGIN and a COMMIT.
                 async with self.pool.connection() as conn:
                     incident = await incidents.incident(conn, key)
-                    alerts = None if incident is None else await incidents.alerts(conn, incident.id, limit=ALERT_LIMIT)
-                if incident is None or alerts is None:
-                    raise PermanentError(f"incident {key} is not in the database (or not announced)")
+                    if incident is None:
+                        raise PermanentError(f"incident {key} is not in the database (or not announced)")
+                    alerts = await incidents.alerts(conn, incident.id, limit=ALERT_LIMIT)
                 await self.enrich_and_publish(incident, alerts)
         finally:
             incident_key.reset(token)

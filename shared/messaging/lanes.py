@@ -238,17 +238,24 @@ class Lane:
         await self._handle(deliveries[:middle])
         await self._handle(deliveries[middle:])
 
+    async def _rescheduled(self, message: AbstractIncomingMessage, sending: Awaitable[str]) -> str | None:
+        """The outcome of sending a failed message on (retried, parked, split); None when the broker did not take it:
+        the message is then left to the broker, which redelivers it after a pause."""
+        try:
+            return await sending
+        except BrokerUnavailable as exc:
+            log.error("could not reschedule a failed message", extra={"error": str(exc)})
+            await asyncio.sleep(1)
+            await self._settle(message.nack(requeue=True))
+            return None
+
     async def _resend_parts(
         self, message: AbstractIncomingMessage, parts: list[tuple[str, bytes]], error: BaseException
     ) -> None:
         """A message of several items failed: its items come back as messages of their own, so that the one at fault
         fails alone (and is retried or parked) while the others are handled."""
-        try:
-            await self.retries.resend_parts(message, self.spec.name, parts)
-        except BrokerUnavailable as exc:
-            log.error("could not send a failed message's parts round", extra={"error": str(exc)})
-            await asyncio.sleep(1)
-            await self._settle(message.nack(requeue=True))
+        outcome = await self._rescheduled(message, self.retries.resend_parts(message, self.spec.name, parts))
+        if outcome is None:
             return
         log.warning(
             "message failed, its items sent round one by one",
@@ -260,16 +267,11 @@ class Lane:
             },
         )
         await self._settle(message.ack())
-        CONSUMED.labels(self.spec.name, "split").inc()
+        CONSUMED.labels(self.spec.name, outcome).inc()
 
     async def _fail(self, message: AbstractIncomingMessage, attempts: int, error: BaseException) -> None:
-        try:
-            outcome = await self.retries.retry_or_park(message, attempts, self.spec.name, error)
-        except BrokerUnavailable as exc:
-            # Not retried or parked: leave it to the broker, which redelivers it after a pause.
-            log.error("could not reschedule a failed message", extra={"error": str(exc)})
-            await asyncio.sleep(1)
-            await self._settle(message.nack(requeue=True))
+        outcome = await self._rescheduled(message, self.retries.retry_or_park(message, attempts, self.spec.name, error))
+        if outcome is None:
             return
         level = logging.ERROR if outcome == "parked" else logging.WARNING
         log.log(

@@ -105,10 +105,10 @@ class Rescheduler:
 
     async def resend_parts(
         self, message: AbstractIncomingMessage, queue: str, parts: Sequence[tuple[str, bytes]]
-    ) -> None:
+    ) -> str:
         """Send the parts of a message that failed back to `queue`, each a message of its own (id, body) with the
-        original's properties and attempts, through the shortest delay queue; returns once the broker confirmed
-        them all, after which the original may be acknowledged."""
+        original's properties and attempts, through the shortest delay queue; returns ("split") once the broker
+        confirmed them all, after which the original may be acknowledged."""
         delay_queue = retry_queue_name(queue, self.retry_delays_ms[0])
         await asyncio.gather(
             *(
@@ -116,6 +116,7 @@ class Rescheduler:
                 for message_id, body in parts
             )
         )
+        return "split"
 
     async def defer(self, message: AbstractIncomingMessage, queue: str, *, subject: str | None = None) -> bool:
         """Hand the message back to `queue` after `defer_ms`, not counted as a failed attempt; False when it was
