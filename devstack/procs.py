@@ -47,10 +47,14 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str, log: Pat
         if check():
             return
         time.sleep(0.1)
-    tail = ""
-    if log is not None and log.exists():
-        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-    raise StackError(f"{what} did not come up within {timeout:.0f}s{tail}")
+    raise StackError(f"{what} did not come up within {timeout:.0f}s{log_tail(log)}")
+
+
+def log_tail(log: Path | None, lines: int = 30) -> str:
+    """The last lines of a server's log, on lines of their own after a newline, for an error message."""
+    if log is None or not log.exists():
+        return ""
+    return "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def spawn(

@@ -11,10 +11,10 @@ import urllib.error
 import urllib.request
 from base64 import b64encode
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.procs import StackError, pid_alive, port_open, read_pid, spawn, stop_pid, wait_until
+from devstack.procs import StackError, log_tail, pid_alive, port_open, read_pid, spawn, stop_pid, wait_until
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
@@ -26,6 +26,8 @@ class RabbitMQ:
     management_port: int
     password: str
     user: str = "vigil"
+    # The server process launch() started, to tell a boot that failed from one that is slow.
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def dist_port(self) -> int:
@@ -111,10 +113,16 @@ class RabbitMQ:
         if pid and pid_alive(pid):
             raise StackError(f"RabbitMQ already runs from {self.base_dir} (pid {pid})")
         self._write_config()
-        spawn([str(RABBIT_BIN / "rabbitmq-server")], log=self.log, env=self.env())
+        self.process = spawn([str(RABBIT_BIN / "rabbitmq-server")], log=self.log, env=self.env())
 
     def wait_started(self, timeout: float = 120) -> None:
-        wait_until(self._api_up, timeout=timeout, what=f"RabbitMQ {self.node}", log=self.log)
+        wait_until(self._booted, timeout=timeout, what=f"RabbitMQ {self.node}", log=self.log)
+
+    def _booted(self) -> bool:
+        # A failed boot ("BOOT FAILED") ends the process at once: say so then rather than at the timeout.
+        if self.process is not None and (code := self.process.poll()) is not None:
+            raise StackError(f"RabbitMQ {self.node} exited with status {code} while booting{log_tail(self.log)}")
+        return self._api_up()
 
     def _api_up(self) -> bool:
         if not port_open(self.port):

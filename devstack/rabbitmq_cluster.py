@@ -5,11 +5,13 @@ Each node is a `RabbitMQ` with its own HOME, node name, data, AMQP, management a
 share one Erlang cookie and one epmd port, since nodes on one host find each other through the epmd listening on
 ERL_EPMD_PORT. Node indexes are 0-based, like `urls()`.
 
-The cluster forms by RabbitMQ's classic config peer discovery (rabbitmq.conf), asymmetrically: node 0 of a fresh
-cluster lists no peers and founds it; every other node lists node 0 alone and, booting at the same time, asks it
-until its database runs (RabbitMQ counts a peer as reachable only then) and joins it. Were every node to list all
-the others, nodes booting together could give up on one another and found clusters of their own. Nodes with data
-of their own ignore peer discovery and wait for their former peers, so a cluster started again boots all at once.
+The cluster forms by RabbitMQ's classic config peer discovery (rabbitmq.conf), one node at a time: node 0 of a fresh
+cluster lists no peers and founds it; each other node lists the nodes already running and boots only once the one
+before it has finished booting. RabbitMQ 3.10 does not survive a node joining while another is still booting: the
+booting one fails its schema check (`schema_integrity_check_failed`) or its feature flags (`incompatible_feature_flags
+... All replicas on diskfull nodes are not active yet`), which made a concurrent boot fail about one start in three.
+Nodes with data of their own ignore peer discovery and wait for their former peers, so a cluster started again boots
+all at once.
 """
 
 from __future__ import annotations
@@ -203,9 +205,9 @@ class RabbitCluster:
                 self._boot({i: () for i in old})
                 self._boot({i: tuple(names[j] for j in old) for i in range(self.size) if i not in old})
             else:
-                # Node 0 founds the cluster; the others boot at the same time and keep asking it (see
-                # ClusterNode.config_lines) until its database runs, then join it.
-                self._boot({i: () if i == 0 else (names[0],) for i in range(self.size)})
+                # Node 0 founds the cluster; each other node joins the ones before it once they have booted.
+                for i in range(self.size):
+                    self._boot({i: tuple(names[:i])})
             self.wait_members(set(names))
         except BaseException:
             self.stop()
