@@ -19,7 +19,7 @@ WHERE i.announced
   AND (%(states)s::text[] IS NULL OR i.state = ANY (%(states)s::text[]))
   AND (%(severities)s::text[] IS NULL OR i.severity = ANY (%(severities)s::text[]))
   AND (%(host)s::text IS NULL OR i.hosts @> ARRAY[%(host)s::text])
-  AND (%(text)s::text IS NULL OR i.title ILIKE %(text)s::text OR i.key ILIKE %(text)s::text)
+  AND (%(text)s::text IS NULL OR i.title ILIKE %(text)s::text OR lower(i.key) ILIKE %(text)s::text)
   AND (%(since)s::timestamptz IS NULL OR i.opened_at >= %(since)s::timestamptz)
   AND (%(until)s::timestamptz IS NULL OR i.opened_at < %(until)s::timestamptz)
   AND (%(cursor_at)s::timestamptz IS NULL
@@ -68,7 +68,7 @@ SELECT s.state, (
           AND i.announced
           AND (%(severities)s::text[] IS NULL OR i.severity = ANY (%(severities)s::text[]))
           AND (%(host)s::text IS NULL OR i.hosts @> ARRAY[%(host)s::text])
-          AND (%(text)s::text IS NULL OR i.title ILIKE %(text)s::text OR i.key ILIKE %(text)s::text)
+          AND (%(text)s::text IS NULL OR i.title ILIKE %(text)s::text OR lower(i.key) ILIKE %(text)s::text)
           AND (%(since)s::timestamptz IS NULL OR i.opened_at >= %(since)s::timestamptz)
           AND (%(until)s::timestamptz IS NULL OR i.opened_at < %(until)s::timestamptz)
           AND (NOT %(has_matchers)s::boolean OR i.id IN (SELECT incident_id FROM matching))

@@ -345,6 +345,7 @@ async def test_list_filters_newest_first_with_counts(
         assert await keys(client, "matcher=env!%3D%22prod%22&matcher=job%3D%22node%22") == ["INC-000002"]
         assert await keys(client, "q=disk") == ["INC-000002"]
         assert await keys(client, "q=INC-000003") == ["INC-000003"]
+        assert await keys(client, "q=inc-00000") == ["INC-000003", "INC-000002", "INC-000001"]  # case does not matter
         assert await keys(client, "q=%25") == []  # a literal percent sign, not a wildcard
         assert await keys(client, "since=2026-11-01T03:30:00Z&until=2026-11-01T04:30:00Z") == ["INC-000002"]
         filtered = (await client.get("/api/v1/incidents?severity=critical,warning")).json()
