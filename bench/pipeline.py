@@ -158,11 +158,16 @@ async def throughput(vigil: LocalVigil, sender: WebhookSender, shape: Shape) -> 
     sent_s = time.perf_counter() - started
     progress(f"{shape.name}: {shape.alerts} alerts accepted by ingest in {sent_s:.1f}s; waiting for the correlator")
     # Counting the stored alerts scans the table: asked every 50 ms through the storm, it took PostgreSQL more time
-    # than the correlator's statements did. Until the correlator's queue is empty only RabbitMQ is asked.
+    # than the correlator's statements did. Until the correlator's queue is empty only RabbitMQ is asked. Then the
+    # correlator still holds what it prefetched (notifications of 50 alerts: many seconds of work), and the count,
+    # some 75 ms at 60,000 alerts, is asked at most a fifth of the time (pg_stat_statements: 8 s of PostgreSQL's
+    # 26 s in the storm when asked every 50 ms).
     while await queued(vigil.amqp_url):
         await asyncio.sleep(0.1)
     while True:
+        asked = time.perf_counter()
         stored, resolved, pending = await counts(vigil.database_url)
+        took = time.perf_counter() - asked
         stored, resolved = stored - stored_before, resolved - resolved_before
         if stored >= shape.firing and resolved >= shape.resolves and pending == 0:
             break
@@ -170,7 +175,7 @@ async def throughput(vigil: LocalVigil, sender: WebhookSender, shape: Shape) -> 
             raise TimeoutError(
                 f"{shape.name}: {stored} of {shape.firing} stored, {resolved} of {shape.resolves} resolved after 900s"
             )
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(max(0.05, 4 * took))
     return shape.alerts / (time.perf_counter() - started)
 
 
