@@ -105,7 +105,10 @@ async def check_writable(conn: Connection) -> None:
     and makes another, which a multi-host URL with `target_session_attrs=read-write` takes to the primary. A write
     refused in the moment before the next check is an outage (SQLSTATE 25006): the work is held and retried."""
     now = time.monotonic()
-    spoke, _, _ = select.select([conn.fileno()], [], [], 0)
+    # poll(), not select(): select() takes no descriptor past 1,023, and a process may hold more sockets than that.
+    socket = select.poll()
+    socket.register(conn.fileno(), select.POLLIN)
+    spoke = bool(socket.poll(0))
     if not spoke and now - _checked_writable_at.get(conn, float("-inf")) < WRITABLE_CHECK_EVERY_S:
         return
     await conn.set_autocommit(True)

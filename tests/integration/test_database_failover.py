@@ -6,6 +6,8 @@ primary; a server that takes no writes is never handed out, and a write it refus
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 
 import psycopg
 import pytest
@@ -54,3 +56,30 @@ async def test_the_pool_writes_to_the_primary_and_follows_a_promoted_standby(
                 await conn.execute("INSERT INTO notes VALUES (3, 0)")
     finally:
         await pool.close()
+
+
+async def test_a_connection_whose_descriptor_is_past_1024_is_handed_out(db_url: str) -> None:
+    """The check before a checkout looks at the socket with poll(), not select(), which takes no descriptor past
+    1,023 (FD_SETSIZE) and raised: a process with many sockets open (the web with its live clients) got no
+    connection at all."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    room = 2048 if hard == resource.RLIM_INFINITY else min(2048, hard)
+    if soft != resource.RLIM_INFINITY and soft < room:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (room, hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        pool = await open_pool(db_url, max_size=1)
+        try:
+            for _ in range(2):  # the first checkout after the connection was made, then one from the pool
+                async with pool.connection() as conn:
+                    assert conn.fileno() > 1100
+                    row = await (await conn.execute("SELECT 1 AS one")).fetchone()
+                assert row == {"one": 1}
+        finally:
+            await pool.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
