@@ -205,6 +205,40 @@ async def test_batch_failure_isolates_the_poison_message(amqp_url: str) -> None:
     assert [json.loads(m.body)["data"]["comment"] for m in parked] == ["poison"]
 
 
+async def test_a_batch_ends_once_its_bodies_reach_the_byte_budget(amqp_url: str) -> None:
+    """A notification is one message of many alerts: with `batch_bytes`, a batch ends at the message that brings it to
+    that many bytes, however many fewer than `batch_size` it holds; every message still arrives once, in order."""
+    broker = await new_broker(amqp_url)
+    batches: list[list[Delivery]] = []
+    done = asyncio.Event()
+
+    async def record(deliveries: list[Delivery]) -> None:
+        batches.append(deliveries)
+        if sum(len(b) for b in batches) == 7:
+            done.set()
+
+    budget = 3_000
+    try:
+        for n in range(7):
+            await broker.publish("vigil.commands", "command.comment", command_envelope(f"{n}" + "x" * 1_000))
+        await broker.consume(
+            CORRELATOR_QUEUE,
+            record,
+            is_outage=is_database_outage,
+            batch_size=10,
+            batch_wait_s=0.5,
+            batch_bytes=budget,
+        )
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        await broker.close()
+    assert [d.envelope.data["comment"][0] for b in batches for d in b] == [str(n) for n in range(7)]
+    sizes = [[len(d.message.body) for d in b] for b in batches]
+    assert len(sizes) == 3, sizes  # of about 1,250 bytes each: 3, 3 and the last 1 (10 without the budget)
+    for batch in sizes[:-1]:
+        assert sum(batch[:-1]) < budget <= sum(batch)
+
+
 async def test_undecodable_message_is_parked_not_lost(amqp_url: str) -> None:
     broker = await new_broker(amqp_url)
     seen: list[Delivery] = []
