@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -152,21 +153,21 @@ class Lane:
         self.in_hand_since = arrived
         batch = [first]
         size = len(first.body)
-        budget = self.batch_bytes or 0
+        budget = self.batch_bytes or math.inf
         deadline = time.monotonic() + self.batch_wait_s
-        while len(batch) < self.batch_size and not (budget and size >= budget):
-            if not self.inbox.empty():
-                batch.append(self.inbox.get_nowait()[1])
-                size += len(batch[-1].body)
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append((await asyncio.wait_for(self.inbox.get(), remaining))[1])
-            except TimeoutError:
-                break
-            size += len(batch[-1].body)
+        while len(batch) < self.batch_size and size < budget:
+            if self.inbox.empty():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    _, message = await asyncio.wait_for(self.inbox.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                _, message = self.inbox.get_nowait()
+            batch.append(message)
+            size += len(message.body)
         return batch
 
     async def _work(self) -> None:
