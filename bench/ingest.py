@@ -6,8 +6,9 @@ Prints one JSON line per figure:
 - ingest_rate_1000: latency p50/p99 of webhooks of one alert sent open-loop at a fixed 1,000 alerts/s
   over at most 64 connections, measured from when each was due (so a stall shows up in the tail, not
   hidden by the load generator waiting for it).
-Every accepted alert is counted in the correlator's queue afterwards: `lost` must be 0 (negative: a request
-answered 503 whose messages the broker still took, which the sender's retry duplicates; at least once).
+Every accepted webhook is counted in the correlator's queue afterwards, where each is one message (a notification's
+alerts travel together): `lost` (webhooks, so alerts at one per webhook) must be 0 (negative: a request answered 503
+whose message the broker still took, which the sender's retry duplicates; at least once).
 `*_cpu_us_per_alert` is the CPU time ingest and RabbitMQ spent per alert, which other load on a shared
 machine does not skew: 1e6 / that is what one free core sustains.
 """
@@ -120,6 +121,7 @@ async def closed_loop(http: aiohttp.ClientSession, url: str, size: int) -> dict[
         "p50_ms": round(percentile(latencies, 0.5), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),
         "alerts": len(latencies) * size,
+        "webhooks": len(latencies),
         "failed_requests": failures,
         "concurrency": CONCURRENCY[size],
     }
@@ -169,6 +171,7 @@ async def fixed_rate(url: str) -> dict[str, object]:
         "p99_ms": round(percentile(latencies, 0.99), 2),
         "max_ms": round(max(latencies, default=float("nan")), 2),
         "alerts": len(latencies),
+        "webhooks": len(latencies),
         "failed_requests": failures,
     }
 
@@ -211,7 +214,7 @@ async def run(node: RabbitMQ, url: str, pids: dict[str, int]) -> list[dict[str, 
             result = with_cpu(await closed_loop(http, url, size), pids, before)
             result["confirm_p99_ms_at_most"] = confirm_p99_ms(buckets, await publish_buckets(url))
             stored = await queued(node.url())
-            result["lost"] = int(result["alerts"]) - stored  # type: ignore[call-overload]
+            result["lost"] = int(result["webhooks"]) - stored  # type: ignore[call-overload]
             results.append(result)
             print(json.dumps(result), flush=True)
         progress(f"latency at {RATE} alerts/s for {RATE_SECONDS}s")
@@ -221,7 +224,7 @@ async def run(node: RabbitMQ, url: str, pids: dict[str, int]) -> list[dict[str, 
         result = with_cpu(await fixed_rate(url), pids, before)
         result["confirm_p99_ms_at_most"] = confirm_p99_ms(buckets, await publish_buckets(url))
         stored = await queued(node.url())
-        result["lost"] = int(result["alerts"]) - stored  # type: ignore[call-overload]
+        result["lost"] = int(result["webhooks"]) - stored  # type: ignore[call-overload]
         results.append(result)
         print(json.dumps(result), flush=True)
     return results
