@@ -28,6 +28,7 @@ from shared.contracts import (
 from shared.db import Pool
 from shared.jsonlog import incident_key
 from shared.messaging import REPORTER_QUEUE, Broker, Delivery, PermanentError
+from shared.readmodel import incidents
 from shared.reports import incident_report
 from shared.reports.rendering import FORMATS, RENDERED, render_all
 
@@ -131,8 +132,9 @@ class ReportHandler:
         """Render, store and announce the incident's reports; None when they already show its current state, or
         the event was superseded or deferred (see `next_step`), or reports of a newer state were stored while this
         rendering ran (superseded too: see `versions.decide`; nothing stored, nothing announced)."""
-        async with self.pool.connection() as conn:
-            freshness = await (await conn.execute(QUERIES.report_freshness, {"key": key})).fetchone()
+        # What the reports were rendered from and what they will show, read in one snapshot.
+        async with self.pool.connection() as conn, incidents.reading_snapshot(conn) as snapshot:
+            freshness = await (await snapshot.execute(QUERIES.report_freshness, {"key": key})).fetchone()
             if freshness is not None:
                 step = next_step(
                     freshness,
@@ -146,7 +148,7 @@ class ReportHandler:
                     if step == "defer" and delivery is not None:
                         await self.broker.defer(delivery, REPORTER_QUEUE.name)
                     return None
-            report = await incident_report.load(conn, key, alertmanager_url=self.alertmanager_url)
+            report = await incident_report.load(snapshot, key, alertmanager_url=self.alertmanager_url)
         if report is None:
             raise PermanentError(f"incident {key} does not exist")
         # Rendering 10,000 alerts takes about a second of CPU: off the event loop, so heartbeats and acks go on. A

@@ -9,7 +9,8 @@ import hashlib
 import io
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from shared.contracts import (
 )
 from shared.db import open_pool
 from shared.messaging import REPORTER_QUEUE, Broker
+from shared.readmodel.queries import QUERIES as READ_QUERIES
 from shared.reports import incident_markdown, incident_report, incident_xlsx
 from shared.reports.incident_report import IncidentReport
 from shared.reports.rendering import Rendered, render_all
@@ -321,6 +323,55 @@ async def test_a_rendering_of_an_older_revision_stored_last_does_not_become_the_
     async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row, autocommit=True) as c:
         cur = await c.execute("SELECT report_version, incident_revision, enrichment_version FROM report_sources")
         assert await cur.fetchall() == [{"report_version": 2, "incident_revision": 6, "enrichment_version": 2}]
+
+
+class CommitsDuringTheRead:
+    """A real pool whose connections let another session commit `change` once, right after the reporter has read
+    the incident's row and before it reads its timeline: as the correlator may commit at any moment."""
+
+    def __init__(self, pool: Any, change: Callable[[], Awaitable[None]]) -> None:
+        self.pool, self.change, self.done = pool, change, False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        async with self.pool.connection() as conn:
+            execute = conn.execute
+
+            async def execute_then_commit_elsewhere(query: Any, *args: Any, **kwargs: Any) -> Any:
+                cursor = await execute(query, *args, **kwargs)
+                if query == READ_QUERIES.incident_by_key and not self.done:
+                    self.done = True
+                    await self.change()
+                return cursor
+
+            conn.execute = execute_then_commit_elsewhere
+            try:
+                yield conn
+            finally:
+                del conn.execute
+
+
+async def test_a_report_shows_one_moment_of_its_incident_however_its_reads_interleave_with_commits(
+    db_url: str, publisher: Broker
+) -> None:
+    """A comment committed while the reporter reads the incident either is in the stored version, whose source is
+    then the comment's revision, or is not and the source is the revision before: never the comment under the
+    revision before it, which would leave the reporter believing its reports current when they show a newer state."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as c:
+        incident_id = await seed_incident(c)
+    revision_before = (await load(db_url)).revision
+    async with await open_pool(db_url, max_size=2) as pool:
+        handler = ReportHandler(
+            CommitsDuringTheRead(pool, lambda: comment(db_url, incident_id, "root cause: a failed NIC")),  # type: ignore[arg-type]
+            publisher,
+        )
+        stored = await handler.render_and_store(KEY, IncidentEventType.resolved.value)
+    assert stored is not None
+    async with await psycopg.AsyncConnection.connect(db_url, row_factory=dict_row, autocommit=True) as c:
+        cur = await c.execute("SELECT content, incident_revision FROM reports WHERE format = 'md'")
+        [row] = await cur.fetchall()
+    shows_comment = b"root cause: a failed NIC" in row["content"]
+    assert row["incident_revision"] == (revision_before + 1 if shows_comment else revision_before)
 
 
 async def test_reports_stored_before_sources_were_recorded_count_as_the_oldest(db_url: str) -> None:
