@@ -133,22 +133,28 @@ class ReportHandler:
         the event was superseded or deferred (see `next_step`), or reports of a newer state were stored while this
         rendering ran (superseded too: see `versions.decide`; nothing stored, nothing announced)."""
         # What the reports were rendered from and what they will show, read in one snapshot.
+        report = None
         async with self.pool.connection() as conn, incidents.reading_snapshot(conn) as snapshot:
             freshness = await (await snapshot.execute(QUERIES.report_freshness, {"key": key})).fetchone()
-            if freshness is not None:
-                step = next_step(
+            step = (
+                "render"
+                if freshness is None
+                else next_step(
                     freshness,
                     event_type=cause,
                     now=datetime.now(UTC),
                     interval=self.refresh_interval,
                     enrichment_version=enrichment_version,
                 )
-                if step != "render":
-                    VERSIONS.labels(step).inc()
-                    if step == "defer" and delivery is not None:
-                        await self.broker.defer(delivery, REPORTER_QUEUE.name)
-                    return None
-            report = await incident_report.load(snapshot, key, alertmanager_url=self.alertmanager_url)
+            )
+            if step == "render":
+                report = await incident_report.load(snapshot, key, alertmanager_url=self.alertmanager_url)
+        # The deferred copy is published once the connection is back in the pool, not while it holds a transaction.
+        if step != "render":
+            VERSIONS.labels(step).inc()
+            if step == "defer" and delivery is not None:
+                await self.broker.defer(delivery, REPORTER_QUEUE.name)
+            return None
         if report is None:
             raise PermanentError(f"incident {key} does not exist")
         # Rendering 10,000 alerts takes about a second of CPU: off the event loop, so heartbeats and acks go on. A

@@ -255,6 +255,32 @@ async def test_an_enrichment_superseded_by_a_stored_newer_one_is_not_rendered(
     assert json.loads((await next_message(ready_queue)).body)["data"]["report_version"] == 1
 
 
+async def test_an_open_incident_enriched_again_within_the_interval_is_rendered_once_the_interval_has_passed(
+    settings: Settings, service: str, publisher: Broker, ready_queue: aio_pika.abc.AbstractQueue
+) -> None:
+    """A growing open incident is rendered at most once per refresh interval (1 s here): an `incident.enriched`
+    soon after a rendering is deferred, and its copy, back after the interval, renders the state of then."""
+    async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as c:
+        incident_id = await seed_incident(c)
+        await c.execute("UPDATE incidents SET state = 'open', resolved_at = NULL WHERE id = %s", (incident_id,))
+    deferred_before = REGISTRY.get_sample_value("vigil_report_versions_total", {"outcome": "defer"}) or 0.0
+    event = incident_event(IncidentEventType.enriched, detail={"version": 2})
+    await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(event.type, "critical"), event)
+    assert json.loads((await next_message(ready_queue)).body)["data"]["report_version"] == 1
+
+    await comment(settings.database_url, incident_id, "root cause: a failed NIC")
+    async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as c:
+        # Rendered just now, whatever time the steps above took: the next event falls inside the interval.
+        await c.execute("UPDATE report_sources SET rendered_at = now() WHERE incident_id = %s", (incident_id,))
+    await publisher.publish(INCIDENTS_EXCHANGE, incident_routing_key(event.type, "critical"), event)
+    assert json.loads((await next_message(ready_queue)).body)["data"]["report_version"] == 2
+
+    deferred = REGISTRY.get_sample_value("vigil_report_versions_total", {"outcome": "defer"}) or 0.0
+    assert deferred - deferred_before == 1
+    markdown_v2 = next(bytes(r["content"]) for r in await stored_reports(settings.database_url) if r["version"] == 2)
+    assert b"root cause: a failed NIC" in markdown_v2
+
+
 async def test_event_about_an_unknown_incident_is_parked_not_retried_forever(
     settings: Settings, service: str, publisher: Broker, amqp_url: str
 ) -> None:
