@@ -106,9 +106,9 @@ async def check_writable(conn: Connection) -> None:
     refused in the moment before the next check is an outage (SQLSTATE 25006): the work is held and retried."""
     now = time.monotonic()
     # poll(), not select(): select() takes no descriptor past 1,023, and a process may hold more sockets than that.
-    socket = select.poll()
-    socket.register(conn.fileno(), select.POLLIN)
-    spoke = bool(socket.poll(0))
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    spoke = bool(poller.poll(0))
     if not spoke and now - _checked_writable_at.get(conn, float("-inf")) < WRITABLE_CHECK_EVERY_S:
         return
     await conn.set_autocommit(True)
