@@ -235,6 +235,18 @@ class IncidentEventType(StrEnum):
     enriched = "incident.enriched"
 
 
+# New, reopened and resolved incidents are enriched at once; one that grows, at most once per refresh interval.
+ENRICHED_AT_ONCE = frozenset({IncidentEventType.opened, IncidentEventType.reopened, IncidentEventType.resolved})
+
+
+def asks_for_enrichment(event_type: str, change: str) -> bool:
+    """Whether an incident event means its incident is to be enriched (again): new incidents, incidents that gained
+    alerts, reopened ones, and the final window of resolved ones."""
+    if event_type in ENRICHED_AT_ONCE:
+        return True
+    return event_type == IncidentEventType.updated and change == "alerts_added"
+
+
 class TimelineKind(StrEnum):
     """`kind` of an incident's timeline entries (`incident_timeline.kind`, the API and reports)."""
 

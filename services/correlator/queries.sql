@@ -163,6 +163,38 @@ SELECT r.message_id, r.exchange, r.routing_key, r.body
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(message_id uuid, exchange text, routing_key text, body jsonb)
 RETURNING id;
 
+-- name: request_enrichment
+-- The enricher's work (migration 0070): per incident of the batch whose events ask for an enrichment, a message to
+-- the enricher's queue only when no request of it stands, so an incident that grows in every batch of a storm is
+-- one message until the enricher takes it, not one per batch. A standing request is renewed (and its message sent)
+-- when the incident is to be enriched at once (`at_once`: new, reopened, resolved) or the request is older than
+-- `renew_after_s` (its message was parked or purged). ON CONFLICT locks a standing request even when it leaves it
+-- as it is, so the enricher's delete of it waits for this batch's commit and the state it then reads holds the
+-- batch. Incident id order, the enricher's too: the two never wait for each other in a circle.
+-- The message is the incident's last asking event of the batch (`event_ids`, already in the outbox: only the requests
+-- made cost a copy) under an id of its own.
+WITH wanted AS (
+    SELECT w.incident_id, w.event_id
+    FROM unnest(%(incident_ids)s::bigint[], %(event_ids)s::uuid[]) AS w(incident_id, event_id)
+), asked AS (
+    INSERT INTO enrichment_requests AS q (incident_id, requested_at)
+    SELECT w.incident_id, now() FROM wanted w ORDER BY w.incident_id
+    ON CONFLICT (incident_id) DO UPDATE SET requested_at = now()
+    WHERE q.incident_id = ANY(%(at_once)s::bigint[])
+       OR q.requested_at < now() - make_interval(secs => %(renew_after_s)s)
+    RETURNING q.incident_id
+), made AS (
+    SELECT w.incident_id, gen_random_uuid() AS message_id, o.body
+    FROM wanted w
+    JOIN asked a ON a.incident_id = w.incident_id
+    JOIN outbox o ON o.message_id = w.event_id
+)
+INSERT INTO outbox (message_id, exchange, routing_key, body)
+SELECT m.message_id, %(exchange)s, %(routing_key)s, jsonb_set(m.body, '{id}', to_jsonb(m.message_id::text))
+FROM made m
+ORDER BY m.incident_id
+RETURNING id;
+
 -- name: claim_outbox
 -- The next chunk after row `after`, in id order (for one incident that is the order of its changes: its batches
 -- hold the group lock until they commit): rows up to `upto`, the newest this process committed, and leftovers

@@ -14,11 +14,23 @@ from psycopg import AsyncConnection
 
 from services.correlator.lifecycle import EventOut, Incident, StoredAlert, World
 from services.correlator.rules import RuleSet
-from shared.contracts import INCIDENTS_EXCHANGE, Envelope, IncidentEvent, IncidentEventType, incident_routing_key
+from shared.contracts import (
+    ENRICHED_AT_ONCE,
+    INCIDENTS_EXCHANGE,
+    Envelope,
+    IncidentEvent,
+    IncidentEventType,
+    asks_for_enrichment,
+    incident_routing_key,
+)
 from shared.db import Queries
+from shared.messaging.topology import ENRICH_ROUTING_KEY, WORK_EXCHANGE
 
 Q = Queries(Path(__file__).with_name("queries.sql"))
 PRODUCER = "correlator"
+# A standing enrichment request older than this is asked again: its message was parked or purged, and the incident
+# would otherwise wait for its next opening, reopening or resolve.
+ENRICHMENT_REQUEST_RENEW_S = 300
 SWEEP_LOCK = 0x76696773  # "vigs": one sweeper at a time across replicas
 
 
@@ -252,7 +264,7 @@ async def write_world(conn: AsyncConnection[Any], world: World, events: list[Eve
         for inc in new:
             ids[inc.id] = by_key[inc.key]
         existing = []
-    outbox_rows = _outbox_rows(world, events)
+    outbox_rows, requests = _outbox_rows(world, events, ids)
     # Repeats (only last_seen_at moved) and notifications that changed nothing but the count.
     refresh = [
         a
@@ -292,7 +304,22 @@ async def write_world(conn: AsyncConnection[Any], world: World, events: list[Eve
         if not outbox_rows:
             return []
         cur = await conn.execute(Q.insert_outbox, {"rows": dumps(outbox_rows)})
-        return [r["id"] for r in await cur.fetchall()]
+        if requests:
+            asked = await conn.execute(
+                Q.request_enrichment,
+                {
+                    "incident_ids": list(requests),
+                    "event_ids": [r["event_id"] for r in requests.values()],
+                    "at_once": [i for i, r in requests.items() if r["at_once"]],
+                    "renew_after_s": ENRICHMENT_REQUEST_RENEW_S,
+                    "exchange": WORK_EXCHANGE,
+                    "routing_key": ENRICH_ROUTING_KEY,
+                },
+            )
+        outbox_ids = [r["id"] for r in await cur.fetchall()]
+        if requests:
+            outbox_ids += [r["id"] for r in await asked.fetchall()]
+        return outbox_ids
 
 
 def signature_params(world: World, events: list[EventOut], ids: dict[int, int]) -> dict[str, list[Any]] | None:
@@ -319,9 +346,14 @@ def signature_params(world: World, events: list[EventOut], ids: dict[int, int]) 
     }
 
 
-def _outbox_rows(world: World, events: list[EventOut]) -> list[dict[str, Any]]:
+def _outbox_rows(
+    world: World, events: list[EventOut], ids: dict[int, int]
+) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The batch's incident events as outbox rows, and per incident whose events ask for an enrichment, what
+    `request_enrichment` needs: the id of its last such event, and whether it is enriched at once."""
     keys = {inc.id: inc.key for inc in world.incidents.values()}
     rows = []
+    requests: dict[int, dict[str, Any]] = {}
     for ev in events:
         snapshot = ev.snapshot if ev.snapshot.key else ev.snapshot.model_copy(update={"key": keys[ev.incident_id]})
         envelope = IncidentEnvelope(
@@ -337,4 +369,8 @@ def _outbox_rows(world: World, events: list[EventOut]) -> list[dict[str, Any]]:
                 "body": envelope.model_dump(mode="json"),
             }
         )
-    return rows
+        if asks_for_enrichment(ev.event, ev.change):
+            incident_id = ids.get(ev.incident_id, ev.incident_id)
+            at_once = ev.event in ENRICHED_AT_ONCE or requests.get(incident_id, {}).get("at_once", False)
+            requests[incident_id] = {"event_id": envelope.id, "at_once": at_once}
+    return rows, requests

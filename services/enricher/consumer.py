@@ -28,6 +28,7 @@ from shared.contracts import (
     Envelope,
     IncidentEvent,
     IncidentEventType,
+    asks_for_enrichment,
     incident_routing_key,
 )
 from shared.db import Pool, Queries
@@ -56,15 +57,6 @@ STEPS = Counter(
 
 # An incident of thousands of alerts still needs only the first ones' starts on the timeline.
 ALERT_LIMIT = 500
-
-ENRICHING = {IncidentEventType.opened, IncidentEventType.reopened, IncidentEventType.resolved}
-
-
-def wanted(event_type: str, change: str) -> bool:
-    """New incidents, incidents that gained alerts, reopened ones, and the final window of resolved ones."""
-    if event_type in ENRICHING:
-        return True
-    return event_type == IncidentEventType.updated and change == "alerts_added"
 
 
 def next_step(row: Mapping[str, Any], *, growth: bool, now: datetime, interval: timedelta) -> str:
@@ -154,11 +146,14 @@ class Enricher:
                 head = EventHead.model_validate(envelope.data)
             except ValidationError as exc:
                 raise PermanentError(f"not an incident event: {exc.errors()[:3]}") from None
-            if wanted(envelope.type, head.change):
+            if asks_for_enrichment(envelope.type, head.change):
                 events.setdefault(head.incident.key, []).append((delivery, envelope.type))
         if not events:
             return
         async with self.pool.connection() as conn:
+            # Taken before the progress is read, in its own statement (a newer snapshot than the delete's, which may
+            # have waited for a correlator batch): whatever commits later asks for another enrichment.
+            await conn.execute(QUERIES.take_enrichment_requests, {"keys": list(events)})
             cur = await conn.execute(QUERIES.enrichment_progress, {"keys": list(events)})
             progress = {row["key"]: row for row in await cur.fetchall()}
         missing = sorted(set(events) - set(progress))
@@ -166,17 +161,23 @@ class Enricher:
             raise PermanentError(f"incident {', '.join(missing)} is not in the database (or not announced)")
         now = datetime.now(UTC)
         work = []
+        put_off = []
         for key, about in events.items():
             # Growth only when every event of the batch is one: an opened, reopened or resolved one is enriched now.
             growth = all(event_type == IncidentEventType.updated for _, event_type in about)
             step = next_step(progress[key], growth=growth, now=now, interval=self.refresh_interval)
-            if step == "defer" and not await self.broker.defer(about[-1][0], ENRICHER_QUEUE.name, subject=key):
-                step = "coalesced"
+            if step == "defer":
+                put_off.append(key)
+                if not await self.broker.defer(about[-1][0], ENRICHER_QUEUE.name, subject=key):
+                    step = "coalesced"
             STEPS.labels(step).inc()
             if len(about) > 1:
                 STEPS.labels("coalesced").inc(len(about) - 1)
             if step == "enrich":
                 work.append(self.enrich_key(key))
+        if put_off:
+            async with self.pool.connection() as conn:
+                await conn.execute(QUERIES.keep_enrichment_requests, {"keys": put_off})
         await _all_or_first_error(work)
 
     async def enrich_key(self, key: str) -> None:

@@ -2,6 +2,24 @@
 -- (shared/readmodel/queries.sql; the correlator writes them) and writes only `enrichments` and the `log` tokens of
 -- incident signatures (migration 0065).
 
+-- name: take_enrichment_requests
+-- Takes (deletes) the standing enrichment requests of the incidents %(keys)s (a text[]) before their state is read
+-- (migration 0070): a change the correlator commits after this finds no request and asks again. Waits for a batch
+-- that holds one of them, in incident id order as the correlator locks them.
+DELETE FROM enrichment_requests q WHERE q.incident_id IN (
+    SELECT r.incident_id FROM enrichment_requests r JOIN incidents i ON i.id = r.incident_id
+    WHERE i.key = ANY(%(keys)s)
+    ORDER BY r.incident_id
+    FOR UPDATE OF r
+)
+
+-- name: keep_enrichment_requests
+-- The requests of incidents whose enrichment was put off (a deferred copy is on its way back): while it stands, the
+-- correlator sends no more messages for them.
+INSERT INTO enrichment_requests (incident_id, requested_at)
+SELECT i.id, now() FROM incidents i WHERE i.key = ANY(%(keys)s) ORDER BY i.id
+ON CONFLICT (incident_id) DO NOTHING
+
 -- name: enrichment_progress
 -- Incidents' current revision (announced ones only, as every reader sees them), and the revision their stored
 -- enrichment was computed for, whether that one was announced, and when (NULL: never enriched). %(keys)s: a text[].

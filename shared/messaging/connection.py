@@ -34,7 +34,7 @@ from yarl import URL
 
 from shared import broker_urls
 from shared.contracts import Envelope, RawEnvelope
-from shared.messaging.topology import PARKING_EXCHANGE, RETRY_EXCHANGE, TOPIC_EXCHANGES, declare_topology
+from shared.messaging.topology import DIRECT_EXCHANGES, TOPIC_EXCHANGES, declare_topology
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class BrokerConnection:
     ) -> tuple[AbstractChannel, dict[str, AbstractExchange]]:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchanges = {}
-        for name in (*TOPIC_EXCHANGES, RETRY_EXCHANGE, PARKING_EXCHANGE):
+        for name in (*TOPIC_EXCHANGES, *DIRECT_EXCHANGES):
             exchanges[name] = await channel.get_exchange(name, ensure=False)
         return channel, exchanges
 

@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 TOPIC_EXCHANGES = (ALERTS_EXCHANGE, INCIDENTS_EXCHANGE, COMMANDS_EXCHANGE)
 RETRY_EXCHANGE = "vigil.retry"
 PARKING_EXCHANGE = "vigil.parking"
+# Internal requests for work, one message per piece of work (services/correlator/store.py: an incident to enrich),
+# apart from the incident events subscribers see.
+WORK_EXCHANGE = "vigil.work"
+ENRICH_ROUTING_KEY = "enrich"
+DIRECT_EXCHANGES = (RETRY_EXCHANGE, PARKING_EXCHANGE, WORK_EXCHANGE)
 # Broker-side backstop for a message that crashes its consumer before it can be retried or parked.
 DELIVERY_LIMIT = 20
 # An exclusive queue: only one connection at a time may hold it, so only one service upgrades queues at a time.
@@ -56,15 +61,21 @@ OUTDATED = Gauge(
 class QueueSpec:
     name: str
     bindings: tuple[tuple[str, str], ...]
+    # Bindings an older Vigil made, removed at every start (unbinding one that is gone is no error).
+    retired: tuple[tuple[str, str], ...] = ()
 
 
 CORRELATOR_QUEUE = QueueSpec(
     "vigil.correlator",
     ((ALERTS_EXCHANGE, "alert.#"), (ALERTS_EXCHANGE, "alerts.#"), (COMMANDS_EXCHANGE, "command.#")),
 )
+# Not every incident event: in a storm of alerts across many hosts nearly every alert moves an incident, and the
+# enricher received ~50,000 events to skip for 3,000 enrichments. The correlator requests one enrichment per incident
+# at a time instead (services/correlator/store.py).
 ENRICHER_QUEUE = QueueSpec(
     "vigil.enricher",
-    (
+    ((WORK_EXCHANGE, ENRICH_ROUTING_KEY),),
+    retired=(
         (INCIDENTS_EXCHANGE, "incident.opened.#"),
         (INCIDENTS_EXCHANGE, "incident.updated.#"),
         (INCIDENTS_EXCHANGE, "incident.reopened.#"),
@@ -112,6 +123,7 @@ class Declared:
     name: str
     arguments: dict[str, Any]
     bindings: tuple[tuple[str, str], ...]
+    retired: tuple[tuple[str, str], ...] = ()
 
 
 def queues_of(spec: QueueSpec, retry_delays_ms: Sequence[int]) -> list[Declared]:
@@ -124,7 +136,7 @@ def queues_of(spec: QueueSpec, retry_delays_ms: Sequence[int]) -> list[Declared]
         )
         for delay in retry_delays_ms
     ]
-    return [*retries, Declared(spec.name, service_queue_arguments(spec.name), spec.bindings)]
+    return [*retries, Declared(spec.name, service_queue_arguments(spec.name), spec.bindings, spec.retired)]
 
 
 async def declare_topology(connection: AbstractConnection, retry_delays_ms: Sequence[int]) -> None:
@@ -132,7 +144,7 @@ async def declare_topology(connection: AbstractConnection, retry_delays_ms: Sequ
         exchanges: dict[str, AbstractExchange] = {}
         for name in TOPIC_EXCHANGES:
             exchanges[name] = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
-        for name in (RETRY_EXCHANGE, PARKING_EXCHANGE):
+        for name in DIRECT_EXCHANGES:
             exchanges[name] = await channel.declare_exchange(name, aio_pika.ExchangeType.DIRECT, durable=True)
         for spec in SERVICE_QUEUES:
             parked = await channel.declare_queue(
@@ -171,6 +183,8 @@ async def _declare(channel: AbstractChannel, queue: Declared) -> AbstractQueue:
     declared = await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
     for exchange, key in queue.bindings:
         await declared.bind(exchange, key)
+    for exchange, key in queue.retired:
+        await declared.unbind(exchange, key)
     return declared
 
 

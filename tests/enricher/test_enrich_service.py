@@ -45,10 +45,10 @@ from shared.contracts import (
     Envelope,
     IncidentEvent,
     IncidentSnapshot,
-    incident_routing_key,
 )
 from shared.incident_context import IncidentContext
 from shared.messaging import ENRICHER_QUEUE, Broker
+from shared.messaging.topology import ENRICH_ROUTING_KEY, WORK_EXCHANGE
 from shared.readmodel.models import Incident
 from tests.conftest import running
 from tests.seed import insert_alert, insert_incident
@@ -199,8 +199,8 @@ class Harness:
         envelope = Envelope[IncidentEvent](
             type=event, producer="test", data=IncidentEvent(incident=snapshot, change=change)
         )
-        key = incident_routing_key(event, snapshot.severity)
-        await self.broker.publish(INCIDENTS_EXCHANGE, key, envelope)  # type: ignore[arg-type]
+        # As the correlator asks for an enrichment (services/correlator/store.py): the event, to the work exchange.
+        await self.broker.publish(WORK_EXCHANGE, ENRICH_ROUTING_KEY, envelope)  # type: ignore[arg-type]
 
     async def next_enriched(self, timeout: float = 20) -> dict[str, Any]:
         return await asyncio.wait_for(self.received.get(), timeout)

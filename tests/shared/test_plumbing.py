@@ -11,11 +11,19 @@ import psycopg
 import pytest
 from aiormq.exceptions import AMQPConnectionError
 
-from shared.contracts import ALERTS_EXCHANGE, Envelope, IncidentCommand
+from shared.contracts import ALERTS_EXCHANGE, INCIDENTS_EXCHANGE, Envelope, IncidentCommand
 from shared.db import MigrationError, is_database_outage, list_migrations, migrate
-from shared.messaging import CORRELATOR_QUEUE, BrokerUnavailable, Delivery, PendingCopies, PermanentError
+from shared.messaging import (
+    CORRELATOR_QUEUE,
+    ENRICHER_QUEUE,
+    BrokerUnavailable,
+    Delivery,
+    PendingCopies,
+    PermanentError,
+)
 from shared.messaging import connection as connection_module
 from shared.messaging.connection import BrokerConnection, FailoverConnection
+from shared.messaging.topology import ENRICH_ROUTING_KEY, WORK_EXCHANGE
 from tests.broker import drain, new_broker
 
 
@@ -66,6 +74,25 @@ async def test_topology_declared_twice_is_the_same_topology(amqp_url: str) -> No
     assert first.ready and second.ready
     await first.close()
     await second.close()
+
+
+async def test_an_older_vigils_enricher_bindings_are_removed_at_start(amqp_url: str) -> None:
+    """The enricher's queue took every incident event before it took requests: a start unbinds those, so an
+    upgraded broker stops filling it with events nobody asked it for."""
+    await (await new_broker(amqp_url)).close()  # the queue as a start declares it
+    async with await aio_pika.connect(amqp_url) as conn:
+        channel = await conn.channel()
+        queue = await channel.declare_queue(ENRICHER_QUEUE.name, passive=True)
+        await queue.bind(INCIDENTS_EXCHANGE, "incident.updated.#")  # as an older Vigil bound it
+    await drain(amqp_url, ENRICHER_QUEUE.name, wait=0.2)
+    broker = await new_broker(amqp_url)
+    try:
+        await broker.publish(INCIDENTS_EXCHANGE, "incident.updated.critical", command_envelope(), mandatory=False)
+        await broker.publish(WORK_EXCHANGE, ENRICH_ROUTING_KEY, command_envelope("asked"))
+        received = await drain(amqp_url, ENRICHER_QUEUE.name)
+    finally:
+        await broker.close()
+    assert [json.loads(m.body)["data"]["comment"] for m in received] == ["asked"]
 
 
 async def test_unroutable_mandatory_message_is_an_error(amqp_url: str) -> None:
