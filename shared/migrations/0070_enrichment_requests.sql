@@ -7,3 +7,5 @@ CREATE TABLE enrichment_requests (
     incident_id  bigint PRIMARY KEY REFERENCES incidents (id) ON DELETE CASCADE,
     requested_at timestamptz NOT NULL
 );
+-- Migration 0060's rule: the web never needs it; people and tools that look may read it.
+GRANT SELECT ON enrichment_requests TO vigil_readonly;
