@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from aiohttp import web
 
 from services.ingest.auth import SenderTokens
+from services.ingest.coalesce import Coalescer
 from services.ingest.handlers import Ingest, json_errors
 from services.ingest.openapi import EVENTS_PATH, WEBHOOK_PATH, openapi_document
 from services.ingest.publisher import Publisher, open_publisher
@@ -23,6 +25,7 @@ from shared.service import BROKER, READY_CHECKS, base_app, broker_ctx
 log = logging.getLogger(__name__)
 
 PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
+COALESCER: web.AppKey[Coalescer] = web.AppKey("coalescer")
 
 
 def build_app(settings: Settings, *, frames: bool | None = None) -> web.Application:
@@ -40,16 +43,24 @@ def build_app(settings: Settings, *, frames: bool | None = None) -> web.Applicat
             settings.publish_timeout_s,
             frames=settings.ingest_fast_publish if frames is None else frames,
         )
+        app[COALESCER] = Coalescer(
+            publish, max_alerts=settings.ingest_max_alerts, max_bytes=settings.ingest_max_body_bytes
+        )
         yield
+        await app[COALESCER].close()
         await app[PUBLISHER].close()
 
     async def publish(messages: list[JsonMessage]) -> None:
         await app[PUBLISHER].publish_batch(messages)
 
+    async def publish_notification(items: list[bytes], received_at: datetime) -> None:
+        await app[COALESCER].publish(items, received_at)
+
     ingest = Ingest(
         tokens=tokens,
         max_body_bytes=settings.ingest_max_body_bytes,
         publish=publish,
+        publish_notification=publish_notification,
         limits=AlertLimits.from_settings(settings),
         max_alerts=settings.ingest_max_alerts,
     )

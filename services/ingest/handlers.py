@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -24,7 +25,7 @@ from services.ingest.problems import nul_problem
 from services.ingest.translate import (
     event_publication,
     nul_character_fields,
-    webhook_message,
+    webhook_items,
 )
 from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, adjustment_kinds
 from shared.contracts import AlertAdjustments, AlertmanagerWebhook, GenericEvent, utcnow
@@ -39,6 +40,8 @@ RETRY_AFTER_S = 5
 NUL_ESCAPE = b"\\u0000"
 
 Publish = Callable[[list[JsonMessage]], Awaitable[None]]
+# A notification's encoded alerts (`webhook_items`), published alone or with others (coalesce.py).
+PublishNotification = Callable[[list[bytes], datetime], Awaitable[None]]
 
 # How many is up to the limit of alerts per request, checked after parsing: a 413 like a webhook's.
 EVENT_LIST = TypeAdapter(Annotated[list[GenericEvent], Field(min_length=1)])
@@ -57,6 +60,7 @@ class Ingest:
     tokens: SenderTokens
     max_body_bytes: int
     publish: Publish
+    publish_notification: PublishNotification
     limits: AlertLimits = DEFAULT_LIMITS
     max_alerts: int = 1000
 
@@ -69,8 +73,15 @@ class Ingest:
             raise _invalid(exc) from None
         self._refuse_too_many(len(webhook.alerts))
         _refuse_nul(body, webhook)
-        message, adjusted = webhook_message(webhook, sender, utcnow(), limits=self.limits)
-        return await self._publish([message], sender, "alertmanager", alerts=len(webhook.alerts), adjusted=adjusted)
+        received_at = utcnow()
+        items, adjusted = webhook_items(webhook, sender, received_at, limits=self.limits)
+        return await self._publish(
+            self.publish_notification(items, received_at),
+            sender,
+            "alertmanager",
+            alerts=len(webhook.alerts),
+            adjusted=adjusted,
+        )
 
     async def events(self, request: web.Request) -> web.Response:
         sender = self._authenticate(request)
@@ -88,7 +99,7 @@ class Ingest:
         publications = [event_publication(event, sender, received_at, self.limits) for event in events]
         received = [p.envelope.data for p in publications]
         return await self._publish(
-            [p.encoded() for p in publications],
+            self.publish([p.encoded() for p in publications]),
             sender,
             "event",
             alerts=len(publications),
@@ -151,7 +162,7 @@ class Ingest:
 
     async def _publish(
         self,
-        messages: list[JsonMessage],
+        publishing: Awaitable[None],
         sender: str,
         source: str,
         *,
@@ -161,7 +172,7 @@ class Ingest:
     ) -> web.Response:
         started = time.perf_counter()
         try:
-            await self.publish(messages)
+            await publishing
         except BrokerUnavailable as exc:
             log.warning("publish failed, answering 503", extra={"error": str(exc), "alerts": alerts})
             body = problem(503, "broker_unavailable", f"alerts not stored, retry later: {exc}")

@@ -12,7 +12,7 @@ ALERTS_ACCEPTED = Counter(
 REJECTS = Counter("vigil_ingest_rejects", "Requests refused with a 4xx, by reason", ["reason"])
 PUBLISH_SECONDS = Histogram(
     "vigil_ingest_publish_seconds",
-    "Time from the first publish of a request to the broker's last confirm",
+    "Time from a request's alerts handed to the publisher to the broker's confirm of the message holding them",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 VALUES_ADJUSTED = Counter(

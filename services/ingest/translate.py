@@ -1,13 +1,14 @@
 """Pure translation of what senders post into the messages ingest publishes on `vigil.alerts`.
 
-One webhook notification becomes one `alerts.received` envelope holding its alerts; one generic event becomes one
-`alert.received` of its own. Nothing here does I/O, so every rule is unit-tested on plain data.
+One webhook notification becomes one `alerts.received` envelope holding its alerts (or shares one with
+notifications that arrived while the broker confirmed an earlier one); one generic event becomes one `alert.received`
+of its own. Nothing here does I/O, so every rule is unit-tested on plain data.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -171,12 +172,20 @@ def webhook_message(
     limits: AlertLimits = DEFAULT_LIMITS,
 ) -> tuple[JsonMessage, list[AlertAdjustments]]:
     """`webhook_publication`, encoded: byte for byte what `model_dump_json` gives for its envelope; and what was
-    adjusted of its alerts to keep them within `limits`.
+    adjusted of its alerts to keep them within `limits`."""
+    items, adjustments = webhook_items(webhook, sender, received_at, limits)
+    return notification_message(items, received_at, message_id), adjustments
+
+
+def webhook_items(
+    webhook: AlertmanagerWebhook, sender: str, received_at: datetime, limits: AlertLimits = DEFAULT_LIMITS
+) -> tuple[list[bytes], list[AlertAdjustments]]:
+    """The notification's alerts as the encoded items of an `alerts.received` (each an `AlertReceived`, complete in
+    itself), and what was adjusted of them to keep them within `limits`.
 
     The parts every alert of a notification shares are serialised once, and each alert once, instead of
     building and dumping two models per alert; a test holds the two paths to the same bytes.
     """
-    text_id = str(message_id or uuid.uuid4())
     shared = _notification(webhook, limits)
     stamp = to_json(received_at)
     tail = b"".join(
@@ -208,6 +217,15 @@ def webhook_message(
             changes = dump_adjusted(adjusted, by_alias=True) + b"}"
             adjustments.append(adjusted)
         items.append(b'{"alert":' + dump(alert, by_alias=True) + tail + changes)
+    return items, adjustments
+
+
+def notification_message(
+    items: Sequence[bytes], occurred_at: datetime, message_id: uuid.UUID | None = None
+) -> JsonMessage:
+    """One `alerts.received` envelope of encoded items (`webhook_items`): of one notification, or of several that
+    ingest merged while the broker was confirming an earlier message (services/ingest/coalesce.py)."""
+    text_id = str(message_id or uuid.uuid4())
     body = b"".join(
         (
             b'{"id":"',
@@ -215,7 +233,7 @@ def webhook_message(
             b'","type":"',
             NOTIFICATION_TYPE.encode(),
             b'","version":1,"occurred_at":',
-            stamp,
+            to_json(occurred_at),
             b',"producer":"',
             PRODUCER.encode(),
             b'","data":{"alerts":[',
@@ -223,10 +241,9 @@ def webhook_message(
             b"]}}",
         )
     )
-    message = alert_message(
-        ALERTS_EXCHANGE, NOTIFICATION_ROUTING_KEY, text_id, received_at, body, message_type=NOTIFICATION_TYPE
+    return alert_message(
+        ALERTS_EXCHANGE, NOTIFICATION_ROUTING_KEY, text_id, occurred_at, body, message_type=NOTIFICATION_TYPE
     )
-    return message, adjustments
 
 
 def event_alert(event: GenericEvent) -> WebhookAlert:

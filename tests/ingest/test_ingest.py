@@ -106,6 +106,42 @@ async def test_each_alert_of_a_notification_arrives_once_with_its_group(
     assert all(m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT for m in messages)
 
 
+async def test_webhooks_sent_together_share_messages_and_keep_their_own_sender_and_group(
+    ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession
+) -> None:
+    """One alert per webhook, 60 at once from two senders: those that arrived while an earlier message was being
+    confirmed share a message (coalesce.py), and every alert still carries its own sender and group."""
+    ingest_settings = ingest_settings.model_copy(update={"ingest_tokens": {"grafana": _secret("g-secret")}})
+    senders = [("alertmanager", AUTH), ("grafana", {"Authorization": "Bearer g-secret"})]
+
+    def webhook(n: int) -> dict[str, Any]:
+        sent = notification(am_alert("HostDown", instance=f"host-{n}:9100"))
+        sent["groupKey"] = f'{{}}:{{instance="host-{n}:9100"}}'
+        return sent
+
+    async def post(n: int) -> None:
+        async with http.post(url + WEBHOOK, json=webhook(n), headers=senders[n % 2][1]) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["accepted"] == 1
+
+    async with ingest(ingest_settings) as url, AlertTap(amqp_url) as tap:
+        before = await _metrics(http, url)
+        await asyncio.gather(*(post(n) for n in range(60)))
+        messages = await tap.take(1, settle=1.0)
+        after = await _metrics(http, url)
+    alerts = received(messages)
+    by_instance = {a.alert.labels["instance"]: a for a in alerts}
+    assert len(alerts) == len(by_instance) == 60
+    for n in range(60):
+        alert = by_instance[f"host-{n}:9100"]
+        assert (alert.sender, alert.group_key) == (senders[n % 2][0], f'{{}}:{{instance="host-{n}:9100"}}')
+    assert 1 < len(messages) < 60, "webhooks sent at once were not merged"
+    assert {m.type for m in messages} == {"alerts.received"}
+    count, total = "vigil_ingest_notifications_per_message_count", "vigil_ingest_notifications_per_message_sum"
+    assert after[count] - before.get(count, 0) == len(messages)
+    assert after[total] - before.get(total, 0) == 60
+
+
 async def test_grafana_extra_fields_travel_with_the_alert(
     ingest_settings: Settings, amqp_url: str, http: aiohttp.ClientSession
 ) -> None:

@@ -42,6 +42,7 @@ VIGIL_METRICS = {
     "vigil_ingest_alerts_accepted_total": "counter",
     "vigil_ingest_rejects_total": "counter",
     "vigil_ingest_publish_seconds": "histogram",
+    "vigil_ingest_notifications_per_message": "histogram",
     "vigil_messages_consumed_total": "counter",
     "vigil_message_handle_seconds": "histogram",
     "vigil_incidents_total": "counter",
