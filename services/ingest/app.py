@@ -44,7 +44,10 @@ def build_app(settings: Settings, *, frames: bool | None = None) -> web.Applicat
             frames=settings.ingest_fast_publish if frames is None else frames,
         )
         app[COALESCER] = Coalescer(
-            publish, max_alerts=settings.ingest_max_alerts, max_bytes=settings.ingest_max_body_bytes
+            publish,
+            max_alerts=settings.ingest_max_alerts,
+            max_bytes=settings.ingest_max_body_bytes,
+            timeout_s=settings.publish_timeout_s,
         )
         yield
         await app[COALESCER].close()

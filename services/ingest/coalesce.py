@@ -9,7 +9,7 @@ same alerts, and the correlator still sends a failed message round one alert per
 
 A notification that finds a free publishing slot goes at once, alone: merging never delays a quiet ingest. A merged
 message holds no more alerts, and about no more bytes, than one request may; a request whose sender went away before
-its turn is left out (it was not answered, so it is sent again).
+its turn, or that waited `VIGIL_PUBLISH_TIMEOUT_S` in all (answered 503), is left out: it is sent again.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from datetime import datetime
 from prometheus_client import Histogram
 
 from services.ingest.translate import notification_message
-from shared.messaging import JsonMessage
+from shared.messaging import BrokerUnavailable, JsonMessage
 
 # How many messages may wait for their confirms at once. One merges the most: with one alert per webhook from 16
 # senders, about six notifications a message, and 2,000 webhooks a second where two in flight took 1,800 (the
@@ -51,19 +51,27 @@ class _Waiting:
 class Coalescer:
     """Publishes notifications' encoded alerts (`translate.webhook_items`), merging those that wait."""
 
-    def __init__(self, publish: Publish, *, max_alerts: int, max_bytes: int, in_flight: int = IN_FLIGHT) -> None:
+    def __init__(
+        self, publish: Publish, *, max_alerts: int, max_bytes: int, timeout_s: float, in_flight: int = IN_FLIGHT
+    ) -> None:
         self._publish = publish
-        self.max_alerts, self.max_bytes, self.in_flight = max_alerts, max_bytes, in_flight
+        self.max_alerts, self.max_bytes, self.timeout_s, self.in_flight = max_alerts, max_bytes, timeout_s, in_flight
         self._waiting: deque[_Waiting] = deque()
         self._running: set[asyncio.Task[None]] = set()
 
     async def publish(self, items: list[bytes], received_at: datetime) -> None:
-        """Returns once the broker confirmed a message holding `items`; raises what publishing that message raised
-        (BrokerUnavailable: answer 503)."""
+        """Returns once the broker confirmed a message holding `items`; raises what publishing that message raised,
+        or BrokerUnavailable (answer 503) when that took more than `timeout_s` in all, waiting included: with the
+        broker slow or gone, the notifications queued behind a message do not wait for it one timeout after another.
+        """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(items, sum(map(len, items)), received_at, done))
         self._start()
-        await done
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await done  # on the timeout, cancelled: left out if still waiting, ignored if on its way
+        except TimeoutError:
+            raise BrokerUnavailable(f"no confirm from the broker within {self.timeout_s}s") from None
 
     def _start(self) -> None:
         while len(self._running) < self.in_flight and (batch := self._take()):

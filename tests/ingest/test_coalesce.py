@@ -54,7 +54,7 @@ async def settled() -> None:
 
 async def test_a_lone_notification_goes_at_once_and_alone() -> None:
     broker = Broker()
-    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, in_flight=1)
+    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, timeout_s=5, in_flight=1)
     request = asyncio.create_task(coalescer.publish([item("a1"), item("a2")], AT))
     await settled()
     assert [broker.items(0)] == [["a1", "a2"]]
@@ -72,7 +72,7 @@ async def test_a_lone_notification_goes_at_once_and_alone() -> None:
 
 async def test_notifications_waiting_for_a_confirm_go_together_in_arrival_order() -> None:
     broker = Broker()
-    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, in_flight=1)
+    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, timeout_s=5, in_flight=1)
     first = asyncio.create_task(coalescer.publish([item("first")], AT))
     await settled()
     later = [asyncio.create_task(coalescer.publish([item(f"later{n}")], AT)) for n in range(3)]
@@ -90,7 +90,7 @@ async def test_notifications_waiting_for_a_confirm_go_together_in_arrival_order(
 
 async def test_a_merged_message_holds_no_more_alerts_than_one_request_may() -> None:
     broker = Broker()
-    coalescer = Coalescer(broker.publish, max_alerts=3, max_bytes=1 << 20, in_flight=1)
+    coalescer = Coalescer(broker.publish, max_alerts=3, max_bytes=1 << 20, timeout_s=5, in_flight=1)
     requests = [asyncio.create_task(coalescer.publish([item("busy")], AT))]
     await settled()
     for name in ("a", "b", "c", "d"):
@@ -106,7 +106,7 @@ async def test_a_merged_message_holds_no_more_alerts_than_one_request_may() -> N
 
 async def test_a_failed_publish_fails_the_requests_it_held_and_no_other() -> None:
     broker = Broker()
-    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, in_flight=1)
+    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, timeout_s=5, in_flight=1)
     first = asyncio.create_task(coalescer.publish([item("first")], AT))
     await settled()
     merged = [asyncio.create_task(coalescer.publish([item(f"m{n}")], AT)) for n in range(2)]
@@ -128,7 +128,7 @@ async def test_a_failed_publish_fails_the_requests_it_held_and_no_other() -> Non
 
 async def test_a_request_whose_sender_went_away_is_left_out() -> None:
     broker = Broker()
-    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, in_flight=1)
+    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, timeout_s=5, in_flight=1)
     first = asyncio.create_task(coalescer.publish([item("first")], AT))
     await settled()
     gone = asyncio.create_task(coalescer.publish([item("gone")], AT))
@@ -142,3 +142,17 @@ async def test_a_request_whose_sender_went_away_is_left_out() -> None:
     broker.confirm(1)
     await stays
     assert gone.cancelled()
+
+
+async def test_with_the_broker_silent_every_request_is_answered_within_the_timeout() -> None:
+    broker = Broker()  # never confirms
+    coalescer = Coalescer(broker.publish, max_alerts=1, max_bytes=1 << 20, timeout_s=0.2, in_flight=1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # One alert a message: the third waits behind two messages, never for two timeouts.
+    requests = [asyncio.create_task(coalescer.publish([item(f"a{n}")], AT)) for n in range(3)]
+    outcomes = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 2)
+    assert all(isinstance(o, BrokerUnavailable) for o in outcomes), outcomes
+    assert loop.time() - started < 0.5
+    assert [broker.items(0)] == [["a0"]]  # the others never left: their senders will send them again
+    await coalescer.close()
