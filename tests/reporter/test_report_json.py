@@ -61,9 +61,10 @@ async def test_export_carries_the_report_content(conn: psycopg.AsyncConnection[A
     # Canonical bytes: equal reports hash equal, and the bytes stored before orjson wrote them (a version stored then
     # and the same report rendered now hash equal: no new version for nothing).
     assert incident_json.to_bytes(document) == incident_json.to_bytes(incident_json.render(report))
-    assert incident_json.to_bytes(document) == json.dumps(
-        document, sort_keys=True, ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    assert (
+        incident_json.to_bytes(document)
+        == json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    )
 
 
 async def test_silence_links_need_the_alertmanager_url(conn: psycopg.AsyncConnection[Any]) -> None:
