@@ -52,9 +52,20 @@ async def settled() -> None:
         await asyncio.sleep(0)
 
 
+def coalescer_on(broker: Broker, *, max_alerts: int = 1000, timeout_s: float = 5) -> Coalescer:
+    return Coalescer(broker.publish, max_alerts=max_alerts, max_bytes=1 << 20, timeout_s=timeout_s, in_flight=1)
+
+
+async def requested(coalescer: Coalescer, *names: str) -> list[asyncio.Task[None]]:
+    """One request of one alert per name, in that order, each handed over before the next."""
+    requests = [asyncio.create_task(coalescer.publish([item(name)], AT)) for name in names]
+    await settled()
+    return requests
+
+
 async def test_a_lone_notification_goes_at_once_and_alone() -> None:
     broker = Broker()
-    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, timeout_s=5, in_flight=1)
+    coalescer = coalescer_on(broker)
     request = asyncio.create_task(coalescer.publish([item("a1"), item("a2")], AT))
     await settled()
     assert [broker.items(0)] == [["a1", "a2"]]
@@ -72,11 +83,9 @@ async def test_a_lone_notification_goes_at_once_and_alone() -> None:
 
 async def test_notifications_waiting_for_a_confirm_go_together_in_arrival_order() -> None:
     broker = Broker()
-    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, timeout_s=5, in_flight=1)
-    first = asyncio.create_task(coalescer.publish([item("first")], AT))
-    await settled()
-    later = [asyncio.create_task(coalescer.publish([item(f"later{n}")], AT)) for n in range(3)]
-    await settled()
+    coalescer = coalescer_on(broker)
+    [first] = await requested(coalescer, "first")
+    later = await requested(coalescer, "later0", "later1", "later2")
     assert len(broker.messages) == 1  # the others wait for the slot
     broker.confirm(0)
     await first
@@ -90,9 +99,8 @@ async def test_notifications_waiting_for_a_confirm_go_together_in_arrival_order(
 
 async def test_a_merged_message_holds_no_more_alerts_than_one_request_may() -> None:
     broker = Broker()
-    coalescer = Coalescer(broker.publish, max_alerts=3, max_bytes=1 << 20, timeout_s=5, in_flight=1)
-    requests = [asyncio.create_task(coalescer.publish([item("busy")], AT))]
-    await settled()
+    coalescer = coalescer_on(broker, max_alerts=3)
+    requests = await requested(coalescer, "busy")
     for name in ("a", "b", "c", "d"):
         requests.append(asyncio.create_task(coalescer.publish([item(f"{name}1"), item(f"{name}2")], AT)))
     await settled()
@@ -106,16 +114,13 @@ async def test_a_merged_message_holds_no_more_alerts_than_one_request_may() -> N
 
 async def test_a_failed_publish_fails_the_requests_it_held_and_no_other() -> None:
     broker = Broker()
-    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, timeout_s=5, in_flight=1)
-    first = asyncio.create_task(coalescer.publish([item("first")], AT))
-    await settled()
-    merged = [asyncio.create_task(coalescer.publish([item(f"m{n}")], AT)) for n in range(2)]
-    await settled()
+    coalescer = coalescer_on(broker)
+    [first] = await requested(coalescer, "first")
+    merged = await requested(coalescer, "m0", "m1")
     broker.confirm(0)
     await first
     await settled()
-    after = asyncio.create_task(coalescer.publish([item("after")], AT))
-    await settled()
+    [after] = await requested(coalescer, "after")
     broker.confirm(1, BrokerUnavailable("nack"))
     for request in merged:
         with pytest.raises(BrokerUnavailable, match="nack"):
@@ -128,12 +133,9 @@ async def test_a_failed_publish_fails_the_requests_it_held_and_no_other() -> Non
 
 async def test_a_request_whose_sender_went_away_is_left_out() -> None:
     broker = Broker()
-    coalescer = Coalescer(broker.publish, max_alerts=1000, max_bytes=1 << 20, timeout_s=5, in_flight=1)
-    first = asyncio.create_task(coalescer.publish([item("first")], AT))
-    await settled()
-    gone = asyncio.create_task(coalescer.publish([item("gone")], AT))
-    stays = asyncio.create_task(coalescer.publish([item("stays")], AT))
-    await settled()
+    coalescer = coalescer_on(broker)
+    [first] = await requested(coalescer, "first")
+    gone, stays = await requested(coalescer, "gone", "stays")
     gone.cancel()
     broker.confirm(0)
     await first
@@ -146,11 +148,11 @@ async def test_a_request_whose_sender_went_away_is_left_out() -> None:
 
 async def test_with_the_broker_silent_every_request_is_answered_within_the_timeout() -> None:
     broker = Broker()  # never confirms
-    coalescer = Coalescer(broker.publish, max_alerts=1, max_bytes=1 << 20, timeout_s=0.2, in_flight=1)
+    coalescer = coalescer_on(broker, max_alerts=1, timeout_s=0.2)
     loop = asyncio.get_running_loop()
     started = loop.time()
     # One alert a message: the third waits behind two messages, never for two timeouts.
-    requests = [asyncio.create_task(coalescer.publish([item(f"a{n}")], AT)) for n in range(3)]
+    requests = await requested(coalescer, "a0", "a1", "a2")
     outcomes = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 2)
     assert all(isinstance(o, BrokerUnavailable) for o in outcomes), outcomes
     assert loop.time() - started < 0.5
