@@ -208,7 +208,9 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: mark_published
-UPDATE outbox SET published_at = now() WHERE id = ANY(%(ids)s);
+-- When the broker confirmed them: this statement runs after the confirms, in the transaction that claimed the rows
+-- before publishing them (whose now() is that claim).
+UPDATE outbox SET published_at = statement_timestamp() WHERE id = ANY(%(ids)s);
 
 -- name: stale_candidates
 -- Suppressed alerts are no candidates while Alertmanager's suppression is trusted (a recent poll): Alertmanager does

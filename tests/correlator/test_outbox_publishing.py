@@ -11,6 +11,7 @@ import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -174,6 +175,40 @@ async def test_the_outbox_falls_back_to_aio_pika_when_frames_cannot_be_written(
     assert revisions_by_incident(sent) == {"INC-000001": [1, 2, 3], "INC-000002": [1, 2, 3]}
     [gave_way] = [r for r in caplog.records if str(r.msg).startswith(FELL_BACK)]
     assert gave_way.__dict__["publisher"] == "outbox"
+
+
+class ConfirmsLate:
+    """The outbox's publisher, its broker taking `delay_s` to confirm; `confirmed_at`: when it did (the database's
+    clock, which is the machine's)."""
+
+    def __init__(self, inner: BatchPublisher, delay_s: float) -> None:
+        self.inner, self.delay_s = inner, delay_s
+        self.confirmed_at: list[datetime] = []
+
+    async def publish(self, messages: Sequence[JsonMessage]) -> list[Outcome]:
+        outcomes = await self.inner.publish(messages)
+        await asyncio.sleep(self.delay_s)
+        self.confirmed_at.append(datetime.now(UTC))
+        return outcomes
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_an_event_is_recorded_published_when_the_broker_confirmed_it(pool: Pool, amqp_url: str) -> None:
+    # What an audit of the outbox, retention and the end-to-end bench read: not when the chunk was claimed.
+    broker = await new_broker(amqp_url)
+    publisher = ConfirmsLate(open_outbox_publisher(broker), delay_s=0.5)
+    try:
+        done = await publish_pass(pool, publisher, await seed(pool, interleaved(incidents=2, revisions=1)))
+    finally:
+        await publisher.close()
+        await broker.close()
+    async with pool.connection() as conn:
+        rows = await (await conn.execute("SELECT published_at FROM outbox")).fetchall()
+    assert done == Pass(confirmed=2)
+    [confirmed_at] = publisher.confirmed_at
+    assert [r["published_at"] >= confirmed_at for r in rows] == [True, True]
 
 
 class StopsTheBroker:
