@@ -28,6 +28,7 @@ from services.correlator.lifecycle import (
     coalesce_events,
     group_of,
     mark_stale,
+    settle_below,
     settle_flapping,
 )
 from services.correlator.maintenance import with_stored_windows
@@ -201,7 +202,15 @@ async def sweep(pool: Pool, rules: RuleSet, now: datetime, *, limit: int = 1000)
         )
         stale = await cur.fetchall()
         grace_cutoff = now - defaults.resolve_grace
-        cur = await conn.execute(Q.sweep_incidents, {"grace_cutoff": grace_cutoff, "limit": limit})
+        cur = await conn.execute(
+            Q.sweep_incidents,
+            {
+                "grace_cutoff": grace_cutoff,
+                "flap_cutoff": now - defaults.flapping.window,
+                "settle_below": settle_below(defaults.flapping),
+                "limit": limit,
+            },
+        )
         incidents = await cur.fetchall()
         if not stale and not incidents:
             return []

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from services.correlator.rules import Rule, RuleSet, group_key, group_labels, host_of, render_title
+from services.correlator.rules import Flapping, Rule, RuleSet, group_key, group_labels, host_of, render_title
 from shared.alert_limits import DEFAULT_LIMITS, AlertLimits, bound_webhook_alert, cut_text
 from shared.contracts import (
     AlertAdjustments,
@@ -789,11 +789,17 @@ def suppression_detail(alert: StoredAlert, silences: Mapping[str, Silence]) -> d
     }
 
 
+def settle_below(flapping: Flapping) -> int:
+    """Flapping ends once fewer switches than this remain in the window: half the threshold that started it."""
+    return max(1, flapping.changes // 2)
+
+
 def settle_flapping(world: World, inc: Incident, now: datetime) -> bool:
-    """End flapping once fewer than half the threshold of switches remain in the window."""
+    """End flapping once fewer than `settle_below` switches remain in the window (the sweep's query finds such
+    incidents by the same rule)."""
     flapping = world.rules.defaults.flapping
     recent = [t for t in inc.flap_times if now - t <= flapping.window]
-    if not inc.flapping or len(recent) >= max(1, flapping.changes // 2):
+    if not inc.flapping or len(recent) >= settle_below(flapping):
         return False
     inc.flapping = False
     inc.flap_times = recent

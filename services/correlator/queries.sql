@@ -222,10 +222,13 @@ ORDER BY a.last_seen_at
 LIMIT %(limit)s;
 
 -- name: sweep_incidents
--- Incidents that may resolve after their grace, and flapping ones that may have calmed down.
+-- Incidents that may resolve after their grace, and flapping ones that have calmed down: fewer than `settle_below`
+-- switches since `flap_cutoff` (lifecycle.settle_flapping's rule). Not every flapping incident: those still flapping
+-- were locked and loaded at every sweep for nothing, and past `limit` of them they kept the quiet ones after them
+-- from ever resolving.
 SELECT id, group_key FROM incidents
 WHERE (state <> 'resolved' AND quiet_since IS NOT NULL AND quiet_since < %(grace_cutoff)s AND NOT flapping)
-   OR flapping
+   OR (flapping AND (SELECT count(*) FROM unnest(flap_times) AS f(at) WHERE f.at >= %(flap_cutoff)s) < %(settle_below)s)
 ORDER BY id
 LIMIT %(limit)s;
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from services.correlator.app import CONCURRENCY, RULES, build_app
-from services.correlator.batches import correlate_batch
+from services.correlator.batches import correlate_batch, sweep
 from services.correlator.outbox import publish_rows
 from shared.asyncapi import asyncapi_document
 from shared.config import ConfigError, Settings
@@ -186,6 +186,31 @@ async def test_flapping_alert_is_one_incident_marked_flapping(settings: Settings
     assert calm["state"] == "resolved" and not calm["flapping"]
     assert "flapping_started" in changes and "flapping_stopped" in changes
     assert changes[-1] == "resolved"
+
+
+async def test_incidents_still_flapping_never_keep_a_quiet_one_from_resolving(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # web-1 flaps (and goes on flapping); web-2 fired once and went quiet. A sweep takes at most `limit` incidents:
+    # one that would not change is no candidate, so the quiet incident resolves even with the limit at one.
+    async with correlator(settings, tmp_path) as h:
+        t = T0
+        for cycle in range(4):
+            starts = T0 + timedelta(minutes=4 * cycle)
+            await h.send_in_order(
+                alert_envelope(starts_at=starts, received_at=starts),
+                alert_envelope(starts_at=starts, status="resolved", received_at=starts + timedelta(minutes=2)),
+            )
+            t = starts + timedelta(minutes=2)
+        await h.send_in_order(
+            alert_envelope(host="web-2", starts_at=t, received_at=t),
+            alert_envelope(host="web-2", starts_at=t, status="resolved", received_at=t + timedelta(minutes=1)),
+        )
+        await h.settled(await count_is(h, 5))
+        await sweep(h.app[DB], h.app[RULES], t + timedelta(minutes=7), limit=1)
+        flapping, quiet = sorted(await h.incidents(), key=lambda i: i["id"])
+    assert flapping["hosts"] == ["web-1"] and flapping["flapping"] and flapping["state"] == "open"
+    assert quiet["hosts"] == ["web-2"] and quiet["state"] == "resolved"
 
 
 async def test_min_alerts_holds_back_the_announcement(settings: Settings, tmp_path: Path) -> None:
