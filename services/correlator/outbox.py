@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 INCIDENT_EVENTS = Counter("vigil_incidents_total", "Incident events published, by event", ["event"])
 OUTBOX_PENDING = Gauge("vigil_correlator_outbox_pending", "Outbox rows left for the background publisher")
 # How often OUTBOX_PENDING is counted. In a storm the count walks the dead entries of the unpublished-rows index until
-# autovacuum comes by (40-76 ms with 20,000 rows published in 10 s): every 2 s it was about 8 % of PostgreSQL's CPU in
+# autovacuum comes by (40-120 ms with 20,000 rows published in 10 s): every 2 s it was about 8 % of PostgreSQL's CPU in
 # the one-alert-per-webhook storm. Prometheus scrapes every 15 s or less often.
 COUNT_INTERVAL_S = 15.0
 

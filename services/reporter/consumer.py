@@ -42,8 +42,8 @@ VERSIONS = Counter(
 )
 
 # Reports of up to this many alerts are rendered on the event loop, larger ones in a thread. Measured (Markdown and
-# JSON, 2-core machine): 9 ms for 100 alerts, 16 ms for 300, 38 ms for 1,000, about as long as loading them takes on
-# the loop. A thread would only keep heartbeats and scrapes answered meanwhile, and it costs memory for good: glibc
+# JSON, 2-core machine): 9 ms for 100 alerts, 16 ms for 300, 38 ms for 1,000. The handler waits for the rendering
+# either way, so a thread only keeps heartbeats and scrapes answered meanwhile, and it costs memory for good: glibc
 # gives it an arena of its own that keeps the high-water mark of the largest report it rendered (2 MB of the
 # reporter's growth in a 10-minute soak whose incidents grew to 300 alerts).
 INLINE_RENDER_ALERTS = 1_000
@@ -161,8 +161,8 @@ class ReportHandler:
             return None
         if report is None:
             raise PermanentError(f"incident {key} does not exist")
-        # Rendering 10,000 alerts takes about 0.4 s of CPU: off the event loop, so heartbeats and acks go
-        # on. Smaller reports render inline (see INLINE_RENDER_ALERTS): handing them to a thread costs more than it
+        # Rendering 10,000 alerts takes about 0.4 s of CPU: off the event loop, so heartbeats and acks go on.
+        # Smaller reports render inline (see INLINE_RENDER_ALERTS): handing them to a thread costs more than it
         # saves, and the thread then contends with the loop for the GIL.
         if len(report.alerts) <= INLINE_RENDER_ALERTS:
             rendered = render_all(report)
