@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aio_pika
@@ -161,16 +161,20 @@ async def test_lost_resolve_ends_as_stale_then_resolved(settings: Settings, tmp_
     ]
 
 
+async def flap(h: Harness) -> datetime:
+    """HostDown on web-1 fires and resolves four times, two minutes apart; returns its last resolve."""
+    for cycle in range(4):
+        starts = T0 + timedelta(minutes=4 * cycle)
+        await h.send_in_order(
+            alert_envelope(starts_at=starts, received_at=starts),
+            alert_envelope(starts_at=starts, status="resolved", received_at=starts + timedelta(minutes=2)),
+        )
+    return starts + timedelta(minutes=2)
+
+
 async def test_flapping_alert_is_one_incident_marked_flapping(settings: Settings, tmp_path: Path) -> None:
     async with correlator(settings, tmp_path) as h:
-        t = T0
-        for cycle in range(4):
-            starts = T0 + timedelta(minutes=4 * cycle)
-            await h.send_in_order(
-                alert_envelope(starts_at=starts, received_at=starts),
-                alert_envelope(starts_at=starts, status="resolved", received_at=starts + timedelta(minutes=2)),
-            )
-            t = starts + timedelta(minutes=2)
+        t = await flap(h)
         await h.settled(await count_is(h, 4))
         # Grace has passed since the last resolve, but a flapping incident does not resolve itself.
         await h.sweep(t + timedelta(minutes=6))
@@ -194,14 +198,7 @@ async def test_incidents_still_flapping_never_keep_a_quiet_one_from_resolving(
     # web-1 flaps (and goes on flapping); web-2 fired once and went quiet. A sweep takes at most `limit` incidents:
     # one that would not change is no candidate, so the quiet incident resolves even with the limit at one.
     async with correlator(settings, tmp_path) as h:
-        t = T0
-        for cycle in range(4):
-            starts = T0 + timedelta(minutes=4 * cycle)
-            await h.send_in_order(
-                alert_envelope(starts_at=starts, received_at=starts),
-                alert_envelope(starts_at=starts, status="resolved", received_at=starts + timedelta(minutes=2)),
-            )
-            t = starts + timedelta(minutes=2)
+        t = await flap(h)
         await h.send_in_order(
             alert_envelope(host="web-2", starts_at=t, received_at=t),
             alert_envelope(host="web-2", starts_at=t, status="resolved", received_at=t + timedelta(minutes=1)),

@@ -196,7 +196,7 @@ class ConfirmsLate:
 
 
 async def test_an_event_is_recorded_published_when_the_broker_confirmed_it(pool: Pool, amqp_url: str) -> None:
-    # What an audit of the outbox, retention and the end-to-end bench read: not when the chunk was claimed.
+    # What retention and the end-to-end bench read: not when the chunk was claimed.
     broker = await new_broker(amqp_url)
     publisher = ConfirmsLate(open_outbox_publisher(broker), delay_s=0.5)
     try:
