@@ -174,29 +174,50 @@ class Enricher:
             if len(about) > 1:
                 STEPS.labels("coalesced").inc(len(about) - 1)
             if step == "enrich":
-                work.append(self.enrich_key(key))
+                work.append(key)
         if put_off:
             async with self.pool.connection() as conn:
                 await conn.execute(QUERIES.keep_enrichment_requests, {"keys": put_off})
-        await _all_or_first_error(work)
+        if work:
+            await self.enrich_keys(work)
 
-    async def enrich_key(self, key: str) -> None:
+    async def enrich_keys(self, keys: list[str]) -> None:
+        """Enrich the incidents `keys` side by side, reading them and marking their events published once for all:
+        in a storm a batch enriches dozens, and a transaction each for these cost PostgreSQL more than the rest."""
+        # One transaction for both reads: each checkout costs a BEGIN and a COMMIT.
+        async with self.pool.connection() as conn:
+            found = await incidents.incidents_by_key(conn, keys)
+            alerts = await incidents.first_alerts(conn, [i.id for i in found.values()], limit=ALERT_LIMIT)
+        published: list[tuple[int, int]] = []
+        work = [self._enrich_one(found.get(key), key, alerts, published) for key in keys]
+        try:
+            await _all_or_first_error(work)
+        finally:
+            # Whatever else failed: an event the broker confirmed is recorded as published (a failure here leaves
+            # the marks undone and the batch retried: the enrichments are redone and announced again).
+            if published:
+                ids, versions = zip(*published, strict=True)
+                async with self.pool.connection() as conn:
+                    await conn.execute(QUERIES.mark_published, {"incident_ids": list(ids), "versions": list(versions)})
+
+    async def _enrich_one(
+        self, incident: Incident | None, key: str, alerts: Mapping[int, list[Alert]], published: list[tuple[int, int]]
+    ) -> None:
         token = incident_key.set(key)
         try:
+            if incident is None:
+                raise PermanentError(f"incident {key} is not in the database (or not announced)")
             async with self.working:
-                # One checkout, one transaction for both reads: each checkout costs a BEGIN and a COMMIT.
-                async with self.pool.connection() as conn:
-                    incident = await incidents.incident(conn, key)
-                    if incident is None:
-                        raise PermanentError(f"incident {key} is not in the database (or not announced)")
-                    alerts = await incidents.alerts(conn, incident.id, limit=ALERT_LIMIT)
-                await self.enrich_and_publish(incident, alerts)
+                version = await self.enrich_and_publish(incident, alerts.get(incident.id, []))
+            if version is not None:
+                published.append((incident.id, version))
         finally:
             incident_key.reset(token)
 
     async def enrich_and_publish(self, incident: Incident, alerts: list[Alert]) -> int | None:
-        """Enrich `incident` as it is now, given its first ALERT_LIMIT `alerts`; returns the stored version, or None
-        when a newer one was stored meanwhile."""
+        """Enrich `incident` as it is now, given its first ALERT_LIMIT `alerts`, and announce it; returns the stored
+        version once the broker confirmed its event (the caller records it published), or None when a newer one was
+        stored meanwhile."""
         started = time.perf_counter()
         facts = facts_from(incident, alerts)
         context = await enrich(
@@ -236,7 +257,5 @@ class Enricher:
             envelope,
             mandatory=False,
         )
-        async with self.pool.connection() as conn:
-            await conn.execute(QUERIES.mark_published, {"incident_id": facts.id, "version": version})
         ENRICHMENT_SECONDS.labels(str(context.complete).lower()).observe(time.perf_counter() - started)
         return version

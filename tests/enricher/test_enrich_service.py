@@ -479,6 +479,27 @@ async def test_re_enrichment_replaces_and_older_revisions_never_win(
     assert row is not None and (row["version"], row["incident_revision"]) == (2, 99)
 
 
+async def test_incidents_enriched_together_are_each_announced_once(
+    settings: Settings, stack: Stack, loki: str
+) -> None:
+    """Incidents opened at once are enriched in one batch, which records their events published together: an event
+    that finds an incident unchanged since its announced enrichment is skipped, not enriched and announced again."""
+    now = datetime.now(UTC)
+    snapshots = [await seed(settings.database_url, hosts=("web-1",), first_alert_at=now, number=n) for n in (1, 2, 3)]
+    async with enricher(with_upstreams(settings, stack.prometheus.url, loki), make_config()) as harness:
+        for snapshot in snapshots:
+            await harness.publish(snapshot)
+        announced = [await harness.next_enriched() for _ in snapshots]
+        assert sorted(e["data"]["incident"]["key"] for e in announced) == [s.key for s in snapshots]
+        for snapshot in snapshots:
+            await harness.publish(snapshot, "incident.updated", "alerts_added")
+        with pytest.raises(TimeoutError):
+            await harness.next_enriched(timeout=2)
+    for snapshot in snapshots:
+        row = await stored(settings.database_url, snapshot.key)
+        assert row is not None and (row["version"], row["published"]) == (1, True)
+
+
 async def enrichment_steps(settings: Settings) -> dict[str, float]:
     async with httpx.AsyncClient() as client:
         text = (await client.get(f"http://127.0.0.1:{settings.enricher_port}/metrics")).text
