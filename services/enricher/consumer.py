@@ -57,6 +57,9 @@ STEPS = Counter(
 
 # An incident of thousands of alerts still needs only the first ones' starts on the timeline.
 ALERT_LIMIT = 500
+# The alerts of a batch's incidents of up to this many alerts are read for all of them at once; a bigger incident's
+# when its enrichment starts, so a batch of 50 big incidents never holds 50 * ALERT_LIMIT alerts in memory.
+BATCH_READ_ALERTS = 20
 
 
 def next_step(row: Mapping[str, Any], *, growth: bool, now: datetime, interval: timedelta) -> str:
@@ -187,7 +190,8 @@ class Enricher:
         # One transaction for both reads: each checkout costs a BEGIN and a COMMIT.
         async with self.pool.connection() as conn:
             found = await incidents.incidents_by_key(conn, keys)
-            alerts = await incidents.first_alerts(conn, [i.id for i in found.values()], limit=ALERT_LIMIT)
+            small = [i.id for i in found.values() if i.alert_count <= BATCH_READ_ALERTS]
+            alerts = await incidents.first_alerts(conn, small, limit=ALERT_LIMIT) if small else {}
         published: list[tuple[int, int]] = []
         work = [self._enrich_one(found.get(key), key, alerts, published) for key in keys]
         try:
@@ -208,7 +212,12 @@ class Enricher:
             if incident is None:
                 raise PermanentError(f"incident {key} is not in the database (or not announced)")
             async with self.working:
-                version = await self.enrich_and_publish(incident, alerts.get(incident.id, []))
+                if incident.alert_count <= BATCH_READ_ALERTS:
+                    its_alerts = alerts.get(incident.id, [])
+                else:
+                    async with self.pool.connection() as conn:
+                        its_alerts = await incidents.alerts(conn, incident.id, limit=ALERT_LIMIT)
+                version = await self.enrich_and_publish(incident, its_alerts)
             if version is not None:
                 published.append((incident.id, version))
         finally:
