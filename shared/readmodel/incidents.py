@@ -6,7 +6,7 @@ reads them in one transaction (see `reading_snapshot`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -29,31 +29,18 @@ SIMILAR_PER_TOKEN = 100
 
 async def incident(conn: Connection, key: str) -> Incident | None:
     """The announced incident `key`, or None (no such incident, or not announced yet)."""
-    return (await incidents_by_key(conn, [key])).get(key)
-
-
-async def incidents_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, Incident]:
-    """The announced ones of the incidents `keys`, by key: one statement however many."""
-    rows = await (await conn.execute(QUERIES.incidents_by_keys, {"keys": list(keys)})).fetchall()
-    return {row["key"]: Incident.model_validate(row) for row in rows}
+    row = await (await conn.execute(QUERIES.incident_by_key, {"key": key})).fetchone()
+    return None if row is None else Incident.model_validate(row)
 
 
 async def alerts(conn: Connection, incident_id: int, *, limit: int | None = None) -> list[Alert]:
     """The incident's alerts by start time; with `limit`, only the first that many."""
     if limit is None:
         rows = await (await conn.execute(QUERIES.incident_alerts, {"incident_id": incident_id})).fetchall()
-        return [Alert.from_row(row) for row in rows]
-    return (await first_alerts(conn, [incident_id], limit=limit)).get(incident_id, [])
-
-
-async def first_alerts(conn: Connection, incident_ids: Sequence[int], *, limit: int) -> dict[int, list[Alert]]:
-    """The first `limit` alerts by start time of each of the incidents `incident_ids` (one statement however many),
-    by incident id; an incident without alerts is left out."""
-    params = {"incident_ids": list(incident_ids), "limit": limit}
-    found: dict[int, list[Alert]] = {}
-    for row in await (await conn.execute(QUERIES.incidents_alerts_first, params)).fetchall():
-        found.setdefault(row.pop("incident_id"), []).append(Alert.from_row(row))
-    return found
+    else:
+        params = {"incident_id": incident_id, "limit": limit}
+        rows = await (await conn.execute(QUERIES.incident_alerts_first, params)).fetchall()
+    return [Alert.from_row(row) for row in rows]
 
 
 async def timeline(conn: Connection, incident_id: int) -> list[TimelineEntry]:

@@ -38,7 +38,6 @@ from services.enricher.config import (
     WindowConfig,
     load_config,
 )
-from services.enricher.consumer import BATCH_READ_ALERTS
 from services.enricher.upstream import QueryRejectedError, Upstream, UpstreamError, loki_matrix, prometheus_range
 from shared.config import Settings
 from shared.contracts import (
@@ -497,39 +496,6 @@ async def test_incidents_enriched_together_are_each_announced_once(settings: Set
     for snapshot in snapshots:
         row = await stored(settings.database_url, snapshot.key)
         assert row is not None and (row["version"], row["published"]) == (1, True)
-
-
-async def test_a_big_incident_enriched_with_small_ones_has_all_its_first_alerts(
-    settings: Settings, stack: Stack, loki: str
-) -> None:
-    """A batch reads the alerts of its small incidents at once and a big incident's when its enrichment starts
-    (BATCH_READ_ALERTS): either way each context's timeline starts with every one of the incident's alerts."""
-    now = datetime.now(UTC) - timedelta(minutes=5)
-    sizes = {1: 2, 2: BATCH_READ_ALERTS + 5}
-    snapshots = {}
-    async with await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True, row_factory=dict_row
-    ) as conn:
-        for number, size in sizes.items():
-            incident_id = await insert_incident(conn, number=number, opened_at=now)
-            for n in range(size):
-                await insert_alert(
-                    conn, incident_id, labels={"n": f"{number}-{n}"}, starts_at=now + timedelta(seconds=n)
-                )
-            await conn.execute("UPDATE incidents SET alert_count = %s WHERE id = %s", (size, incident_id))
-            row = await (await conn.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))).fetchone()
-            assert row is not None
-            snapshots[number] = Incident.model_validate(row).snapshot()
-    async with enricher(with_upstreams(settings, stack.prometheus.url, loki), make_config()) as harness:
-        for snapshot in snapshots.values():
-            await harness.publish(snapshot)
-        for _ in snapshots:
-            await harness.next_enriched()
-    for number, size in sizes.items():
-        row = await stored(settings.database_url, snapshots[number].key)
-        assert row is not None
-        starts = [e for e in row["context"]["timeline"] if e["kind"] == "alert_start"]
-        assert len(starts) == size
 
 
 async def enrichment_steps(settings: Settings) -> dict[str, float]:

@@ -365,7 +365,7 @@ class CommitsDuringTheRead:
 
             async def execute_then_commit_elsewhere(query: Any, *args: Any, **kwargs: Any) -> Any:
                 cursor = await execute(query, *args, **kwargs)
-                if query == READ_QUERIES.incidents_by_keys and not self.done:
+                if query == READ_QUERIES.incident_by_key and not self.done:
                     self.done = True
                     await self.change()
                 return cursor
