@@ -160,7 +160,7 @@ class Enricher:
         if missing:
             raise PermanentError(f"incident {', '.join(missing)} is not in the database (or not announced)")
         now = datetime.now(UTC)
-        to_enrich = []
+        work = []
         put_off = []
         for key, about in events.items():
             # Growth only when every event of the batch is one: an opened, reopened or resolved one is enriched now.
@@ -174,50 +174,29 @@ class Enricher:
             if len(about) > 1:
                 STEPS.labels("coalesced").inc(len(about) - 1)
             if step == "enrich":
-                to_enrich.append(key)
+                work.append(self.enrich_key(key))
         if put_off:
             async with self.pool.connection() as conn:
                 await conn.execute(QUERIES.keep_enrichment_requests, {"keys": put_off})
-        if to_enrich:
-            await self.enrich_keys(to_enrich)
+        await _all_or_first_error(work)
 
-    async def enrich_keys(self, keys: list[str]) -> None:
-        """Enrich the incidents `keys` side by side, and record their confirmed events published in one statement.
-        In a one-alert-per-webhook storm a batch enriches about 45 incidents, and a transaction each to mark them
-        cost PostgreSQL a commit each."""
-        published: list[tuple[int, int]] = []
-        try:
-            await _all_or_first_error([self._enrich_one(key, published) for key in keys])
-        finally:
-            # Whatever else failed: an event the broker confirmed is recorded as published (a failure here leaves
-            # the marks undone and the batch retried: the enrichments are redone and announced again).
-            if published:
-                ids, versions = zip(*published, strict=True)
-                async with self.pool.connection() as conn:
-                    await conn.execute(QUERIES.mark_published, {"incident_ids": list(ids), "versions": list(versions)})
-
-    async def _enrich_one(self, key: str, published: list[tuple[int, int]]) -> None:
+    async def enrich_key(self, key: str) -> None:
         token = incident_key.set(key)
         try:
             async with self.working:
-                # Read when its turn comes, not for the whole batch at its start: a storm changes the incident
-                # meanwhile, and an enrichment of a state already gone needs another one after the interval.
                 # One checkout, one transaction for both reads: each checkout costs a BEGIN and a COMMIT.
                 async with self.pool.connection() as conn:
                     incident = await incidents.incident(conn, key)
                     if incident is None:
                         raise PermanentError(f"incident {key} is not in the database (or not announced)")
                     alerts = await incidents.alerts(conn, incident.id, limit=ALERT_LIMIT)
-                version = await self.enrich_and_publish(incident, alerts)
-            if version is not None:
-                published.append((incident.id, version))
+                await self.enrich_and_publish(incident, alerts)
         finally:
             incident_key.reset(token)
 
     async def enrich_and_publish(self, incident: Incident, alerts: list[Alert]) -> int | None:
-        """Enrich `incident` as it is now, given its first ALERT_LIMIT `alerts`, and announce it; returns the stored
-        version once the broker confirmed its event (the caller records it published), or None when a newer one was
-        stored meanwhile."""
+        """Enrich `incident` as it is now, given its first ALERT_LIMIT `alerts`; returns the stored version, or None
+        when a newer one was stored meanwhile."""
         started = time.perf_counter()
         facts = facts_from(incident, alerts)
         context = await enrich(
@@ -257,5 +236,7 @@ class Enricher:
             envelope,
             mandatory=False,
         )
+        async with self.pool.connection() as conn:
+            await conn.execute(QUERIES.mark_published, {"incident_id": facts.id, "version": version})
         ENRICHMENT_SECONDS.labels(str(context.complete).lower()).observe(time.perf_counter() - started)
         return version

@@ -50,10 +50,7 @@ FROM enrichments
 WHERE incident_id = %(incident_id)s
 
 -- name: mark_published
--- The events of these versions (%(incident_ids)s, %(versions)s: pairs) were confirmed by the broker.
-UPDATE enrichments e SET published = true
-FROM unnest(%(incident_ids)s::bigint[], %(versions)s::integer[]) AS p(incident_id, version)
-WHERE e.incident_id = p.incident_id AND e.version = p.version
+UPDATE enrichments SET published = true WHERE incident_id = %(incident_id)s AND version = %(version)s
 
 -- name: replace_log_signature
 -- The incident's `log` signature tokens become the templates of this enrichment, in the transaction that stores it
