@@ -480,8 +480,9 @@ async def test_re_enrichment_replaces_and_older_revisions_never_win(
 
 
 async def test_incidents_enriched_together_are_each_announced_once(settings: Settings, stack: Stack, loki: str) -> None:
-    """Incidents opened at once are enriched in one batch, which records their events published together: an event
-    that finds an incident unchanged since its announced enrichment is skipped, not enriched and announced again."""
+    """Incidents opened at once (one batch of the enricher) are each enriched, announced and recorded published: an
+    event that finds an incident unchanged since its announced enrichment is skipped, not enriched and announced
+    again."""
     now = datetime.now(UTC)
     snapshots = [await seed(settings.database_url, hosts=("web-1",), first_alert_at=now, number=n) for n in (1, 2, 3)]
     async with enricher(with_upstreams(settings, stack.prometheus.url, loki), make_config()) as harness:
