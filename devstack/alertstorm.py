@@ -5,7 +5,6 @@ exactly as Alertmanager's webhook notifier sends them (version 4), and a sender 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Iterable
@@ -14,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
+from devstack.keepalive_post import KeepAlivePost
 from shared.fingerprint import label_fingerprint
 
 
@@ -86,8 +84,8 @@ def _ts(value: datetime) -> str:
 class WebhookSender:
     """Posts webhooks the way Alertmanager does: retry 5xx and connection errors with backoff until `give_up_s`.
 
-    On aiohttp's client: the load generator shares the machine with Vigil, and with httpx's it set the pace of small
-    webhooks itself (one alert per webhook, 16 senders, ingest alone: 374 webhooks/s with httpx, 2,090 with aiohttp)."""
+    Over `KeepAlivePost`: the load generator shares the machine with Vigil, and with a general-purpose client it set
+    the pace of small webhooks itself (see devstack/keepalive_post.py for the figures)."""
 
     url: str
     token: str
@@ -97,34 +95,32 @@ class WebhookSender:
     retries: int = 0
     # The seconds (of time.monotonic) in which a webhook got 5xx or no answer: how long senders saw Vigil unavailable.
     unavailable_at: set[int] = field(default_factory=set)
-    _session: aiohttp.ClientSession | None = None
+    _http: KeepAlivePost | None = None
 
     async def send(self, body: dict[str, Any] | bytes) -> bool:
         """True when ingest accepted the webhook (2xx); False when it refused it (4xx) or we gave up.
 
         `body` may be the JSON already encoded, so a load generator can prepare its webhooks before the clock starts.
         """
-        if self._session is None:
-            # Made in the running loop; no connection limit: Alertmanager opens what its groups need.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+        if self._http is None:
+            # No connection limit: Alertmanager opens what its groups need.
+            self._http = KeepAlivePost(
+                self.url, {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
             )
         deadline = time.monotonic() + self.give_up_s
         pause = 0.1
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
         while True:
             started = time.perf_counter()
             try:
-                async with self._session.post(self.url, data=content, headers=headers) as answer:
-                    await answer.read()
-                    status = answer.status
+                async with asyncio.timeout(self.timeout_s):
+                    status = await self._http.post(content)
                 if status < 300:
                     self.latencies_ms.append((time.perf_counter() - started) * 1000)
                     return True
                 if status < 500:
                     return False
-            except (aiohttp.ClientError, TimeoutError):
+            except (OSError, EOFError, ValueError, TimeoutError):
                 pass
             self.unavailable_at.add(int(time.monotonic()))
             if time.monotonic() > deadline:
@@ -134,9 +130,8 @@ class WebhookSender:
             pause = min(pause * 2, 2)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            with contextlib.suppress(Exception):
-                await self._session.close()
+        if self._http is not None:
+            await self._http.aclose()
 
 
 def grouped_storm(
