@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -62,7 +63,40 @@ VIGIL_METRICS = {
     "vigil_correlator_alertmanager_polls_total": "counter",
     "vigil_correlator_suppression_changes_total": "counter",
     "vigil_web_alertmanager_requests_total": "counter",
+    "vigil_correlator_alerts_total": "counter",
+    "vigil_correlator_commands_total": "counter",
+    "vigil_correlator_outbox_pending": "gauge",
+    "vigil_correlator_swept_total": "counter",
+    "vigil_enrichment_steps_total": "counter",
+    "vigil_upstream_circuit_open": "gauge",
+    "vigil_report_versions_total": "counter",
+    "vigil_report_prune_passes_total": "counter",
+    "vigil_reports_pruned_total": "counter",
+    "vigil_retention_passes_total": "counter",
+    "vigil_start_time_seconds": "gauge",
+    "vigil_http_requests_timed_out_total": "counter",
+    "vigil_web_request_seconds": "histogram",
+    "vigil_web_commands_total": "counter",
+    "vigil_web_logins_total": "counter",
+    "vigil_web_live_clients": "gauge",
+    "vigil_web_live_dropped_total": "counter",
+    "vigil_web_live_refused_total": "counter",
+    "vigil_web_audit_exports_refused_total": "counter",
+    "vigil_web_database_unanswered_total": "counter",
 }
+# Every vigil_* metric the services' and shared modules define, as their registry has them (name -> kind).
+DEFINED_METRICS_SCRIPT = """
+import importlib, json, pkgutil
+from prometheus_client import REGISTRY
+for package in ("services", "shared"):
+    for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+print(json.dumps({
+    family.name + ("_total" if family.type == "counter" else ""): family.type
+    for family in REGISTRY.collect() if family.name.startswith("vigil_")
+}))
+"""
 PROCESS_METRICS = {
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
@@ -425,6 +459,14 @@ def test_dashboard_queries_only_known_metrics_and_shows_every_vigil_metric():
         assert names <= KNOWN_SERIES, (panel["title"], names - KNOWN_SERIES)
         seen |= {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
     assert set(VIGIL_METRICS) <= seen
+
+
+def test_every_metric_the_services_define_is_known_here_and_so_on_the_dashboard():
+    proc = subprocess.run(
+        [sys.executable, "-c", DEFINED_METRICS_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == VIGIL_METRICS
 
 
 def test_grafana_provisioning_points_at_the_stack():
