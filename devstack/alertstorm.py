@@ -120,7 +120,7 @@ class WebhookSender:
                     return True
                 if status < 500:
                     return False
-            except (OSError, EOFError, ValueError, TimeoutError):
+            except (OSError, EOFError, TimeoutError):  # no answer; one this client cannot read is raised
                 pass
             self.unavailable_at.add(int(time.monotonic()))
             if time.monotonic() > deadline:

@@ -3,11 +3,11 @@
 Written rather than taken from a library because of what it costs on the machine it measures. The load generator
 shares the 2-core machine with the whole of Vigil, and with one alert per webhook its client set the pace: aiohttp's
 client took 105 µs of CPU per webhook (a tenth of the machine in the one-alert storm; httpx's took more), this one
-takes 30 µs. `python -m bench.pipeline`'s one-alert storm went from 1,840-1,970 to 2,320-2,350 alerts/s with
-Vigil's own CPU per alert unchanged: the difference was the load generator's, not Vigil's.
+takes 30 µs. `python -m bench.pipeline`'s one-alert storm went from 1,765-2,045 to 2,180-2,246 alerts/s (three runs
+each, same machine and hour) with Vigil's own CPU per alert unchanged: the difference was the load generator's.
 
 It speaks only what ingest answers: a status line, headers and a body of `Content-Length` bytes. An answer without
-one is an error (ValueError), not a guess at where the body ends.
+one is an error (ValueError, which the sender does not take for an outage), not a guess at where the body ends.
 """
 
 from __future__ import annotations

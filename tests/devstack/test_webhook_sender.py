@@ -142,6 +142,31 @@ async def test_a_slow_answer_times_out_and_the_next_post_gets_a_fresh_connection
     assert len(seen) == 2 and seen[0] != seen[1]
 
 
+async def test_an_answer_the_client_cannot_read_is_an_error_not_an_outage() -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=202)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b"{}")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", chunked)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sender = WebhookSender(f"http://127.0.0.1:{port}/", "t")
+    try:
+        with pytest.raises(ValueError, match="Transfer-Encoding"):
+            await sender.send(b"{}")
+    finally:
+        await sender.aclose()
+        await runner.cleanup()
+    assert (sender.retries, sender.unavailable_at) == (0, set())
+
+
 def test_answer_heads_are_read_strictly() -> None:
     assert parse_head(b"HTTP/1.1 202 Accepted\r\nContent-Length: 17\r\nContent-Type: application/json\r\n\r\n") == (
         202,
