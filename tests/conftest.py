@@ -98,9 +98,11 @@ def settings(db_url: str, amqp_url: str, tmp_path: Path) -> Settings:
 
 
 @asynccontextmanager
-async def running(app: web.Application, port: int) -> AsyncIterator[str]:
-    """Serve an app on loopback for the length of the block; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None)
+async def running(app: web.Application, port: int, *, keepalive_timeout: float | None = None) -> AsyncIterator[str]:
+    """Serve an app on loopback for the length of the block; yields its base URL. `keepalive_timeout`: how long an
+    idle connection stays open, when not aiohttp's default."""
+    options = {} if keepalive_timeout is None else {"keepalive_timeout": keepalive_timeout}
+    runner = web.AppRunner(app, access_log=None, **options)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()

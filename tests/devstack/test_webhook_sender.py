@@ -4,7 +4,7 @@ refused (4xx, never sent again), or retried with backoff (5xx, no answer). Check
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -12,6 +12,10 @@ from aiohttp import web
 from devstack.alertstorm import WebhookSender
 from devstack.keepalive_post import KeepAlivePost, parse_head
 from devstack.procs import free_port
+from tests.conftest import running
+
+PATH = "/api/v1/webhooks/alertmanager"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Ingest:
@@ -31,22 +35,17 @@ class Ingest:
         return web.json_response({"status": status}, status=status)
 
 
-async def serve(ingest: Ingest, *, keepalive_timeout: float = 75) -> tuple[web.AppRunner, str]:
+def webhook_app(handler: Handler) -> web.Application:
     app = web.Application()
-    app.router.add_post("/api/v1/webhooks/alertmanager", ingest.handle)
-    runner = web.AppRunner(app, keepalive_timeout=keepalive_timeout)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}/api/v1/webhooks/alertmanager"
+    app.router.add_post(PATH, handler)
+    return app
 
 
 @pytest.fixture
 async def ingest() -> AsyncIterator[tuple[Ingest, str]]:
     server = Ingest()
-    runner, url = await serve(server)
-    yield server, url
-    await runner.cleanup()
+    async with running(webhook_app(server.handle), free_port()) as base:
+        yield server, base + PATH
 
 
 async def test_webhooks_go_over_one_kept_alive_connection_with_the_token(ingest: tuple[Ingest, str]) -> None:
@@ -99,15 +98,14 @@ async def test_no_server_at_all_is_given_up_after_give_up_s() -> None:
 
 async def test_a_connection_the_server_closed_while_idle_is_no_failure() -> None:
     server = Ingest()
-    runner, url = await serve(server, keepalive_timeout=0.1)
-    sender = WebhookSender(url, "sender-token-0001")
-    try:
-        assert await sender.send(b'{"n": 1}')
-        await asyncio.sleep(0.5)  # the server closes the kept-alive connection meanwhile
-        assert await sender.send(b'{"n": 2}')
-    finally:
-        await sender.aclose()
-        await runner.cleanup()
+    async with running(webhook_app(server.handle), free_port(), keepalive_timeout=0.1) as base:
+        sender = WebhookSender(base + PATH, "sender-token-0001")
+        try:
+            assert await sender.send(b'{"n": 1}')
+            await asyncio.sleep(0.5)  # the server closes the kept-alive connection meanwhile
+            assert await sender.send(b'{"n": 2}')
+        finally:
+            await sender.aclose()
     assert len(server.bodies) == 2
     assert len(set(server.connections)) == 2
     assert (sender.retries, sender.unavailable_at) == (0, set())
@@ -123,22 +121,16 @@ async def test_a_slow_answer_times_out_and_the_next_post_gets_a_fresh_connection
             await gate.wait()
         return web.json_response({}, status=202)
 
-    app = web.Application()
-    app.router.add_post("/", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    client = KeepAlivePost(f"http://127.0.0.1:{port}/", {})
-    try:
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.2):
-                await client.post(b"{}")
-        assert await client.post(b"{}") == 202
-    finally:
-        gate.set()
-        await client.aclose()
-        await runner.cleanup()
+    async with running(webhook_app(handle), free_port()) as base:
+        client = KeepAlivePost(base + PATH, {})
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await client.post(b"{}")
+            assert await client.post(b"{}") == 202
+        finally:
+            gate.set()
+            await client.aclose()
     assert len(seen) == 2 and seen[0] != seen[1]
 
 
@@ -151,19 +143,13 @@ async def test_an_answer_the_client_cannot_read_is_an_error_not_an_outage() -> N
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/", chunked)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    sender = WebhookSender(f"http://127.0.0.1:{port}/", "t")
-    try:
-        with pytest.raises(ValueError, match="Transfer-Encoding"):
-            await sender.send(b"{}")
-    finally:
-        await sender.aclose()
-        await runner.cleanup()
+    async with running(webhook_app(chunked), free_port()) as base:
+        sender = WebhookSender(base + PATH, "t")
+        try:
+            with pytest.raises(ValueError, match="Transfer-Encoding"):
+                await sender.send(b"{}")
+        finally:
+            await sender.aclose()
     assert (sender.retries, sender.unavailable_at) == (0, set())
 
 
